@@ -1,0 +1,73 @@
+// Package clients builds the Kubernetes and Argo clients from a kubeconfig (KUBECONFIG, for local
+// runs) or the in-cluster service account (Knative), with a bounded request rate.
+package clients
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
+)
+
+// Set is the clients the function uses.
+type Set struct {
+	Config *rest.Config
+	Kube   kubernetes.Interface
+	Argo   argoclient.Interface
+}
+
+// Options tune the clients.
+type Options struct {
+	// Kubeconfig is a kubeconfig path. "" means: $KUBECONFIG when set, else the in-cluster
+	// service account when running in a pod, else ~/.kube/config.
+	Kubeconfig string
+	QPS        float32
+	Burst      int
+	// Timeout bounds each request, so a hung API server turns into an error (and a 503) before
+	// func-go's 30 s write timeout.
+	Timeout   time.Duration
+	UserAgent string
+}
+
+// RESTConfig loads the configuration (see Options.Kubeconfig for the order).
+func RESTConfig(o Options) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	explicit := o.Kubeconfig != "" || os.Getenv(clientcmd.RecommendedConfigPathEnvVar) != ""
+	if !explicit {
+		cfg, err = rest.InClusterConfig()
+	}
+	if explicit || errors.Is(err, rest.ErrNotInCluster) {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		rules.ExplicitPath = o.Kubeconfig
+		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading cluster configuration (kubeconfig %q): %w", o.Kubeconfig, err)
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst, cfg.Timeout = o.QPS, o.Burst, o.Timeout
+	if o.UserAgent != "" {
+		cfg.UserAgent = o.UserAgent
+	}
+	return cfg, nil
+}
+
+// New builds the clients from cfg. It does not contact the API server.
+func New(cfg *rest.Config) (*Set, error) {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building Kubernetes client for %s: %w", cfg.Host, err)
+	}
+	argo, err := argoclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building Argo client for %s: %w", cfg.Host, err)
+	}
+	return &Set{Config: cfg, Kube: kube, Argo: argo}, nil
+}

@@ -1,0 +1,130 @@
+// Package config holds the function's settings, read from the environment with envconfig.
+//
+// Every setting has a default that is safe for a cluster running Argo Workflows with one
+// controller and no instance ID; the README's "Settings" table is generated from the same tags.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Prefix is the envconfig prefix: settings are read from ADH_<NAME>.
+const Prefix = "ADH"
+
+// Config is the function's whole configuration.
+type Config struct {
+	// DryRun computes and logs the plan, and sends every write with dryRun=All: nothing changes.
+	DryRun bool `envconfig:"DRY_RUN" default:"false" desc:"log the repair plan and send every write as a server-side dry run"`
+
+	// Namespaces restricts the function to these namespaces (empty: all namespaces).
+	Namespaces []string `envconfig:"NAMESPACES" default:"" desc:"comma-separated namespaces to act in; empty means all"`
+	// ExcludedNamespaces are never touched, even when listed in Namespaces.
+	ExcludedNamespaces []string `envconfig:"EXCLUDED_NAMESPACES" default:"kube-system" desc:"comma-separated namespaces never to act in"`
+
+	// InstanceID is the Argo controller's instanceID. Argo controllers only own workflows whose
+	// workflows.argoproj.io/controller-instanceid label equals their own (absent when none is
+	// configured), and so do we: a workflow of another controller is never written.
+	InstanceID string `envconfig:"INSTANCE_ID" default:"" desc:"Argo controller instanceID whose workflows we repair; empty means workflows without the label"`
+
+	// NodeErrorGrace is how long a Pod node may stay Running with no pod before the last-resort
+	// step marks it Error itself. The controller's own podReconciliation does that within about
+	// one requeue (10 s) on every version, so this only fires when the controller did not.
+	NodeErrorGrace time.Duration `envconfig:"NODE_ERROR_GRACE" default:"60s" desc:"how long a Running Pod node may have no pod before we mark it Error (last resort)"`
+
+	// ConflictRetries bounds the re-read/re-decide loop when a write gets 409 Conflict.
+	ConflictRetries int `envconfig:"CONFLICT_RETRIES" default:"5" desc:"re-read and re-decide this many times on 409 Conflict before answering 503"`
+
+	// EventTimeout bounds the work for one event; func-go's HTTP write timeout is 30 s, so the
+	// answer must leave well before that or the broker sees a reset instead of a 503.
+	EventTimeout time.Duration `envconfig:"EVENT_TIMEOUT" default:"10s" desc:"deadline for handling one event (func-go closes the connection at 30 s)"`
+
+	// MaxBodyBytes is the largest event data accepted; larger is answered 413.
+	MaxBodyBytes int `envconfig:"MAX_BODY_BYTES" default:"4194304" desc:"largest event data accepted, in bytes (413 above)"`
+
+	// KubeQPS and KubeBurst bound our client-side request rate so that a burst of pod deletions
+	// does not starve the Argo controller of API server capacity.
+	KubeQPS   float32 `envconfig:"KUBE_QPS" default:"50" desc:"client-go QPS toward the API server"`
+	KubeBurst int     `envconfig:"KUBE_BURST" default:"100" desc:"client-go burst toward the API server"`
+
+	// LogLevel is the zap level: debug, info, warn, error.
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// Load reads the configuration from the environment and validates it.
+func Load() (*Config, error) {
+	var c Config
+	if err := envconfig.Process(Prefix, &c); err != nil {
+		return nil, fmt.Errorf("reading %s_* settings: %w", Prefix, err)
+	}
+	c.Namespaces = cleanList(c.Namespaces)
+	c.ExcludedNamespaces = cleanList(c.ExcludedNamespaces)
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate reports every invalid setting at once, each with its variable name.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s_%s: %s", Prefix, name, fmt.Sprintf(format, args...)))
+	}
+	for _, ns := range c.Namespaces {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			bad("NAMESPACES", "%q is not a namespace name: %s", ns, strings.Join(msgs, "; "))
+		}
+	}
+	for _, ns := range c.ExcludedNamespaces {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			bad("EXCLUDED_NAMESPACES", "%q is not a namespace name: %s", ns, strings.Join(msgs, "; "))
+		}
+	}
+	if c.InstanceID != "" {
+		if msgs := validation.IsValidLabelValue(c.InstanceID); len(msgs) > 0 {
+			bad("INSTANCE_ID", "%q is not a label value: %s", c.InstanceID, strings.Join(msgs, "; "))
+		}
+	}
+	if c.NodeErrorGrace < 10*time.Second {
+		// Argo's podReconciliation ignores pods for RECENTLY_STARTED_POD_DURATION (10 s);
+		// acting earlier would race the controller's own decision.
+		bad("NODE_ERROR_GRACE", "%s is shorter than 10s (the controller's own grace)", c.NodeErrorGrace)
+	}
+	if c.ConflictRetries < 1 || c.ConflictRetries > 50 {
+		bad("CONFLICT_RETRIES", "%d is outside 1..50", c.ConflictRetries)
+	}
+	if c.EventTimeout <= 0 || c.EventTimeout > 25*time.Second {
+		bad("EVENT_TIMEOUT", "%s is outside (0s, 25s]: func-go's server write timeout is 30s", c.EventTimeout)
+	}
+	if c.MaxBodyBytes < 1024 {
+		bad("MAX_BODY_BYTES", "%d is below 1024", c.MaxBodyBytes)
+	}
+	if c.KubeQPS <= 0 {
+		bad("KUBE_QPS", "%v must be positive", c.KubeQPS)
+	}
+	if c.KubeBurst < 1 {
+		bad("KUBE_BURST", "%d must be at least 1", c.KubeBurst)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+func cleanList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,51 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoad(t *testing.T) {
+	cases := []struct {
+		name string
+		env  map[string]string
+		want func(*Config) bool
+		err  []string // every substring must be in the error
+	}{
+		{"defaults", nil, func(c *Config) bool {
+			return !c.DryRun && c.MaxBodyBytes == 4<<20 && c.EventTimeout == 10*time.Second && c.NodeErrorGrace == time.Minute &&
+				len(c.Namespaces) == 0 && len(c.ExcludedNamespaces) == 1 && c.KubeQPS == 50
+		}, nil},
+		{"lists are trimmed", map[string]string{"ADH_NAMESPACES": " argo, ml-jobs ,", "ADH_DRY_RUN": "true"}, func(c *Config) bool {
+			return c.DryRun && len(c.Namespaces) == 2 && c.Namespaces[1] == "ml-jobs"
+		}, nil},
+		{"unparsable duration", map[string]string{"ADH_EVENT_TIMEOUT": "soon"}, nil, []string{"EVENT_TIMEOUT"}},
+		{"every bad setting named at once", map[string]string{
+			"ADH_NAMESPACES": "Argo_NS", "ADH_EVENT_TIMEOUT": "40s", "ADH_NODE_ERROR_GRACE": "2s",
+			"ADH_LOG_LEVEL": "loud", "ADH_MAX_BODY_BYTES": "10", "ADH_INSTANCE_ID": "a b",
+		}, nil, []string{"ADH_NAMESPACES", "ADH_EVENT_TIMEOUT", "ADH_NODE_ERROR_GRACE", "ADH_LOG_LEVEL", "ADH_MAX_BODY_BYTES", "ADH_INSTANCE_ID"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			cfg, err := Load()
+			if c.err != nil {
+				if err == nil {
+					t.Fatal("no error")
+				}
+				for _, s := range c.err {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not name %s", err, s)
+					}
+				}
+				return
+			}
+			if err != nil || !c.want(cfg) {
+				t.Fatalf("cfg %+v, err %v", cfg, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,47 @@
+package eventing
+
+import (
+	"mime"
+	"strings"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+)
+
+// CloudEvent types of the Knative ApiServerSource (knative.dev/eventing pkg/adapter/apiserver).
+const (
+	ResourceAdd    = "dev.knative.apiserver.resource.add"
+	ResourceUpdate = "dev.knative.apiserver.resource.update"
+	ResourceDelete = "dev.knative.apiserver.resource.delete"
+	RefAdd         = "dev.knative.apiserver.ref.add"
+	RefUpdate      = "dev.knative.apiserver.ref.update"
+	RefDelete      = "dev.knative.apiserver.ref.delete"
+)
+
+// OpOf returns the operation named by the last segment of an ApiServerSource event type.
+func OpOf(ceType string) (Op, bool) {
+	switch ceType[strings.LastIndexByte(ceType, '.')+1:] {
+	case "add":
+		return OpAdd, true
+	case "update":
+		return OpUpdate, true
+	case "delete":
+		return OpDelete, true
+	}
+	return "", false
+}
+
+// JSONData returns the event's data if its content type is JSON (or unset, which the CloudEvents
+// spec reads as JSON), and a Malformed error otherwise or when there is no data.
+func JSONData(e event.Event) ([]byte, error) {
+	if ct := e.DataContentType(); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && mt != "text/json" && !strings.HasSuffix(mt, "+json")) {
+			return nil, Malformed(e, "datacontenttype %q is not JSON", ct)
+		}
+	}
+	data := e.Data()
+	if len(data) == 0 {
+		return nil, Malformed(e, "no data")
+	}
+	return data, nil
+}

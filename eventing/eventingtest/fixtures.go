@@ -1,0 +1,46 @@
+// Package eventingtest loads the CloudEvent fixtures in eventing/testdata for tests and benchmarks
+// of every package.
+package eventingtest
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+)
+
+// Dir is the fixtures folder.
+func Dir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "testdata")
+}
+
+// Load reads a structured-mode CloudEvent JSON fixture by file name.
+func Load(tb testing.TB, name string) event.Event {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join(Dir(), name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var e event.Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		tb.Fatalf("%s: %v", name, err)
+	}
+	return e
+}
+
+// All returns the file names of every fixture.
+func All(tb testing.TB) []string {
+	tb.Helper()
+	m, err := filepath.Glob(filepath.Join(Dir(), "*.json"))
+	if err != nil || len(m) == 0 {
+		tb.Fatalf("no fixtures in %s: %v", Dir(), err)
+	}
+	for i := range m {
+		m[i] = filepath.Base(m[i])
+	}
+	return m
+}

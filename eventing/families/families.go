@@ -1,0 +1,18 @@
+// Package families builds the registry of every event family the function understands.
+// A new family (Karpenter Events, EC2 interruption messages) is one more line here and a package
+// of its own; no other decoder changes.
+package families
+
+import (
+	"function/eventing"
+	"function/eventing/podreference"
+	"function/eventing/podresource"
+)
+
+// Registry returns a registry with every family registered.
+func Registry() *eventing.Registry {
+	r := eventing.NewRegistry()
+	podresource.Register(r)
+	podreference.Register(r)
+	return r
+}

@@ -1,0 +1,41 @@
+package podreference
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"function/eventing"
+	"function/eventing/eventingtest"
+)
+
+// FuzzDecode: any data under any Reference-mode type decodes to a PodChange naming a valid
+// namespace and pod, or to a Malformed error; never a panic.
+func FuzzDecode(f *testing.F) {
+	for _, name := range []string{"pod-ref-delete.json", "pod-ref-update.json"} {
+		f.Add(eventingtest.Load(f, name).DataEncoded, uint8(2))
+	}
+	f.Add([]byte(`{"kind":"Pod","name":"","namespace":"argo"}`), uint8(0))
+	f.Add([]byte(`null`), uint8(1))
+	types := []string{eventing.RefAdd, eventing.RefUpdate, eventing.RefDelete}
+	f.Fuzz(func(t *testing.T, data []byte, ty uint8) {
+		e := event.New()
+		e.SetID("fuzz")
+		e.SetSource("https://10.96.0.1:443")
+		e.SetType(types[int(ty)%len(types)])
+		e.SetDataContentType("application/json")
+		e.DataEncoded = data
+		sig, err := Decoder{}.Decode(e)
+		if err != nil {
+			if !errors.Is(err, eventing.ErrMalformed) || sig != nil {
+				t.Fatalf("got %#v, %v", sig, err)
+			}
+			return
+		}
+		pc, ok := sig.(*eventing.PodChange)
+		if !ok || pc.Name == "" || pc.Namespace == "" || pc.Pod != nil {
+			t.Fatalf("bad signal %#v", sig)
+		}
+	})
+}

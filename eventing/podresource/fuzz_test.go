@@ -1,0 +1,51 @@
+package podresource
+
+import (
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"function/eventing"
+	"function/eventing/eventingtest"
+)
+
+// FuzzDecode: any data under any Resource-mode type decodes to a valid signal or a Malformed
+// error, never a panic.
+func FuzzDecode(f *testing.F) {
+	for _, name := range eventingtest.All(f) {
+		e := eventingtest.Load(f, name)
+		f.Add(e.DataEncoded, uint8(2))
+	}
+	f.Add([]byte(`{"metadata":{"labels":{"workflows.argoproj.io/workflow":1}}}`), uint8(0))
+	f.Add([]byte(`"workflows.argoproj.io/workflow"`), uint8(1))
+	types := []string{eventing.ResourceAdd, eventing.ResourceUpdate, eventing.ResourceDelete}
+	f.Fuzz(func(t *testing.T, data []byte, ty uint8) {
+		e := event.New()
+		e.SetID("fuzz")
+		e.SetSource("https://10.96.0.1:443")
+		e.SetType(types[int(ty)%len(types)])
+		e.SetDataContentType("application/json")
+		e.DataEncoded = data
+		sig, err := Decoder{}.Decode(e)
+		checkSignal(t, sig, err)
+	})
+}
+
+func checkSignal(t *testing.T, sig eventing.Signal, err error) {
+	t.Helper()
+	if err != nil {
+		if sig != nil {
+			t.Fatalf("signal %#v with error %v", sig, err)
+		}
+		return
+	}
+	switch s := sig.(type) {
+	case eventing.Ignore:
+	case *eventing.PodChange:
+		if s.Name == "" || s.Namespace == "" || s.Pod == nil || s.Pod.Labels == nil {
+			t.Fatalf("incomplete PodChange %#v", s)
+		}
+	default:
+		t.Fatalf("unexpected signal %T", sig)
+	}
+}

@@ -1,0 +1,199 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
+
+	"function/eventing"
+	"function/eventing/eventingtest"
+	"function/eventing/families"
+	"function/handlers/repair"
+	"function/handlers/scope"
+	"function/workflowmeta"
+)
+
+// The fixtures' workflow pod: nightly-etl-7k2xq-extract-1571963540 in argo, node
+// nightly-etl-7k2xq-1571963540.
+const (
+	fxNS   = "argo"
+	fxWF   = "nightly-etl-7k2xq"
+	fxNode = "nightly-etl-7k2xq-1571963540"
+)
+
+type apiCounter struct{ n atomic.Int64 }
+
+func (c *apiCounter) reactor(fail error) k8stesting.ReactionFunc {
+	return func(k8stesting.Action) (bool, runtime.Object, error) {
+		c.n.Add(1)
+		if fail != nil {
+			return true, nil, fail
+		}
+		return false, nil, nil
+	}
+}
+
+func runningWorkflow() *wfv1.Workflow {
+	return &wfv1.Workflow{
+		ObjectMeta: metav1.ObjectMeta{Name: fxWF, Namespace: fxNS, UID: "0d7f6c1e-5b0e-4f55-9c55-0b9c1a3e8f21", ResourceVersion: "9"},
+		Status: wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, TaskResultsCompletionStatus: map[string]bool{fxNode: false},
+			Nodes: wfv1.Nodes{fxNode: {ID: fxNode, Type: wfv1.NodeTypePod, Phase: wfv1.NodeRunning}}},
+	}
+}
+
+func incompleteTaskResult() *wfv1.WorkflowTaskResult {
+	return &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: fxNode, Namespace: fxNS, ResourceVersion: "5",
+		Labels: map[string]string{workflowmeta.LabelWorkflow: fxWF, workflowmeta.LabelReportOutputsCompleted: "false"}}}
+}
+
+// newHandler returns a handler over fake clientsets holding the argo objects, counting every API
+// call; fail, when set, is returned by every call.
+func newHandler(t testing.TB, fail error, argoObjs ...runtime.Object) (*Handler, *apiCounter, *argofake.Clientset) {
+	t.Helper()
+	calls := &apiCounter{}
+	kube, argo := kubefake.NewSimpleClientset(), argofake.NewSimpleClientset(argoObjs...)
+	kube.PrependReactor("*", "*", calls.reactor(fail))
+	argo.PrependReactor("*", "*", calls.reactor(fail))
+	sc := scope.Scope{Excluded: []string{"kube-system"}}
+	r := repair.New(kube, argo, repair.Policy{Scope: sc, NodeErrorGrace: time.Minute})
+	return &Handler{Registry: families.Registry(), Repairer: r, Scope: sc, MaxBodyBytes: 4 << 20, Timeout: 5 * time.Second, Log: zap.NewNop().Sugar()}, calls, argo
+}
+
+func statusOf(res error) int {
+	if res == nil {
+		return http.StatusOK
+	}
+	var r *cehttp.Result
+	if protocol.ResultAs(res, &r) {
+		return r.StatusCode
+	}
+	return http.StatusInternalServerError
+}
+
+func TestHandleFixtures(t *testing.T) {
+	unavailable := apierrors.NewServiceUnavailable("etcdserver: leader changed")
+	cases := []struct {
+		file     string
+		fail     error
+		objs     []runtime.Object
+		status   int
+		calls    int64 // -1: not checked
+		repaired bool
+	}{
+		// Answered without any API call: the cheap path.
+		{"pod-delete-nonworkflow.json", unavailable, nil, 200, 0, false},
+		{"pod-update-running.json", unavailable, nil, 200, 0, false},
+		{"pod-delete-completed.json", unavailable, nil, 200, 0, false},
+		{"pod-delete-agent.json", unavailable, nil, 200, 0, false},
+		// Relevant: repaired when the API answers, 503 when it does not.
+		{"pod-delete-evicted.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-delete-forced.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-update-kubelet-evicted.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-delete-evicted.json", unavailable, nil, 503, 1, false},
+		{"pod-ref-delete.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-ref-update.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-ref-delete.json", unavailable, nil, 503, 1, false},
+		// An update while the pod terminates: the pod is re-read; gone by then, so repaired.
+		{"pod-update-evicting.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.file, func(t *testing.T) {
+			h, calls, argo := newHandler(t, tc.fail, tc.objs...)
+			_, res := h.Handle(context.Background(), eventingtest.Load(t, tc.file))
+			if got := statusOf(res); got != tc.status {
+				t.Fatalf("status %d (%v), want %d", got, res, tc.status)
+			}
+			if tc.calls >= 0 && calls.n.Load() != tc.calls {
+				t.Errorf("%d API calls, want %d", calls.n.Load(), tc.calls)
+			}
+			if tc.objs == nil {
+				return
+			}
+			tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(context.Background(), fxNode, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; got != tc.repaired {
+				t.Errorf("task result completed = %v, want %v", got, tc.repaired)
+			}
+		})
+	}
+}
+
+func TestHandleAnswers(t *testing.T) {
+	base := eventingtest.Load(t, "pod-delete-evicted.json")
+	big := base.Clone()
+	big.DataEncoded = []byte(`{"kind":"Pod","metadata":{"name":"p","namespace":"n","annotations":{"x":"` + strings.Repeat("x", 5<<20) + `"}}}`)
+	unknown := base.Clone()
+	unknown.SetType("com.example.thing.happened")
+	bad := base.Clone()
+	bad.DataEncoded = []byte(`{"kind":"Pod","metadata":{"labels":{"workflows.argoproj.io/workflow":"w"}`)
+	cases := []struct {
+		name   string
+		ev     event.Event
+		status int
+		msg    string
+	}{
+		{"over the body limit", big, 413, "event data too large"},
+		{"unknown type", unknown, 400, "unsupported CloudEvent type"},
+		{"truncated pod", bad, 400, "malformed event"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h, calls, _ := newHandler(t, nil)
+			_, res := h.Handle(context.Background(), tc.ev)
+			if got := statusOf(res); got != tc.status || !strings.Contains(res.Error(), tc.msg) {
+				t.Fatalf("got %d %v, want %d %q", got, res, tc.status, tc.msg)
+			}
+			if calls.n.Load() != 0 {
+				t.Errorf("%d API calls for bad input", calls.n.Load())
+			}
+		})
+	}
+}
+
+func TestStatusOf(t *testing.T) {
+	gr := schema.GroupResource{Group: "argoproj.io", Resource: "workflows"}
+	cases := []struct {
+		err  error
+		want int
+	}{
+		{nil, 200},
+		{eventing.ErrMalformed, 400},
+		{ErrNotWorkflowPod, 400},
+		{ErrTooLarge, 413},
+		{repair.ErrConflictsExhausted, 503},
+		{context.DeadlineExceeded, 503},
+		{apierrors.NewTooManyRequests("x", 1), 503},
+		{apierrors.NewInternalError(errors.New("etcd")), 503},
+		{apierrors.NewServerTimeout(gr, "get", 1), 503},
+		{apierrors.NewConflict(gr, "w", errors.New("x")), 503},
+		{apierrors.NewForbidden(gr, "w", errors.New("rbac")), 500},
+		{apierrors.NewInvalid(schema.GroupKind{Kind: "Workflow"}, "w", nil), 500},
+		{errors.New(`Get "https://10.96.0.1:443": dial tcp: connect: connection refused`), 503},
+		{errors.Join(apierrors.NewForbidden(gr, "w", errors.New("rbac")), ErrTooLarge), 413},
+	}
+	for _, c := range cases {
+		if got := StatusOf(c.err); got != c.want {
+			t.Errorf("StatusOf(%v) = %d, want %d", c.err, got, c.want)
+		}
+	}
+}

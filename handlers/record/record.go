@@ -1,0 +1,136 @@
+// Package record writes down why a workflow was repaired, where users look: an annotation on the
+// Workflow and a Kubernetes Event on it. Not in the node message: users' retry expressions match
+// "pod deleted" there.
+package record
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"function/workflowmeta"
+)
+
+// MaxRecords bounds the disruption annotation: the oldest records beyond it are dropped, so a
+// workflow that loses hundreds of pods does not grow without bound.
+const MaxRecords = 20
+
+// EventReason is the Kubernetes Event reason on the Workflow.
+const EventReason = "PodDisrupted"
+
+// UnknownReason is recorded when nothing tells why the pod went away.
+const UnknownReason = "unknown"
+
+// Record is one repaired disruption of one node.
+type Record struct {
+	Pod     string    `json:"pod"`
+	PodUID  string    `json:"podUID,omitempty"`
+	NodeID  string    `json:"nodeID"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message,omitempty"`
+	Actions []string  `json:"actions"`
+	Trigger string    `json:"trigger,omitempty"`
+	Time    time.Time `json:"time"`
+	DryRun  bool      `json:"dryRun,omitempty"`
+}
+
+// Marshal returns the record as one JSON line (the AnnotationRepaired value).
+func (r Record) Marshal() string {
+	b, _ := json.Marshal(r) // a struct of strings, bools and a time cannot fail to marshal
+	return string(b)
+}
+
+// Parse reads a record written by Marshal.
+func Parse(s string) (Record, error) {
+	var r Record
+	err := json.Unmarshal([]byte(s), &r)
+	return r, err
+}
+
+// Recorded returns the records on a workflow, keyed by node ID. A damaged annotation (edited by
+// hand) reads as empty rather than blocking repairs: it is rewritten whole on the next record.
+func Recorded(wf *wfv1.Workflow) map[string]Record {
+	out := map[string]Record{}
+	if s, ok := wf.Annotations[workflowmeta.AnnotationDisruption]; ok {
+		_ = json.Unmarshal([]byte(s), &out)
+	}
+	return out
+}
+
+// HasRecord reports whether the workflow already records a repair of nodeID.
+func HasRecord(wf *wfv1.Workflow, nodeID string) bool {
+	_, ok := Recorded(wf)[nodeID]
+	return ok
+}
+
+// AnnotationWith returns the disruption annotation value with rec added (replacing an older
+// record of the same node), keeping the MaxRecords newest.
+func AnnotationWith(wf *wfv1.Workflow, rec Record) string {
+	all := Recorded(wf)
+	all[rec.NodeID] = rec
+	if len(all) > MaxRecords {
+		ids := make([]string, 0, len(all))
+		for id := range all {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return all[ids[i]].Time.After(all[ids[j]].Time) })
+		for _, id := range ids[MaxRecords:] {
+			delete(all, id)
+		}
+	}
+	b, _ := json.Marshal(all)
+	return string(b)
+}
+
+// Event returns the Kubernetes Event for rec on wf. Its name is derived from the workflow UID and
+// node ID, so a re-delivered event creating it again gets AlreadyExists: exactly one Event per
+// repaired node, however often the signal arrives.
+func Event(wf *wfv1.Workflow, rec Record, host string) *corev1.Event {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(string(wf.UID) + "/" + rec.NodeID))
+	name := wf.Name
+	if len(name) > 200 {
+		name = name[:200]
+	}
+	now := metav1.NewTime(rec.Time)
+	msg := fmt.Sprintf("pod %s (node %s) was taken away: %s", rec.Pod, rec.NodeID, rec.Reason)
+	if rec.Message != "" {
+		msg += " (" + rec.Message + ")"
+	}
+	msg += fmt.Sprintf("; %v", rec.Actions)
+	if rec.DryRun {
+		msg += " [dry run]"
+	}
+	return &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      fmt.Sprintf("%s.%016x", name, h.Sum64()),
+			Namespace: wf.Namespace,
+			Labels:    map[string]string{workflowmeta.LabelWorkflow: wf.Name},
+		},
+		InvolvedObject: corev1.ObjectReference{
+			APIVersion:      wfv1.SchemeGroupVersion.String(),
+			Kind:            "Workflow",
+			Namespace:       wf.Namespace,
+			Name:            wf.Name,
+			UID:             wf.UID,
+			ResourceVersion: wf.ResourceVersion,
+		},
+		Reason:              EventReason,
+		Message:             msg,
+		Type:                corev1.EventTypeWarning,
+		Source:              corev1.EventSource{Component: workflowmeta.Component},
+		ReportingController: workflowmeta.Domain + "/" + workflowmeta.Component,
+		ReportingInstance:   host,
+		Action:              "Repair",
+		FirstTimestamp:      now,
+		LastTimestamp:       now,
+		Count:               1,
+	}
+}

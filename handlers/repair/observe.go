@@ -1,0 +1,70 @@
+package repair
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"function/handlers/nodestatus"
+)
+
+// Observe reads what the decision needs, in an order that stops early: the Workflow (a finished
+// or foreign one ends here after one call), the pod, the pod's Node (only when the pod is
+// terminating and unfinished: a gone Node means it can never report), and the task result.
+func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) {
+	o := &Observation{}
+	wf, err := r.Argo.ArgoprojV1alpha1().Workflows(t.Namespace).Get(ctx, t.Workflow, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return o, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading workflow %s/%s: %w", t.Namespace, t.Workflow, err)
+	}
+	o.Workflow = wf
+	if WorkflowSkip(wf, r.Scope) != "" {
+		return o, nil
+	}
+	if o.Nodes, o.Storage, err = nodestatus.Nodes(wf); err != nil {
+		// Unreadable compressed nodes only disable the last-resort step (which never writes
+		// compressed nodes anyway); the task-result steps do not need them.
+		o.Nodes, o.Storage = nil, nodestatus.Compressed
+	}
+	if t.PodName != "" {
+		pod, err := r.Kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, fmt.Errorf("reading pod %s/%s: %w", t.Namespace, t.PodName, err)
+		default:
+			o.Pod = pod
+		}
+	}
+	if p := o.Pod; p != nil && p.DeletionTimestamp != nil && !Terminal(p) && p.Spec.NodeName != "" {
+		if o.HostGone, err = r.nodeGone(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	tr, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Get(ctx, t.NodeID, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("reading task result %s/%s: %w", t.Namespace, t.NodeID, err)
+	default:
+		o.TaskResult = tr
+	}
+	return o, nil
+}
+
+func (r *Repairer) nodeGone(ctx context.Context, p *corev1.Pod) (bool, error) {
+	_, err := r.Kube.CoreV1().Nodes().Get(ctx, p.Spec.NodeName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("reading node %s of pod %s/%s: %w", p.Spec.NodeName, p.Namespace, p.Name, err)
+	}
+	return false, nil
+}

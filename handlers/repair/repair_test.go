@@ -1,0 +1,400 @@
+package repair
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8stesting "k8s.io/client-go/testing"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"function/handlers/record"
+	"function/workflowmeta"
+)
+
+var ctx = context.Background()
+
+func (c *fakeCluster) getWF(t *testing.T) *wfv1.Workflow {
+	t.Helper()
+	wf, err := c.argo.ArgoprojV1alpha1().Workflows(testNS).Get(ctx, testWF, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wf
+}
+
+func (c *fakeCluster) getTR(t *testing.T) *wfv1.WorkflowTaskResult {
+	t.Helper()
+	tr, err := c.argo.ArgoprojV1alpha1().WorkflowTaskResults(testNS).Get(ctx, testNodeID, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func (c *fakeCluster) events(t *testing.T) []corev1.Event {
+	t.Helper()
+	l, err := c.kube.CoreV1().Events(testNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+// taskResultCompleted checks ladder step 1/2's outcome: the label the controller reads, our
+// marker, and the record on the workflow with its Event.
+func taskResultCompleted(reason string) func(*testing.T, *fakeCluster) {
+	return func(t *testing.T, c *fakeCluster) {
+		tr := c.getTR(t)
+		if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+			t.Errorf("task result label = %q", tr.Labels[workflowmeta.LabelReportOutputsCompleted])
+		}
+		if tr.Labels[workflowmeta.LabelWorkflow] != testWF || len(tr.OwnerReferences) != 1 || tr.OwnerReferences[0].UID != testWFUID {
+			t.Errorf("task result lost its links: %v %v", tr.Labels, tr.OwnerReferences)
+		}
+		if _, err := record.Parse(tr.Annotations[workflowmeta.AnnotationRepaired]); err != nil {
+			t.Errorf("no repair marker: %v", err)
+		}
+		recorded(reason)(t, c)
+	}
+}
+
+func recorded(reason string) func(*testing.T, *fakeCluster) {
+	return func(t *testing.T, c *fakeCluster) {
+		wf := c.getWF(t)
+		rec, ok := record.Recorded(wf)[testNodeID]
+		if !ok {
+			t.Fatalf("no record on workflow: %v", wf.Annotations)
+		}
+		if rec.Reason != reason || rec.Pod != testPod {
+			t.Errorf("record = %+v, want reason %q", rec, reason)
+		}
+		evs := c.events(t)
+		if len(evs) != 1 || evs[0].Reason != record.EventReason || evs[0].InvolvedObject.Name != testWF || !strings.Contains(evs[0].Message, reason) {
+			t.Errorf("events = %+v", evs)
+		}
+		if wf.Status.Phase != wfv1.WorkflowRunning || wf.Labels[workflowmeta.LabelCompleted] != "" {
+			t.Errorf("workflow phase or completed label touched: %s %v", wf.Status.Phase, wf.Labels)
+		}
+	}
+}
+
+func nothingWritten(t *testing.T, c *fakeCluster) {
+	if w := c.writes(); len(w) != 0 {
+		t.Errorf("writes = %v, want none", w)
+	}
+}
+
+func TestRepairLadder(t *testing.T) {
+	now := t0.Add(6*time.Minute + 5*time.Second)
+	late := t0.Add(8 * time.Minute)
+	cases := []struct {
+		name     string
+		objs     []runtime.Object
+		target   Target
+		now      time.Time
+		dryRun   bool
+		failNext map[string]error
+		want     []Action
+		record   bool
+		skip     string // substring of Plan.Skip when nothing is done
+		calls    int    // API calls made, 0 = not checked
+		check    func(*testing.T, *fakeCluster)
+	}{
+		{
+			name: "evicted pod gone, task result incomplete: complete it (step 1)",
+			objs: []runtime.Object{workflow(), taskResult("false")}, target: target(evicted, terminating, failed),
+			want: []Action{CompleteTaskResult}, record: true, calls: 6,
+			check: taskResultCompleted("EvictionByEvictionAPI"),
+		},
+		{
+			name: "force-deleted pod, no reason known",
+			objs: []runtime.Object{workflow(), taskResult("false")}, target: target(),
+			want: []Action{CompleteTaskResult}, record: true,
+			check: taskResultCompleted(record.UnknownReason),
+		},
+		{
+			name: "pod gone, task result without the label while the map waits: complete it",
+			objs: []runtime.Object{workflow(), taskResult("")}, target: target(),
+			want: []Action{CompleteTaskResult}, record: true,
+			check: taskResultCompleted(record.UnknownReason),
+		},
+		{
+			name: "pod gone, task result already complete: nothing",
+			objs: []runtime.Object{workflow(), taskResult("true")}, target: target(),
+			skip: "nothing to repair", calls: 3, check: nothingWritten,
+		},
+		{
+			name: "task result missing, map waits: create it complete (step 2)",
+			objs: []runtime.Object{workflow()}, target: target(evicted),
+			want: []Action{CreateTaskResult}, record: true,
+			check: taskResultCompleted("EvictionByEvictionAPI"),
+		},
+		{
+			name: "task result missing, v3.7 node taskResultSynced=false: create it",
+			objs: []runtime.Object{workflow(with37Synced)}, target: target(),
+			want: []Action{CreateTaskResult}, record: true,
+			check: taskResultCompleted(record.UnknownReason),
+		},
+		{
+			name: "task result missing, nothing waits on it: nothing",
+			objs: []runtime.Object{workflow(func(wf *wfv1.Workflow) { wf.Status.TaskResultsCompletionStatus = nil })}, target: target(),
+			skip: "nothing to repair", check: nothingWritten,
+		},
+		{
+			name: "compressed nodes: task result completed, nodes never written",
+			objs: []runtime.Object{workflow(withCompressedNodes), taskResult("false")}, target: target(),
+			want: []Action{CompleteTaskResult}, record: true,
+			check: func(t *testing.T, c *fakeCluster) {
+				taskResultCompleted(record.UnknownReason)(t, c)
+				if wf := c.getWF(t); len(wf.Status.Nodes) != 0 || wf.Status.CompressedNodes == "" {
+					t.Errorf("compressed workflow nodes changed: %d inline", len(wf.Status.Nodes))
+				}
+			},
+		},
+		{
+			name: "offloaded nodes: task result completed",
+			objs: []runtime.Object{workflow(withOffloadedNodes), taskResult("false")}, target: target(),
+			want: []Action{CompleteTaskResult}, record: true,
+			check: taskResultCompleted(record.UnknownReason),
+		},
+		{
+			name: "workflow finished: one read, nothing else",
+			objs: []runtime.Object{workflow(withPhase(wfv1.WorkflowFailed)), taskResult("false")}, target: target(),
+			skip: "workflow already Failed", calls: 1, check: nothingWritten,
+		},
+		{
+			name: "workflow being deleted",
+			objs: []runtime.Object{workflow(withDeletion()), taskResult("false")}, target: target(),
+			skip: "being deleted", calls: 1, check: nothingWritten,
+		},
+		{
+			name: "workflow gone",
+			objs: []runtime.Object{taskResult("false")}, target: target(),
+			skip: "workflow not found", calls: 1, check: nothingWritten,
+		},
+		{
+			name: "workflow of another controller instance",
+			objs: []runtime.Object{workflow(withLabel(workflowmeta.LabelInstanceID, "team-b")), taskResult("false")}, target: target(),
+			skip: "instance-id", calls: 1, check: nothingWritten,
+		},
+		{
+			name: "workflow in an excluded namespace",
+			objs: []runtime.Object{workflow(func(wf *wfv1.Workflow) { wf.Namespace = "kube-system" })},
+			target: func() Target { t := target(); t.Namespace = "kube-system"; return t }(),
+			skip: "out of scope", check: nothingWritten,
+		},
+		{
+			name: "pod terminating on a live node: wait, its wait container may still report",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(terminating, evicted), hostNode()}, target: target(terminating, evicted),
+			skip: "may still report", calls: 4, check: nothingWritten,
+		},
+		{
+			name: "pod alive (an update event of a healthy pod)",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(), hostNode()}, target: target(),
+			skip: "pod is running", check: nothingWritten,
+		},
+		{
+			name: "pod re-created under the same name and running: leave it",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(reincarnated), hostNode()}, target: target(),
+			skip: "pod is running", check: nothingWritten,
+		},
+		{
+			name: "pod finished without its wait container reporting (kubelet eviction): complete",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(failed), hostNode()}, target: target(failed),
+			want: []Action{CompleteTaskResult}, record: true,
+			check: taskResultCompleted(record.UnknownReason),
+		},
+		{
+			name: "pod stuck terminating on a gone node with the status finalizer: release it, complete (steps 3+1)",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(terminating, withFinalizer)}, target: target(terminating, withFinalizer),
+			want: []Action{ReleaseStatusFinalizer, CompleteTaskResult}, record: true,
+			check: func(t *testing.T, c *fakeCluster) {
+				taskResultCompleted(record.UnknownReason)(t, c)
+				p, err := c.kube.CoreV1().Pods(testNS).Get(ctx, testPod, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(p.Finalizers, []string{"example.com/keep"}) {
+					t.Errorf("finalizers = %v, want only the foreign one kept", p.Finalizers)
+				}
+			},
+		},
+		{
+			name: "pod stuck terminating on a gone node, task result complete: release only",
+			objs: []runtime.Object{workflow(), taskResult("true"), pod(terminating, withFinalizer)}, target: target(terminating, withFinalizer),
+			want: []Action{ReleaseStatusFinalizer}, record: true,
+		},
+		{
+			name: "node still Running past the grace with no pod: mark it Error (step 4)",
+			objs: []runtime.Object{workflow(), taskResult("true")}, target: target(), now: late,
+			want: []Action{MarkNodeError}, record: true,
+			check: func(t *testing.T, c *fakeCluster) {
+				n := c.getWF(t).Status.Nodes[testNodeID]
+				if n.Phase != wfv1.NodeError || n.Message != PodDeletedMessage || n.FinishedAt.IsZero() {
+					t.Errorf("node = %s %q %v", n.Phase, n.Message, n.FinishedAt)
+				}
+				if len(c.getWF(t).Status.Nodes) != 3 {
+					t.Error("other nodes lost")
+				}
+				recorded(record.UnknownReason)(t, c)
+			},
+		},
+		{
+			name: "steps 1 and 4 together",
+			objs: []runtime.Object{workflow(), taskResult("false")}, target: target(), now: late,
+			want: []Action{CompleteTaskResult, MarkNodeError}, record: true,
+		},
+		{
+			name: "node Running with no pod, within the grace: leave it to the controller",
+			objs: []runtime.Object{workflow(), taskResult("true")}, target: target(),
+			skip: "nothing to repair", check: nothingWritten,
+		},
+		{
+			name: "node Pending with no pod: the controller re-creates the pod",
+			objs: []runtime.Object{workflow(withNodePhase(wfv1.NodePending)), taskResult("true")}, target: target(), now: late,
+			skip: "nothing to repair", check: nothingWritten,
+		},
+		{
+			name: "compressed node Running past the grace: never written",
+			objs: []runtime.Object{workflow(withCompressedNodes), taskResult("true")}, target: target(), now: late,
+			skip: "nothing to repair", check: nothingWritten,
+		},
+		{
+			name: "dry run: plan made, writes sent as dry run, nothing changed",
+			objs: []runtime.Object{workflow(), taskResult("false")}, target: target(evicted), dryRun: true,
+			want: []Action{CompleteTaskResult}, record: true,
+			// Argo's generated fake drops PatchOptions, so only the Kubernetes side can show
+			// that nothing persisted; test/e2e checks the Argo objects on a real API server.
+			check: func(t *testing.T, c *fakeCluster) {
+				if len(c.events(t)) != 0 {
+					t.Error("dry run created an Event")
+				}
+				if w := c.writes(); len(w) != 3 {
+					t.Errorf("dry-run writes = %v, want the 3 of a real run", w)
+				}
+			},
+		},
+		{
+			name: "an earlier delivery repaired but stopped before recording: record only",
+			objs: []runtime.Object{workflow(), func() runtime.Object {
+				tr := taskResult("true")
+				tr.Annotations = map[string]string{workflowmeta.AnnotationRepaired: record.Record{Pod: testPod, NodeID: testNodeID, Reason: "EvictionByEvictionAPI", Actions: []string{"complete-task-result"}, Time: t0}.Marshal()}
+				return tr
+			}()},
+			target: target(),
+			record: true,
+			check:  recorded("EvictionByEvictionAPI"),
+		},
+		{
+			name: "a 409 on the task result: re-read, re-decide, done",
+			objs: []runtime.Object{workflow(), taskResult("false")}, target: target(evicted),
+			failNext: map[string]error{"patch workflowtaskresults": apierrors.NewConflict(schema.GroupResource{Resource: "workflowtaskresults"}, testNodeID, errors.New("modified"))},
+			want:     []Action{CompleteTaskResult}, record: true, calls: 10,
+			check: taskResultCompleted("EvictionByEvictionAPI"),
+		},
+		{
+			name: "a 409 on the record annotation: re-read the workflow only",
+			objs: []runtime.Object{workflow(), taskResult("false")}, target: target(evicted),
+			failNext: map[string]error{"patch workflows": apierrors.NewConflict(schema.GroupResource{Resource: "workflows"}, testWF, errors.New("modified"))},
+			want:     []Action{CompleteTaskResult}, record: true, calls: 8,
+			check: taskResultCompleted("EvictionByEvictionAPI"),
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newFakeCluster(t, tc.objs...)
+			for k, v := range tc.failNext {
+				c.failNext[k] = v
+			}
+			at := tc.now
+			if at.IsZero() {
+				at = now
+			}
+			r := c.repairer(at)
+			r.DryRun = tc.dryRun
+			res, err := r.Repair(ctx, tc.target)
+			if err != nil {
+				t.Fatalf("Repair: %v (calls %v)", err, c.Calls())
+			}
+			if !slices.Equal(res.Plan.Actions, tc.want) || res.Plan.Record != tc.record {
+				t.Fatalf("plan = %v record=%v (skip %q), want %v record=%v", res.Plan.Actions, res.Plan.Record, res.Plan.Skip, tc.want, tc.record)
+			}
+			if !slices.Equal(res.Done, tc.want) && !(len(res.Done) == 0 && len(tc.want) == 0) {
+				t.Errorf("done = %v, want %v", res.Done, tc.want)
+			}
+			if tc.skip != "" && !strings.Contains(res.Plan.Skip, tc.skip) {
+				t.Errorf("skip = %q, want it to say %q", res.Plan.Skip, tc.skip)
+			}
+			if tc.calls != 0 && len(c.Calls()) != tc.calls {
+				t.Errorf("%d API calls, want %d: %v", len(c.Calls()), tc.calls, c.Calls())
+			}
+			if tc.check != nil {
+				tc.check(t, c)
+			}
+			if tc.dryRun {
+				return
+			}
+			// Every repair is idempotent: the same signal again writes nothing.
+			before := len(c.writes())
+			res2, err := r.Repair(ctx, tc.target)
+			if err != nil || !res2.Plan.Empty() || len(c.writes()) != before {
+				t.Errorf("second delivery: plan %+v, err %v, writes %v", res2.Plan, err, c.writes()[before:])
+			}
+		})
+	}
+}
+
+func TestDryRunOptions(t *testing.T) {
+	r := &Repairer{DryRun: true}
+	if !slices.Equal(r.patchOptions().DryRun, []string{metav1.DryRunAll}) || !slices.Equal(r.createOptions().DryRun, []string{metav1.DryRunAll}) {
+		t.Fatal("dry run not sent with every write")
+	}
+	r.DryRun = false
+	if r.patchOptions().DryRun != nil || r.createOptions().DryRun != nil {
+		t.Fatal("dry run sent without the setting")
+	}
+}
+
+func TestRepairErrors(t *testing.T) {
+	conflict := apierrors.NewConflict(schema.GroupResource{Resource: "workflowtaskresults"}, testNodeID, errors.New("modified"))
+	cases := []struct {
+		name    string
+		fail    string
+		err     error
+		always  bool
+		wantIs  func(error) bool
+		wantMsg string
+	}{
+		{"API unavailable reading the workflow", "get workflows", apierrors.NewServiceUnavailable("etcd leader changed"), false, apierrors.IsServiceUnavailable, "reading workflow argo/" + testWF},
+		{"throttled reading the pod", "get pods", apierrors.NewTooManyRequests("slow down", 1), false, apierrors.IsTooManyRequests, "reading pod argo/" + testPod},
+		{"forbidden patching the task result", "patch workflowtaskresults", apierrors.NewForbidden(schema.GroupResource{Resource: "workflowtaskresults"}, testNodeID, errors.New("RBAC")), false, apierrors.IsForbidden, "completing task result argo/" + testNodeID},
+		{"conflicts every time", "patch workflowtaskresults", conflict, true, func(err error) bool { return errors.Is(err, ErrConflictsExhausted) }, "workflow argo/" + testWF},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newFakeCluster(t, workflow(), taskResult("false"))
+			c.failNext[tc.fail] = tc.err
+			if tc.always {
+				c.kube.PrependReactor("patch", "workflowtaskresults", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tc.err })
+				c.argo.PrependReactor("patch", "workflowtaskresults", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tc.err })
+			}
+			_, err := c.repairer(t0.Add(7*time.Minute)).Repair(ctx, target())
+			if err == nil || !tc.wantIs(err) || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("err = %v, want one naming %q", err, tc.wantMsg)
+			}
+			if got := c.getTR(t).Labels[workflowmeta.LabelReportOutputsCompleted]; got != "false" && !strings.Contains(tc.name, "reading") {
+				t.Errorf("half-written: label %q", got)
+			}
+		})
+	}
+}

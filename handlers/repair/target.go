@@ -1,0 +1,123 @@
+package repair
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"function/handlers/record"
+	"function/workflowmeta"
+)
+
+// Target names a workflow node whose pod was, or may have been, taken away. It is what every
+// caller (a pod event, a sweep, the audit command) hands to Repair.
+type Target struct {
+	Namespace string
+	Workflow  string
+	NodeID    string
+	PodName   string
+	// PodUID is the pod incarnation the signal was about; "" when unknown.
+	PodUID types.UID
+	// DeletedAt is when the pod was seen going (its deletionTimestamp, else the signal's time);
+	// zero when unknown. The last-resort step counts its grace from it.
+	DeletedAt time.Time
+	// Reason says why the pod went away (the DisruptionTarget condition), or record.UnknownReason.
+	Reason  string
+	Message string
+	// Trigger names what asked for the repair ("pod delete event", "sweep"), for the record.
+	Trigger string
+}
+
+// String names the target in logs and errors.
+func (t Target) String() string {
+	return fmt.Sprintf("workflow %s/%s node %s (pod %s)", t.Namespace, t.Workflow, t.NodeID, t.PodName)
+}
+
+// NodeIDOf returns the Argo node a workflow pod runs: its node-id annotation, else the ID
+// computed from its node-name annotation. ok is false for pods that run no node (the agent pod of
+// HTTP/plugin templates).
+func NodeIDOf(pod *corev1.Pod) (string, bool) {
+	if id := pod.Annotations[workflowmeta.AnnotationNodeID]; id != "" {
+		return id, true
+	}
+	wf := pod.Labels[workflowmeta.LabelWorkflow]
+	if name := pod.Annotations[workflowmeta.AnnotationNodeName]; name != "" && wf != "" {
+		return workflowmeta.NodeID(wf, name), true
+	}
+	return "", false
+}
+
+// TargetFromPod builds the target for a workflow pod as last seen, at time seen.
+func TargetFromPod(pod *corev1.Pod, seen time.Time, trigger string) (Target, error) {
+	nodeID, ok := NodeIDOf(pod)
+	if !ok {
+		return Target{}, fmt.Errorf("pod %s/%s has neither %s nor %s", pod.Namespace, pod.Name, workflowmeta.AnnotationNodeID, workflowmeta.AnnotationNodeName)
+	}
+	t := Target{
+		Namespace: pod.Namespace,
+		Workflow:  pod.Labels[workflowmeta.LabelWorkflow],
+		NodeID:    nodeID,
+		PodName:   pod.Name,
+		PodUID:    pod.UID,
+		DeletedAt: seen,
+		Trigger:   trigger,
+	}
+	if pod.DeletionTimestamp != nil {
+		t.DeletedAt = pod.DeletionTimestamp.Time
+	}
+	t.Reason, t.Message = DisruptionReason(pod)
+	return t, nil
+}
+
+// DisruptionReason returns the reason and message of the pod's DisruptionTarget condition, which
+// the API server or a controller adds before deleting a pod (EvictionByEvictionAPI for a
+// Karpenter drain, DeletionByPodGC for a vanished Node, DeletionByTaintManager,
+// TerminationByKubelet, PreemptionByScheduler); else the kubelet's eviction reason; else
+// record.UnknownReason.
+func DisruptionReason(pod *corev1.Pod) (reason, message string) {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue {
+			return c.Reason, c.Message
+		}
+	}
+	if pod.Status.Reason != "" {
+		return pod.Status.Reason, pod.Status.Message
+	}
+	return record.UnknownReason, ""
+}
+
+// Terminal reports whether the pod has finished: every container has exited, so nothing in it
+// can report outputs any more.
+func Terminal(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+// WaitReported reports whether Argo's wait container exited 0: it then completed its task result
+// itself (the label flip is its last act), and a later deletion of the pod needs no repair.
+func WaitReported(pod *corev1.Pod) bool {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == workflowmeta.WaitContainer {
+			return cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0
+		}
+	}
+	return false
+}
+
+// Relevant decides, from the pod as an event carried it and without any API call, whether the
+// event can concern a stuck workflow: the pod is being deleted or is gone, or it finished without
+// its wait container reporting. Every other pod event (the many updates of a healthy run, the
+// deletion of a completed pod by Argo's pod GC) is acknowledged for free.
+func Relevant(pod *corev1.Pod, deleted bool) (bool, string) {
+	if _, ok := NodeIDOf(pod); !ok {
+		return false, "pod runs no workflow node"
+	}
+	if WaitReported(pod) {
+		return false, "wait container reported its outputs"
+	}
+	if deleted || pod.DeletionTimestamp != nil || Terminal(pod) {
+		return true, ""
+	}
+	return false, "pod is neither deleted nor finished"
+}

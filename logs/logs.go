@@ -1,0 +1,28 @@
+// Package logs builds the function's structured logger (zap, JSON, the shape knative.dev/pkg/logging
+// uses in Knative components), so logs from a scaled-from-zero pod are read like any other's.
+package logs
+
+import (
+	"fmt"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// New returns a JSON logger at level ("debug", "info", "warn", "error").
+func New(level string) (*zap.SugaredLogger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.EncoderConfig.TimeKey = "timestamp"
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	cfg.Sampling = nil // a burst of disruptions is exactly when every line matters
+	l, err := cfg.Build()
+	if err != nil {
+		return nil, err
+	}
+	return l.Sugar().Named("argo-disruption-handler"), nil
+}

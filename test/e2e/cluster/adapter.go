@@ -1,0 +1,103 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// AdapterVersion is the knative.dev/eventing version of the adapter build.
+const AdapterVersion = "v0.50.0"
+
+type adapterGVR struct {
+	Group    string `json:"Group"`
+	Version  string `json:"Version"`
+	Resource string `json:"Resource"`
+}
+
+type adapterResource struct {
+	GVR      adapterGVR `json:"gvr"`
+	Selector string     `json:"selector,omitempty"`
+}
+
+type adapterSourceConfig struct {
+	Namespaces    []string          `json:"namespaces"`
+	AllNamespaces bool              `json:"allNamespaces"`
+	Resources     []adapterResource `json:"resources"`
+	Mode          string            `json:"mode"`
+}
+
+// StartAdapter runs the Knative ApiServerSource receive adapter outside the
+// cluster: it watches pods (Resource mode, whole objects as event data) in
+// namespaces (empty = all namespaces) matching labelSelector (may be empty)
+// and POSTs CloudEvents (dev.knative.apiserver.resource.add/update/delete) to
+// sinkURL. A second call replaces the running adapter. Its pprof server is
+// moved to a free loopback port (PROFILING_PORT) and its :8080 health-probe
+// server is not started (see test/e2e/tools/adapter/main.go).
+func (c *Cluster) StartAdapter(sinkURL string, namespaces []string, labelSelector string) error {
+	c.StopAdapter()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return fmt.Errorf("cluster stopped")
+	}
+	bin := filepath.Join(c.opts.CacheDir, "adapter-"+AdapterVersion, "apiserver_receive_adapter")
+	if err := checkBin(bin, "adapter"); err != nil {
+		return err
+	}
+	cfg := adapterSourceConfig{
+		Namespaces:    namespaces,
+		AllNamespaces: len(namespaces) == 0,
+		Resources: []adapterResource{{
+			GVR:      adapterGVR{Group: "", Version: "v1", Resource: "pods"},
+			Selector: labelSelector,
+		}},
+		Mode: "Resource",
+	}
+	if cfg.Namespaces == nil {
+		cfg.Namespaces = []string{}
+	}
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	pprofPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	env := []string{
+		"KUBECONFIG=" + c.kubeconfig,
+		"K_SINK=" + sinkURL,
+		"NAME=e2e-apiserversource",
+		"NAMESPACE=" + ArgoNamespace,
+		"SYSTEM_NAMESPACE=knative-eventing",
+		"K_SOURCE_CONFIG=" + string(js),
+		"PROFILING_PORT=" + strconv.Itoa(pprofPort),
+		"K_LOGGING_CONFIG={}",
+		"K_OBSERVABILITY_CONFIG={}",
+	}
+	p, err := startProc(c.logDir, "adapter", bin, []string{"--disable-ha"}, env, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	c.addProc(p)
+	// No health endpoint (disabled on purpose): give it a moment and make
+	// sure it did not die on its configuration.
+	select {
+	case <-p.done:
+		return p.exitErr()
+	case <-time.After(500 * time.Millisecond):
+	}
+	return nil
+}
+
+// StopAdapter stops the adapter (no-op if not running).
+func (c *Cluster) StopAdapter() {
+	c.mu.Lock()
+	p := c.procs["adapter"]
+	delete(c.procs, "adapter")
+	c.mu.Unlock()
+	p.stop()
+}

@@ -1,0 +1,82 @@
+// Package workflowmeta names the labels, annotations and finalizers through which Argo Workflows
+// links pods, task results and workflows (argo-workflows workflow/common/common.go), and the ones
+// this function writes. It imports nothing from Argo's controller packages, whose dependency tree
+// (SQL drivers, cgo sqlite) a function should not carry.
+package workflowmeta
+
+import (
+	"fmt"
+	"hash/fnv"
+	"strings"
+)
+
+// Argo's own keys.
+const (
+	// LabelWorkflow is on every workflow pod and task result: the workflow's name.
+	LabelWorkflow = "workflows.argoproj.io/workflow"
+	// LabelInstanceID is on workflows, pods and task results when the controller has an instanceID.
+	LabelInstanceID = "workflows.argoproj.io/controller-instanceid"
+	// LabelReportOutputsCompleted is on WorkflowTaskResults: "false" while the wait container may
+	// still report, "true" once it has (v3.5.3+). A "false" blocks the workflow's completion.
+	LabelReportOutputsCompleted = "workflows.argoproj.io/report-outputs-completed"
+	// LabelCompleted is on workflows and pods once done. We never write it (controller ignores a
+	// workflow labelled so, for ever).
+	LabelCompleted = "workflows.argoproj.io/completed"
+	// LabelPhase mirrors a workflow's phase, for list filtering.
+	LabelPhase = "workflows.argoproj.io/phase"
+	// AnnotationNodeID is on workflow pods: the ID of the node the pod runs.
+	AnnotationNodeID = "workflows.argoproj.io/node-id"
+	// AnnotationNodeName is on workflow pods: the node's name (node ID = <wf>-fnv32a(name)).
+	AnnotationNodeName = "workflows.argoproj.io/node-name"
+	// FinalizerStatus is the pod finalizer added with ARGO_POD_STATUS_CAPTURE_FINALIZER=true
+	// (v3.6.0+). Before 3.6.16 / 3.7.7 it can hold a pod of a vanished Node Terminating until the
+	// workflow ends, which it never does while the task result is incomplete.
+	FinalizerStatus = "workflows.argoproj.io/status"
+	// WaitContainer is the name of Argo's sidecar that creates and completes the task result.
+	WaitContainer = "wait"
+)
+
+// Keys this function writes.
+const (
+	// Domain prefixes every key we own.
+	Domain = "argo-disruption-handler.dev"
+	// AnnotationDisruption is on a Workflow: JSON object, node ID → Record, of the disruptions we
+	// repaired (the most recent ones; see record.MaxRecords).
+	AnnotationDisruption = Domain + "/disruption"
+	// AnnotationRepaired is on an object we repaired (task result, pod), written in the same
+	// patch as the repair: the proof from which a re-delivered event finishes recording.
+	AnnotationRepaired = Domain + "/repaired"
+	// Component is the Kubernetes Event source component and field manager.
+	Component = "argo-disruption-handler"
+)
+
+// NodeID computes Argo's node ID from the workflow and node names (Workflow.NodeID in
+// pkg/apis/workflow/v1alpha1): the workflow name for the root node, else
+// "<workflow>-<fnv32a(nodeName)>" in decimal.
+func NodeID(workflow, nodeName string) string {
+	if nodeName == workflow {
+		return workflow
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(nodeName))
+	return fmt.Sprintf("%s-%d", workflow, h.Sum32())
+}
+
+// PodNameMatchesNode reports whether a pod name can be the pod of the node with this ID in this
+// workflow, for either pod-naming scheme: v1 (pod name = node ID) or v2
+// ("<wf>-<template>-<fnv32a(nodeName)>", prefix truncated to fit; the hash is the node ID's
+// suffix). Used when a pod is gone and only its name is known (Reference-mode delete).
+func PodNameMatchesNode(podName, workflow, nodeID string) bool {
+	if podName == nodeID {
+		return true
+	}
+	i := strings.LastIndexByte(podName, '-')
+	j := strings.LastIndexByte(nodeID, '-')
+	if i <= 0 || j <= 0 || podName[i:] != nodeID[j:] || nodeID[:j] != workflow {
+		return false
+	}
+	prefix := podName[:i]
+	// The v2 prefix is "<wf>-<template>", cut at 62 bytes (ensurePodNamePrefixLength), so either
+	// it starts with the workflow name or the workflow name starts with it.
+	return strings.HasPrefix(prefix, workflow) || strings.HasPrefix(workflow, prefix)
+}
