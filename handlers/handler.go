@@ -91,6 +91,11 @@ func (h *Handler) handle(ctx context.Context, e event.Event) error {
 func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	log := logging.FromContext(ctx).With(zap.String("pod", pc.Namespace+"/"+pc.Name), zap.String("op", string(pc.Op)))
 	ctx = logging.WithLogger(ctx, log)
+	if pc.Pod != nil {
+		log.Debugw("event received", zap.String("workflow", pc.Pod.Labels[workflowmeta.LabelWorkflow]))
+	} else {
+		log.Debugw("event received")
+	}
 	if !h.Scope.NamespaceAllowed(pc.Namespace) {
 		log.Debugw("ignored", zap.String("why", "namespace out of scope"))
 		return nil

@@ -200,7 +200,11 @@ func workflow(opts ...wfOpt) *wfv1.Workflow {
 
 func withPhase(p wfv1.WorkflowPhase) wfOpt { return func(wf *wfv1.Workflow) { wf.Status.Phase = p } }
 func withNodePhase(p wfv1.NodePhase) wfOpt {
-	return func(wf *wfv1.Workflow) { n := wf.Status.Nodes[testNodeID]; n.Phase = p; wf.Status.Nodes[testNodeID] = n }
+	return func(wf *wfv1.Workflow) {
+		n := wf.Status.Nodes[testNodeID]
+		n.Phase = p
+		wf.Status.Nodes[testNodeID] = n
+	}
 }
 func withLabel(k, v string) wfOpt { return func(wf *wfv1.Workflow) { wf.Labels[k] = v } }
 func withDeletion() wfOpt {
@@ -270,7 +274,9 @@ func terminating(p *corev1.Pod) {
 	ts := metav1.NewTime(t0.Add(6 * time.Minute))
 	p.DeletionTimestamp = &ts
 }
-func withFinalizer(p *corev1.Pod) { p.Finalizers = []string{"example.com/keep", workflowmeta.FinalizerStatus} }
+func withFinalizer(p *corev1.Pod) {
+	p.Finalizers = []string{"example.com/keep", workflowmeta.FinalizerStatus}
+}
 func failed(p *corev1.Pod) {
 	p.Status.Phase = corev1.PodFailed
 	for i := range p.Status.ContainerStatuses {

@@ -188,10 +188,10 @@ func TestRepairLadder(t *testing.T) {
 			skip: "instance-id", calls: 1, check: nothingWritten,
 		},
 		{
-			name: "workflow in an excluded namespace",
-			objs: []runtime.Object{workflow(func(wf *wfv1.Workflow) { wf.Namespace = "kube-system" })},
+			name:   "workflow in an excluded namespace",
+			objs:   []runtime.Object{workflow(func(wf *wfv1.Workflow) { wf.Namespace = "kube-system" })},
 			target: func() Target { t := target(); t.Namespace = "kube-system"; return t }(),
-			skip: "out of scope", check: nothingWritten,
+			skip:   "out of scope", check: nothingWritten,
 		},
 		{
 			name: "pod terminating on a live node: wait, its wait container may still report",

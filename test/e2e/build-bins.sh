@@ -48,59 +48,66 @@ spec() {
   esac
 }
 
-want=()
-if [ $# -eq 0 ]; then set -- all; fi
-for c in "$@"; do
-  case "$c" in
-    all)  want+=("${ALL[@]}") ;;
-    argo) for v in "${ARGO_VERSIONS[@]}"; do want+=("argo-$v"); done ;;
-    *)    if spec "$c" >/dev/null; then want+=("$c"); else echo "unknown component: $c" >&2; exit 2; fi ;;
-  esac
-done
+# Everything below runs from one function that bash parses completely before
+# running it, so editing this file during a build does not break the build.
+main() {
+  local want=() summary=() c moddir version pkg bin ldx comp dir out key start d total_start
+  if [ $# -eq 0 ]; then set -- all; fi
+  for c in "$@"; do
+    case "$c" in
+      all)  want+=("${ALL[@]}") ;;
+      argo) for v in "${ARGO_VERSIONS[@]}"; do want+=("argo-$v"); done ;;
+      *)    if spec "$c" >/dev/null; then want+=("$c"); else echo "unknown component: $c" >&2; exit 2; fi ;;
+    esac
+  done
 
-# Copies Argo's minimal CRDs (manifests/base/crds/minimal) next to the binary,
-# so test/e2e/cluster does not need the Go module cache at run time.
-copy_argo_crds() { # moddir version dir
-  if compgen -G "$3/crds/argoproj.io_*.yaml" >/dev/null; then return 0; fi
-  local src
-  src="$(cd "$TOOLS/$1" && go mod download -json "github.com/argoproj/argo-workflows/v3@$2" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
-  mkdir -p "$3/crds"
-  cp "$src"/manifests/base/crds/minimal/argoproj.io_*.yaml "$3/crds/"
-  chmod u+w "$3"/crds/*.yaml
+  # Copies Argo's minimal CRDs (manifests/base/crds/minimal) next to the binary,
+  # so test/e2e/cluster does not need the Go module cache at run time.
+  copy_argo_crds() { # moddir version dir
+    if compgen -G "$3/crds/argoproj.io_*.yaml" >/dev/null; then return 0; fi
+    local src
+    src="$(cd "$TOOLS/$1" && go mod download -json "github.com/argoproj/argo-workflows/v3@$2" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+    mkdir -p "$3/crds"
+    cp "$src"/manifests/base/crds/minimal/argoproj.io_*.yaml "$3/crds/"
+    chmod u+w "$3"/crds/*.yaml
+  }
+
+  fmt_dur() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+  summary=()
+  total_start=$SECONDS
+  for c in "${want[@]}"; do
+    IFS='|' read -r moddir version pkg bin ldx <<<"$(spec "$c")"
+    comp="${c%%-v[0-9]*}"                       # argo-v3.5.10 -> argo
+    dir="$CACHE/$comp-$version"
+    out="$dir/$bin"
+    [ -d "$TOOLS/$moddir" ] || { echo "missing scratch module $TOOLS/$moddir" >&2; exit 1; }
+    key="$( { cat "$TOOLS/$moddir/go.mod" "$TOOLS/$moddir/go.sum"; echo "$pkg $version $ldx"; go env GOVERSION; } | sha256sum | cut -c1-16)"
+    if [ -z "${ADH_FORCE:-}" ] && [ -x "$out" ] && [ "$(cat "$dir/.build-key" 2>/dev/null)" = "$key" ]; then
+      echo "== $c: up to date ($out)"
+      if [ "$comp" = argo ]; then copy_argo_crds "$moddir" "$version" "$dir"; fi
+      summary+=("$(printf '%-26s %-9s cached' "$c" "$version")")
+      continue
+    fi
+    echo "== $c $version: building $pkg -> $out"
+    mkdir -p "$dir"
+    start=$SECONDS
+    ( cd "$TOOLS/$moddir" &&
+      nice -n "$NICE" go build -trimpath -ldflags="-s -w $ldx" -o "$out.tmp" "$pkg" )
+    mv -f "$out.tmp" "$out"
+    echo "$key" >"$dir/.build-key"
+    if [ "$comp" = argo ]; then copy_argo_crds "$moddir" "$version" "$dir"; fi
+    d=$((SECONDS - start))
+    echo "== $c: built in $(fmt_dur $d)"
+    echo "$(date -u +%FT%TZ) $c $version $(fmt_dur $d) $(nproc)cpu" >>"$CACHE/build-times.log"
+    summary+=("$(printf '%-26s %-9s %s' "$c" "$version" "$(fmt_dur $d)")")
+  done
+  echo
+  echo "== summary (cache: $CACHE)"
+  printf '  %s\n' "${summary[@]}"
+  echo "  total $(fmt_dur $((SECONDS - total_start)))"
 }
 
-fmt_dur() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
-
-summary=()
-total_start=$SECONDS
-for c in "${want[@]}"; do
-  IFS='|' read -r moddir version pkg bin ldx <<<"$(spec "$c")"
-  comp="${c%%-v[0-9]*}"                       # argo-v3.5.10 -> argo
-  dir="$CACHE/$comp-$version"
-  out="$dir/$bin"
-  [ -d "$TOOLS/$moddir" ] || { echo "missing scratch module $TOOLS/$moddir" >&2; exit 1; }
-  key="$( { cat "$TOOLS/$moddir/go.mod" "$TOOLS/$moddir/go.sum"; echo "$pkg $version $ldx"; go env GOVERSION; } | sha256sum | cut -c1-16)"
-  if [ -z "${ADH_FORCE:-}" ] && [ -x "$out" ] && [ "$(cat "$dir/.build-key" 2>/dev/null)" = "$key" ]; then
-    echo "== $c: up to date ($out)"
-    if [ "$comp" = argo ]; then copy_argo_crds "$moddir" "$version" "$dir"; fi
-    summary+=("$(printf '%-26s %-9s cached' "$c" "$version")")
-    continue
-  fi
-  echo "== $c $version: building $pkg -> $out"
-  mkdir -p "$dir"
-  start=$SECONDS
-  ( cd "$TOOLS/$moddir" &&
-    nice -n "$NICE" go build -trimpath -ldflags="-s -w $ldx" -o "$out.tmp" "$pkg" )
-  mv -f "$out.tmp" "$out"
-  echo "$key" >"$dir/.build-key"
-  if [ "$comp" = argo ]; then copy_argo_crds "$moddir" "$version" "$dir"; fi
-  d=$((SECONDS - start))
-  echo "== $c: built in $(fmt_dur $d)"
-  echo "$(date -u +%FT%TZ) $c $version $(fmt_dur $d) $(nproc)cpu" >>"$CACHE/build-times.log"
-  summary+=("$(printf '%-26s %-9s %s' "$c" "$version" "$(fmt_dur $d)")")
-done
-echo
-echo "== summary (cache: $CACHE)"
-printf '  %s\n' "${summary[@]}"
-echo "  total $(fmt_dur $((SECONDS - total_start)))"
+main "$@"
+exit

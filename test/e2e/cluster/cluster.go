@@ -383,8 +383,9 @@ func (c *Cluster) startAPIServer(ctx context.Context, tokenFile, saKey, saPub st
 func (c *Cluster) startControllerManager(ctx context.Context, saKey string) error {
 	args := []string{
 		"--kubeconfig=" + c.kubeconfig,
-		"--authentication-kubeconfig=" + c.kubeconfig,
-		"--authorization-kubeconfig=" + c.kubeconfig,
+		// No --authentication/authorization-kubeconfig: its own /healthz is
+		// always allowed, and with them it polls the (here non-existent)
+		// extension-apiserver-authentication ConfigMap and logs errors.
 		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(c.ports.kcm),
 		"--cert-dir=" + filepath.Join(c.dir, "kcm-pki"),

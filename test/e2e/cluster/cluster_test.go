@@ -4,12 +4,16 @@ package cluster
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,68 +56,22 @@ func TestSmoke(t *testing.T) {
 	logRSS(t, pids)
 
 	kube := c.Kube()
-	wfs := c.Dynamic().Resource(WorkflowGVR).Namespace(ArgoNamespace)
+
+	// The ApiServerSource adapter sends pod events of workflow pods to a sink.
+	sink := newEventSink()
+	defer sink.srv.Close()
+	if _, err := os.Stat(filepath.Join(c.opts.CacheDir, "adapter-"+AdapterVersion, "apiserver_receive_adapter")); err == nil {
+		if err := c.StartAdapter(sink.srv.URL+"/", []string{ArgoNamespace}, "workflows.argoproj.io/workflow"); err != nil {
+			t.Fatal(err)
+		}
+		pids = c.PIDs()
+	} else {
+		t.Logf("adapter not built, skipping the adapter part")
+		sink = nil
+	}
 
 	// 1. A one-step workflow on kwok-node-0 runs and completes.
-	wf := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(`
-apiVersion: argoproj.io/v1alpha1
-kind: Workflow
-metadata:
-  generateName: smoke-
-  namespace: argo
-spec:
-  entrypoint: main
-  podSpecPatch: '{"nodeName":"kwok-node-0"}'
-  templates:
-  - name: main
-    container:
-      image: busybox
-      command: [sh, -c, "sleep 3600"]
-`), &wf.Object); err != nil {
-		t.Fatal(err)
-	}
-	submitted := time.Now()
-	wf, err = wfs.Create(ctx, wf, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := wf.GetName()
-	t.Logf("submitted workflow %s", name)
-
-	var pod *corev1.Pod
-	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
-		pods, err := kube.CoreV1().Pods(ArgoNamespace).List(ctx, metav1.ListOptions{LabelSelector: "workflows.argoproj.io/workflow=" + name})
-		if err != nil || len(pods.Items) == 0 {
-			return false, nil
-		}
-		pod = &pods.Items[0]
-		return pod.Status.Phase == corev1.PodRunning, nil
-	})
-	if err != nil {
-		t.Fatalf("pod of %s not Running: %v (pod: %+v)", name, err, podSummary(pod))
-	}
-	t.Logf("pod %s Running on %s after %s", pod.Name, pod.Spec.NodeName, time.Since(submitted).Round(time.Millisecond))
-	if pod.Spec.NodeName != "kwok-node-0" {
-		t.Fatalf("pod on node %q", pod.Spec.NodeName)
-	}
-	nodeID := pod.Annotations["workflows.argoproj.io/node-id"]
-	if nodeID == "" {
-		nodeID = pod.Name // pod name v1
-	}
-	// What the wait container does at start and at the end.
-	if err := c.CreateTaskResult(ctx, ArgoNamespace, name, string(wf.GetUID()), nodeID, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetTaskResultCompleted(ctx, ArgoNamespace, nodeID, true); err != nil {
-		t.Fatal(err)
-	}
-	completed := time.Now()
-	if err := c.CompletePod(ctx, ArgoNamespace, pod.Name, true); err != nil {
-		t.Fatal(err)
-	}
-	phase := waitWorkflowPhase(ctx, t, c, name, "Succeeded", 90*time.Second)
-	t.Logf("workflow %s %s %s after the pod was completed", name, phase, time.Since(completed).Round(time.Millisecond))
+	pod := runOneStepWorkflow(ctx, t, c, "smoke-", sink)
 	p, err := kube.CoreV1().Pods(ArgoNamespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	if err == nil {
 		t.Logf("pod %s: %s", p.Name, podSummary(p))
@@ -173,6 +131,162 @@ spec:
 	} else {
 		t.Logf("pgrep -f %q: none left", re)
 	}
+}
+
+// TestArgoVersions runs the one-step workflow under every Argo version that
+// is built, one controller after the other on the same stack (RestartArgo).
+func TestArgoVersions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Options{NoArgo: true, KeepDir: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uninstall := c.StopOnSignal(nil)
+	defer uninstall()
+	t.Cleanup(func() {
+		c.Stop()
+		if t.Failed() {
+			t.Logf("logs kept in %s", c.LogDir())
+		} else {
+			os.RemoveAll(c.Dir())
+		}
+	})
+	ran := 0
+	for _, v := range ArgoVersions {
+		if checkBin(filepath.Join(c.opts.CacheDir, "argo-"+v, "workflow-controller"), "argo-"+v) != nil {
+			t.Logf("argo %s not built, skipped", v)
+			continue
+		}
+		start := time.Now()
+		if err := c.RestartArgo(ctx, v, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("argo %s healthy in %s", v, time.Since(start).Round(time.Millisecond))
+		runOneStepWorkflow(ctx, t, c, "v"+strings.ReplaceAll(strings.TrimPrefix(v, "v"), ".", "-")+"-", nil)
+		ran++
+	}
+	c.StopArgo()
+	if ran == 0 {
+		t.Skip("no argo version built")
+	}
+}
+
+// runOneStepWorkflow submits a one-step workflow pinned to kwok-node-0,
+// waits for its pod to run, does what the wait container would do, completes
+// the pod and waits for the workflow to succeed. Returns the pod.
+func runOneStepWorkflow(ctx context.Context, t *testing.T, c *Cluster, generateName string, sink *eventSink) *corev1.Pod {
+	t.Helper()
+	kube := c.Kube()
+	wfs := c.Dynamic().Resource(WorkflowGVR).Namespace(ArgoNamespace)
+	var err error
+	wf := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(`
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: `+generateName+`
+  namespace: argo
+spec:
+  entrypoint: main
+  podSpecPatch: '{"nodeName":"kwok-node-0"}'
+  templates:
+  - name: main
+    container:
+      image: busybox
+      command: [sh, -c, "sleep 3600"]
+`), &wf.Object); err != nil {
+		t.Fatal(err)
+	}
+	submitted := time.Now()
+	wf, err = wfs.Create(ctx, wf, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := wf.GetName()
+	t.Logf("submitted workflow %s", name)
+
+	var pod *corev1.Pod
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		pods, err := kube.CoreV1().Pods(ArgoNamespace).List(ctx, metav1.ListOptions{LabelSelector: "workflows.argoproj.io/workflow=" + name})
+		if err != nil || len(pods.Items) == 0 {
+			return false, nil
+		}
+		pod = &pods.Items[0]
+		return pod.Status.Phase == corev1.PodRunning, nil
+	})
+	if err != nil {
+		t.Fatalf("pod of %s not Running: %v (pod: %+v)", name, err, podSummary(pod))
+	}
+	t.Logf("pod %s Running on %s after %s", pod.Name, pod.Spec.NodeName, time.Since(submitted).Round(time.Millisecond))
+	if pod.Spec.NodeName != "kwok-node-0" {
+		t.Fatalf("pod on node %q", pod.Spec.NodeName)
+	}
+	nodeID := pod.Annotations["workflows.argoproj.io/node-id"]
+	if nodeID == "" {
+		nodeID = pod.Name // pod name v1
+	}
+	// What the wait container does at start and at the end.
+	if err := c.CreateTaskResult(ctx, ArgoNamespace, name, string(wf.GetUID()), nodeID, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetTaskResultCompleted(ctx, ArgoNamespace, nodeID, true); err != nil {
+		t.Fatal(err)
+	}
+	completed := time.Now()
+	if err := c.CompletePod(ctx, ArgoNamespace, pod.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	phase := waitWorkflowPhase(ctx, t, c, name, "Succeeded", 90*time.Second)
+	t.Logf("workflow %s %s %s after the pod was completed", name, phase, time.Since(completed).Round(time.Millisecond))
+	if sink != nil {
+		err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			evs := sink.forSubject("/apis/v1/namespaces/argo/pods/" + pod.Name)
+			return len(evs) >= 2 && evs[0] == "dev.knative.apiserver.resource.add", nil
+		})
+		evs := sink.forSubject("/apis/v1/namespaces/argo/pods/" + pod.Name)
+		if err != nil {
+			t.Fatalf("adapter events for pod %s: %v (all: %v)", pod.Name, evs, sink.all())
+		}
+		t.Logf("adapter events for pod %s: %v", pod.Name, evs)
+	}
+	return pod
+}
+
+type eventSink struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	events [][2]string // subject, type
+}
+
+func newEventSink() *eventSink {
+	s := &eventSink{}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		s.mu.Lock()
+		s.events = append(s.events, [2]string{r.Header.Get("Ce-Subject"), r.Header.Get("Ce-Type")})
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	return s
+}
+
+func (s *eventSink) forSubject(subject string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, e := range s.events {
+		if e[0] == subject {
+			out = append(out, e[1])
+		}
+	}
+	return out
+}
+
+func (s *eventSink) all() [][2]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][2]string(nil), s.events...)
 }
 
 func waitWorkflowPhase(ctx context.Context, t *testing.T, c *Cluster, name, want string, timeout time.Duration) string {

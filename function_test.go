@@ -1,0 +1,63 @@
+package function
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+)
+
+const unreachableKubeconfig = `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+users: [{name: u, user: {token: t}}]
+`
+
+func TestLifecycle(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, []byte(unreachableKubeconfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", kc)
+	ctx := context.Background()
+	f := New()
+	if ready, _ := f.Ready(ctx); ready {
+		t.Fatal("ready before Start")
+	}
+	e := event.New()
+	e.SetID("1")
+	e.SetSource("https://10.96.0.1:443")
+	e.SetType("dev.knative.apiserver.resource.delete")
+	_, res := f.Handle(ctx, e)
+	var r *cehttp.Result
+	if !protocol.ResultAs(res, &r) || r.StatusCode != 503 {
+		t.Fatalf("before Start: %v, want 503", res)
+	}
+	if err := f.Start(ctx, nil); err != nil {
+		t.Fatalf("Start with an unreachable API server: %v", err)
+	}
+	if ready, _ := f.Ready(ctx); !ready {
+		t.Fatal("not ready after Start")
+	}
+	if alive, _ := f.Alive(ctx); !alive {
+		t.Fatal("not alive")
+	}
+	if err := f.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStartRefusesBadSettings(t *testing.T) {
+	t.Setenv("ADH_EVENT_TIMEOUT", "1h")
+	err := New().Start(context.Background(), nil)
+	if err == nil || !strings.Contains(err.Error(), "ADH_EVENT_TIMEOUT") {
+		t.Fatalf("err = %v", err)
+	}
+}
