@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -17,9 +18,10 @@ import (
 
 // Set is the clients the function uses.
 type Set struct {
-	Config *rest.Config
-	Kube   kubernetes.Interface
-	Argo   argoclient.Interface
+	Config  *rest.Config
+	Kube    kubernetes.Interface
+	Argo    argoclient.Interface
+	Dynamic dynamic.Interface
 }
 
 // Options tune the clients.
@@ -69,5 +71,9 @@ func New(cfg *rest.Config) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building Argo client for %s: %w", cfg.Host, err)
 	}
-	return &Set{Config: cfg, Kube: kube, Argo: argo}, nil
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building dynamic client for %s: %w", cfg.Host, err)
+	}
+	return &Set{Config: cfg, Kube: kube, Argo: argo, Dynamic: dyn}, nil
 }

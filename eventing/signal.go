@@ -44,3 +44,41 @@ type PodChange struct {
 
 func (Ignore) signal()     {}
 func (*PodChange) signal() {}
+
+// NodeGone says that a Kubernetes Node, or the Karpenter NodeClaim behind one, was deleted: every
+// workflow pod still bound to it can never report again, even if no pod event ever arrives (a pod
+// held Terminating by a finalizer on a vanished Node produces none).
+type NodeGone struct {
+	// Kind is "Node" or "NodeClaim".
+	Kind string
+	// NodeName is the Node's name (for a NodeClaim, its status.nodeName; "" when it never
+	// registered a Node).
+	NodeName string
+	// ProviderID is the cloud instance, e.g. aws:///eu-west-1a/i-0abc123 ("" when unknown).
+	ProviderID string
+	Seen       time.Time
+}
+
+func (*NodeGone) signal() {}
+
+// Disruption is a reason for pods to go away, announced by Karpenter or the cloud: it names the
+// pod, Node, NodeClaim or instances it is about. The handler records it where users look, and
+// when Terminal (the machine is gone) repairs the workflows whose pods were on it.
+type Disruption struct {
+	// Source is who said it: "karpenter", "aws.ec2", "aws.health".
+	Source string
+	// Reason is short and stable (the Karpenter Event reason, or the EC2 message kind), Message
+	// the human text.
+	Reason, Message string
+	// What it is about: one pod, a Node, a NodeClaim, or EC2 instances.
+	PodNamespace, PodName string
+	NodeName              string
+	NodeClaimName         string
+	InstanceIDs           []string
+	// Terminal means the machine is already gone (instance terminated, shutting down, stopped):
+	// no pod on it can report any more.
+	Terminal bool
+	Seen     time.Time
+}
+
+func (*Disruption) signal() {}

@@ -12,6 +12,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/logging"
@@ -20,6 +21,8 @@ import (
 	"function/config"
 	"function/eventing"
 	"function/eventing/families"
+	"function/handlers/lookup"
+	"function/handlers/record"
 	"function/handlers/repair"
 	"function/handlers/scope"
 	"function/workflowmeta"
@@ -38,6 +41,7 @@ type Handler struct {
 	Registry *eventing.Registry
 	Repairer *repair.Repairer
 	Scope    scope.Scope
+	Finder   lookup.Finder
 	// MaxBodyBytes bounds the event data.
 	MaxBodyBytes int
 	// Timeout bounds the work for one event.
@@ -82,6 +86,10 @@ func (h *Handler) handle(ctx context.Context, e event.Event) error {
 		return nil
 	case *eventing.PodChange:
 		return h.podChange(ctx, s)
+	case *eventing.NodeGone:
+		return h.nodeGone(ctx, s)
+	case *eventing.Disruption:
+		return h.disruption(ctx, s)
 	}
 	return fmt.Errorf("%w: no handler for signal %T", eventing.ErrUnknownType, sig)
 }
@@ -129,6 +137,128 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	}
 	_, err = h.Repairer.Repair(ctx, t)
 	return err
+}
+
+// nodeGone repairs every workflow pod still bound to a Node that no longer exists. No pod event
+// may ever come for them: a pod held by Argo's status finalizer on a vanished Node is not
+// updated until PodGC gets to it, and a re-listed watch reports nothing of what it missed.
+func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
+	log := logging.FromContext(ctx).With(zap.String("node", g.NodeName), zap.String("kind", g.Kind), zap.String("providerID", g.ProviderID))
+	ctx = logging.WithLogger(ctx, log)
+	message := fmt.Sprintf("%s %s deleted", g.Kind, g.NodeName)
+	if g.ProviderID != "" {
+		message += " (" + g.ProviderID + ")"
+	}
+	pods, err := h.Finder.WorkflowPodsOn(ctx, g.NodeName, h.Scope.Namespaces)
+	if err != nil {
+		return err
+	}
+	return h.repairPods(ctx, pods, seenOr(g.Seen), "node delete event", false, "NodeDeleted", message)
+}
+
+// repairPods runs the repair for each workflow pod of a machine that is gone. reason and
+// message stand in when nothing better is known about a pod.
+func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, seen time.Time, trigger string, hostDown bool, reason, message string) error {
+	log := logging.FromContext(ctx)
+	var errs []error
+	for i := range pods {
+		pod := &pods[i]
+		if h.Scope.Check(pod.Namespace, pod.Labels) != nil {
+			continue
+		}
+		if ok, why := repair.Relevant(pod, true); !ok {
+			log.Debugw("pod left alone", zap.String("pod", pod.Namespace+"/"+pod.Name), zap.String("why", why))
+			continue
+		}
+		t, err := repair.TargetFromPod(pod, seen, trigger)
+		if err != nil {
+			continue
+		}
+		t.HostDown = hostDown
+		if t.Reason == record.UnknownReason {
+			t.Reason, t.Message = reason, message
+		}
+		if _, err := h.Repairer.Repair(ctx, t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// disruption records an announced disruption on the pods it concerns and their workflows, and,
+// when the machine is already gone, repairs them. No pod is deleted or evicted by us.
+func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error {
+	log := logging.FromContext(ctx).With(zap.String("reason", d.Reason), zap.String("source", d.Source))
+	ctx = logging.WithLogger(ctx, log)
+	var nodes []string
+	switch {
+	case d.PodName != "":
+		if !h.Scope.NamespaceAllowed(d.PodNamespace) {
+			return nil
+		}
+	case d.NodeName != "":
+		nodes = []string{d.NodeName}
+	case d.NodeClaimName != "":
+		n, err := h.Finder.NodeOfClaim(ctx, d.NodeClaimName)
+		if err != nil {
+			return err
+		}
+		if n != "" {
+			nodes = []string{n}
+		}
+	case len(d.InstanceIDs) > 0:
+		var err error
+		if nodes, err = h.Finder.NodesOfInstances(ctx, d.InstanceIDs); err != nil {
+			return err
+		}
+	}
+	var pods []corev1.Pod
+	if d.PodName != "" {
+		pod, err := h.Repairer.Kube.CoreV1().Pods(d.PodNamespace).Get(ctx, d.PodName, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("reading pod %s/%s: %w", d.PodNamespace, d.PodName, err)
+		default:
+			if _, ok := pod.Labels[workflowmeta.LabelWorkflow]; ok {
+				pods = append(pods, *pod)
+			}
+		}
+	}
+	for _, n := range nodes {
+		on, err := h.Finder.WorkflowPodsOn(ctx, n, h.Scope.Namespaces)
+		if err != nil {
+			return err
+		}
+		pods = append(pods, on...)
+	}
+	if len(pods) == 0 {
+		log.Debugw("no workflow pod concerned", zap.Strings("nodes", nodes), zap.Strings("instances", d.InstanceIDs))
+		return nil
+	}
+	var errs []error
+	for i := range pods {
+		pod := &pods[i]
+		if h.Scope.Check(pod.Namespace, pod.Labels) != nil || repair.Terminal(pod) || repair.WaitReported(pod) {
+			continue
+		}
+		w := record.Warning{Source: d.Source, Reason: d.Reason, Message: d.Message, Node: pod.Spec.NodeName, Time: seenOr(d.Seen).UTC().Truncate(time.Second)}
+		if err := h.Repairer.RecordWarning(ctx, pod, w); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		log.Infow("disruption recorded", zap.String("pod", pod.Namespace+"/"+pod.Name), zap.String("workflow", pod.Labels[workflowmeta.LabelWorkflow]))
+		if d.Terminal {
+			// Re-read: the warning annotation is now on the pod, for the repair's record.
+			if fresh, err := h.Repairer.Kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{}); err == nil {
+				pods[i] = *fresh
+			}
+		}
+	}
+	if d.Terminal {
+		errs = append(errs, h.repairPods(ctx, pods, seenOr(d.Seen), d.Source+" "+d.Reason, true, d.Reason, d.Message))
+	}
+	return errors.Join(errs...)
 }
 
 // goneByName handles a pod known only by name that no longer exists.
@@ -180,6 +310,7 @@ func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
 		Registry:     families.Registry(),
 		Repairer:     r,
 		Scope:        sc,
+		Finder:       lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic},
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Timeout:      cfg.EventTimeout,
 		Log:          log,

@@ -26,6 +26,7 @@ import (
 	"function/eventing"
 	"function/eventing/eventingtest"
 	"function/eventing/families"
+	"function/handlers/lookup"
 	"function/handlers/repair"
 	"function/handlers/scope"
 	"function/workflowmeta"
@@ -72,9 +73,15 @@ func newHandler(t testing.TB, fail error, argoObjs ...runtime.Object) (*Handler,
 	kube, argo := kubefake.NewSimpleClientset(), argofake.NewSimpleClientset(argoObjs...)
 	kube.PrependReactor("*", "*", calls.reactor(fail))
 	argo.PrependReactor("*", "*", calls.reactor(fail))
+	return handlerOver(kube, argo), calls, argo
+}
+
+// handlerOver wires a Handler over the given clientsets with the default scope.
+func handlerOver(kube *kubefake.Clientset, argo *argofake.Clientset) *Handler {
 	sc := scope.Scope{Excluded: []string{"kube-system"}}
 	r := repair.New(kube, argo, repair.Policy{Scope: sc, NodeErrorGrace: time.Minute})
-	return &Handler{Registry: families.Registry(), Repairer: r, Scope: sc, MaxBodyBytes: 4 << 20, Timeout: 5 * time.Second, Log: zap.NewNop().Sugar()}, calls, argo
+	return &Handler{Registry: families.Registry(), Repairer: r, Scope: sc, Finder: lookup.Finder{Kube: kube},
+		MaxBodyBytes: 4 << 20, Timeout: 5 * time.Second, Log: zap.NewNop().Sugar()}
 }
 
 func statusOf(res error) int {

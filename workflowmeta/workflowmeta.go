@@ -46,6 +46,10 @@ const (
 	// AnnotationRepaired is on an object we repaired (task result, pod), written in the same
 	// patch as the repair: the proof from which a re-delivered event finishes recording.
 	AnnotationRepaired = Domain + "/repaired"
+	// AnnotationWarning is on a pod: the disruption announced for it (record.Warning JSON).
+	AnnotationWarning = Domain + "/disruption-warning"
+	// AnnotationWarnings is on a Workflow: JSON object, pod name → record.Warning.
+	AnnotationWarnings = Domain + "/warnings"
 	// Component is the Kubernetes Event source component and field manager.
 	Component = "argo-disruption-handler"
 )

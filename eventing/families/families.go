@@ -5,6 +5,9 @@ package families
 
 import (
 	"function/eventing"
+	"function/eventing/ec2interruption"
+	"function/eventing/karpenterevent"
+	"function/eventing/nodedelete"
 	"function/eventing/podreference"
 	"function/eventing/podresource"
 )
@@ -14,5 +17,8 @@ func Registry() *eventing.Registry {
 	r := eventing.NewRegistry()
 	podresource.Register(r)
 	podreference.Register(r)
+	nodedelete.Register(r)
+	karpenterevent.Register(r)
+	ec2interruption.Register(r)
 	return r
 }

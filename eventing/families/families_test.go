@@ -16,7 +16,7 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 	cases := []struct {
 		file      string
 		wantOp    eventing.Op // "" means Ignore
-		wantPod   bool        // the signal carries the pod object (Resource mode)
+		wantPod   bool        // the signal carries the pod object (Resource mode), or the instance ID
 		wantName  string
 		wantNS    string
 		ignoreWhy string
@@ -33,6 +33,10 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 		{"pod-delete-nonworkflow.json", "", false, "", "", "pod without the workflows.argoproj.io/workflow label"},
 		{"pod-ref-delete.json", eventing.OpDelete, false, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
 		{"pod-ref-update.json", eventing.OpUpdate, false, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
+		{"node-update.json", "", false, "", "", `kind "Node" of dev.knative.apiserver.resource.update is not handled`},
+		{"node-ref-delete.json", "node", false, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
+		{"node-delete.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
+		{"nodeclaim-delete.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
 	}
 	seen := map[string]bool{}
 	r := families.Registry()
@@ -42,6 +46,13 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 			sig, err := r.Decode(eventingtest.Load(t, tc.file))
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
+			}
+			if tc.wantOp == "node" {
+				g, ok := sig.(*eventing.NodeGone)
+				if !ok || g.NodeName != tc.wantName || (g.ProviderID == "aws:///eu-west-1a/i-0abc123def4567890") != tc.wantPod {
+					t.Fatalf("got %#v, want NodeGone{%s}", sig, tc.wantName)
+				}
+				return
 			}
 			if tc.wantOp == "" {
 				ig, ok := sig.(eventing.Ignore)
@@ -63,7 +74,7 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 		})
 	}
 	for _, f := range eventingtest.All(t) {
-		if !seen[f] {
+		if !seen[f] && !disruptionFixture[f] {
 			t.Errorf("fixture %s has no case", f)
 		}
 	}

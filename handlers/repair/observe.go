@@ -12,8 +12,8 @@ import (
 )
 
 // Observe reads what the decision needs, in an order that stops early: the Workflow (a finished
-// or foreign one ends here after one call), the pod, the pod's Node (only when the pod is
-// terminating and unfinished: a gone Node means it can never report), and the task result.
+// or foreign one ends here after one call), the pod, the pod's Node (only when the pod has not
+// finished: a gone Node means it can never report), and the task result.
 func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) {
 	o := &Observation{}
 	wf, err := r.Argo.ArgoprojV1alpha1().Workflows(t.Namespace).Get(ctx, t.Workflow, metav1.GetOptions{})
@@ -42,8 +42,12 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 			o.Pod = pod
 		}
 	}
-	if p := o.Pod; p != nil && p.DeletionTimestamp != nil && !Terminal(p) && p.Spec.NodeName != "" {
-		if o.HostGone, err = r.nodeGone(ctx, p); err != nil {
+	// A pod that has not finished can still report unless its Node is gone. Only pods being
+	// deleted, or named by a Node-gone signal, get here unfinished, so the read is rare.
+	if p := o.Pod; p != nil && !Terminal(p) && p.Spec.NodeName != "" {
+		if t.HostDown {
+			o.HostGone = true
+		} else if o.HostGone, err = r.nodeGone(ctx, p); err != nil {
 			return nil, err
 		}
 	}

@@ -20,8 +20,8 @@ type Action string
 
 // The ladder, in the order the steps run.
 const (
-	// ReleaseStatusFinalizer removes workflows.argoproj.io/status from a pod stuck Terminating on
-	// a Node that no longer exists, so the pod can go (ladder step 3).
+	// ReleaseStatusFinalizer removes workflows.argoproj.io/status from a pod on a Node that no
+	// longer exists (stuck Terminating, or about to be), so the pod can go (ladder step 3).
 	ReleaseStatusFinalizer Action = "release-status-finalizer"
 	// CompleteTaskResult labels the node's WorkflowTaskResult report-outputs-completed=true; the
 	// controller then does everything else itself (ladder step 1).
@@ -111,7 +111,10 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 		return Plan{Skip: "pod is running"}
 	}
 	var p Plan
-	if o.Pod != nil && o.Pod.DeletionTimestamp != nil && o.HostGone && slices.Contains(o.Pod.Finalizers, workflowmeta.FinalizerStatus) {
+	// On a gone host the status finalizer guards nothing: the pod's status will never change
+	// again. Released before PodGC deletes the pod (or after, when it is stuck Terminating), it
+	// lets the pod go at once, which is when the controller marks the node.
+	if o.Pod != nil && o.HostGone && slices.Contains(o.Pod.Finalizers, workflowmeta.FinalizerStatus) {
 		p.Actions = append(p.Actions, ReleaseStatusFinalizer)
 	}
 	wf, tr := o.Workflow, o.TaskResult

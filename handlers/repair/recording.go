@@ -3,6 +3,7 @@ package repair
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,13 +27,18 @@ func (r *Repairer) newRecord(t Target, obs *Observation, p Plan) record.Record {
 	for i, a := range p.Actions {
 		actions[i] = string(a)
 	}
-	reason := t.Reason
+	reason, message := t.Reason, t.Message
 	if reason == "" {
 		reason = record.UnknownReason
 	}
+	// A warning recorded on the workflow for this pod (the pod itself may be gone with its
+	// annotation) names the disruption better than the Kubernetes-side cause.
+	if w, ok := record.Warnings(obs.Workflow)[t.PodName]; ok && !strings.Contains(message, w.Message) {
+		reason, message = w.Reason, withCause(w.Message, reason)
+	}
 	return record.Record{
 		Pod: t.PodName, PodUID: string(t.PodUID), NodeID: t.NodeID,
-		Reason: reason, Message: t.Message, Actions: actions, Trigger: t.Trigger,
+		Reason: reason, Message: message, Actions: actions, Trigger: t.Trigger,
 		Time: r.Now().UTC().Truncate(1e9), DryRun: r.DryRun,
 	}
 }

@@ -230,6 +230,19 @@ func TestRepairLadder(t *testing.T) {
 			},
 		},
 		{
+			name: "pod still Running on a gone node (before PodGC) with the status finalizer: release, complete",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(withFinalizer)}, target: target(withFinalizer),
+			want: []Action{ReleaseStatusFinalizer, CompleteTaskResult}, record: true,
+			check: taskResultCompleted(record.UnknownReason),
+		},
+		{
+			name:   "instance known terminated while its Node object remains: the pod cannot report",
+			objs:   []runtime.Object{workflow(), taskResult("false"), pod(), hostNode()},
+			target: func() Target { t := target(); t.HostDown = true; return t }(),
+			want:   []Action{CompleteTaskResult}, record: true, calls: 6,
+			check: taskResultCompleted(record.UnknownReason),
+		},
+		{
 			name: "pod stuck terminating on a gone node, task result complete: release only",
 			objs: []runtime.Object{workflow(), taskResult("true"), pod(terminating, withFinalizer)}, target: target(terminating, withFinalizer),
 			want: []Action{ReleaseStatusFinalizer}, record: true,

@@ -28,6 +28,9 @@ type Target struct {
 	Message string
 	// Trigger names what asked for the repair ("pod delete event", "sweep"), for the record.
 	Trigger string
+	// HostDown says the pod's machine is known to be gone (its EC2 instance terminated) even if
+	// the Node object still exists: no pod on it can report any more.
+	HostDown bool
 }
 
 // String names the target in logs and errors.
@@ -68,7 +71,22 @@ func TargetFromPod(pod *corev1.Pod, seen time.Time, trigger string) (Target, err
 		t.DeletedAt = pod.DeletionTimestamp.Time
 	}
 	t.Reason, t.Message = DisruptionReason(pod)
+	if w, ok := record.PodWarning(pod); ok {
+		t.Reason, t.Message = w.Reason, withCause(w.Message, t.Reason)
+	}
 	return t, nil
+}
+
+// withCause appends the Kubernetes-side cause (EvictionByEvictionAPI…) to an announced reason's
+// message, unless it says nothing.
+func withCause(message, cause string) string {
+	if cause == "" || cause == record.UnknownReason {
+		return message
+	}
+	if message == "" {
+		return cause
+	}
+	return message + "; " + cause
 }
 
 // DisruptionReason returns the reason and message of the pod's DisruptionTarget condition, which

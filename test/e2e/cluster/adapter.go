@@ -37,6 +37,19 @@ type adapterSourceConfig struct {
 // moved to a free loopback port (PROFILING_PORT) and its :8080 health-probe
 // server is not started (see test/e2e/tools/adapter/main.go).
 func (c *Cluster) StartAdapter(sinkURL string, namespaces []string, labelSelector string) error {
+	return c.StartAdapterFor(sinkURL, namespaces, []AdapterResource{{Version: "v1", Resource: "pods", Selector: labelSelector}})
+}
+
+// AdapterResource is one kind the adapter watches (an ApiServerSource spec.resources entry).
+type AdapterResource struct {
+	Group, Version, Resource string
+	// Selector is a label selector ("" for all).
+	Selector string
+}
+
+// StartAdapterFor is StartAdapter for any resources: namespaced ones are watched in namespaces
+// (empty = all), cluster-scoped ones (nodes) cluster-wide, as the adapter does in a cluster.
+func (c *Cluster) StartAdapterFor(sinkURL string, namespaces []string, resources []AdapterResource) error {
 	c.StopAdapter()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -50,11 +63,11 @@ func (c *Cluster) StartAdapter(sinkURL string, namespaces []string, labelSelecto
 	cfg := adapterSourceConfig{
 		Namespaces:    namespaces,
 		AllNamespaces: len(namespaces) == 0,
-		Resources: []adapterResource{{
-			GVR:      adapterGVR{Group: "", Version: "v1", Resource: "pods"},
-			Selector: labelSelector,
-		}},
-		Mode: "Resource",
+		Mode:          "Resource",
+	}
+	for _, r := range resources {
+		cfg.Resources = append(cfg.Resources, adapterResource{
+			GVR: adapterGVR{Group: r.Group, Version: r.Version, Resource: r.Resource}, Selector: r.Selector})
 	}
 	if cfg.Namespaces == nil {
 		cfg.Namespaces = []string{}

@@ -1,0 +1,51 @@
+package karpenterevent
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"function/eventing"
+	"function/eventing/eventingtest"
+)
+
+// FuzzDecode: any data decodes to a Disruption naming exactly one object, an Ignore, or a
+// Malformed error; never a panic.
+func FuzzDecode(f *testing.F) {
+	for _, name := range []string{"karpenter-event-pod-evicted.json", "karpenter-event-node-disruption-terminating.json",
+		"karpenter-event-nodeclaim-spot-interrupted.json", "event-kubelet-killing.json"} {
+		f.Add(eventingtest.Load(f, name).DataEncoded)
+	}
+	f.Add([]byte(`{"source":{"component":"karpenter"},"reason":"Evicted","involvedObject":{"kind":"Pod"}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e := event.New()
+		e.SetID("fuzz")
+		e.SetSource("https://10.96.0.1:443")
+		e.SetType(eventing.ResourceAdd)
+		e.SetDataContentType("application/json")
+		e.DataEncoded = data
+		sig, err := Decoder{}.Decode(e)
+		if err != nil {
+			if !errors.Is(err, eventing.ErrMalformed) || sig != nil {
+				t.Fatalf("got %#v, %v", sig, err)
+			}
+			return
+		}
+		switch s := sig.(type) {
+		case eventing.Ignore:
+		case *eventing.Disruption:
+			n := 0
+			for _, v := range []string{s.PodName, s.NodeName, s.NodeClaimName} {
+				if v != "" {
+					n++
+				}
+			}
+			if n != 1 || (s.PodName != "" && s.PodNamespace == "") || s.Reason == "" {
+				t.Fatalf("bad disruption %+v", s)
+			}
+		default:
+			t.Fatalf("unexpected %T", sig)
+		}
+	})
+}

@@ -1,0 +1,100 @@
+// Package nodedelete decodes Knative ApiServerSource delete events of Nodes (v1) and Karpenter
+// NodeClaims (karpenter.sh/v1), in Resource mode (the object's last state) and Reference mode
+// (its name only). Adds and updates of those kinds are acknowledged by the registry unread.
+package nodedelete
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"function/eventing"
+)
+
+// object is the part of a Node or NodeClaim the handler needs. NodeClaim: spec is Karpenter's,
+// status.nodeName and status.providerID are set once the instance registered
+// (sigs.k8s.io/karpenter pkg/apis/v1/nodeclaim_status.go).
+type object struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec struct {
+		ProviderID string `json:"providerID"`
+	} `json:"spec"`
+	Status struct {
+		NodeName   string `json:"nodeName"`
+		ProviderID string `json:"providerID"`
+	} `json:"status"`
+}
+
+type reference struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+}
+
+// Decoder decodes one kind ("Node" or "NodeClaim") in one mode.
+type Decoder struct {
+	Kind      string
+	Reference bool
+}
+
+// Register adds the decoders for Node and NodeClaim deletes in both modes.
+func Register(r *eventing.Registry) {
+	for _, kind := range []string{"Node", "NodeClaim"} {
+		r.Register(eventing.ResourceDelete, kind, Decoder{Kind: kind})
+		r.Register(eventing.RefDelete, kind, Decoder{Kind: kind, Reference: true})
+	}
+}
+
+// Decode implements eventing.Decoder.
+func (d Decoder) Decode(e event.Event) (eventing.Signal, error) {
+	data, err := eventing.JSONData(e)
+	if err != nil {
+		return nil, err
+	}
+	g := &eventing.NodeGone{Kind: d.Kind, Seen: e.Time()}
+	var name string
+	if d.Reference {
+		var ref reference
+		if err := json.Unmarshal(data, &ref); err != nil {
+			return nil, eventing.Malformed(e, "data is not an object reference: %v", err)
+		}
+		if ref.Kind != d.Kind {
+			return nil, eventing.Malformed(e, "reference is to a %q, not a %s", ref.Kind, d.Kind)
+		}
+		name = ref.Name
+	} else {
+		var obj object
+		if err := json.Unmarshal(data, &obj); err != nil {
+			return nil, eventing.Malformed(e, "data is not a %s: %v", d.Kind, err)
+		}
+		if obj.Kind != "" && obj.Kind != d.Kind {
+			return nil, eventing.Malformed(e, "data is a %q, not a %s", obj.Kind, d.Kind)
+		}
+		name = obj.Metadata.Name
+		g.ProviderID = obj.Spec.ProviderID
+		if d.Kind == "NodeClaim" {
+			g.ProviderID = obj.Status.ProviderID
+			g.NodeName = obj.Status.NodeName
+		}
+	}
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return nil, eventing.Malformed(e, "%s name %q: %s", d.Kind, name, strings.Join(msgs, "; "))
+	}
+	if d.Kind == "Node" {
+		g.NodeName = name
+	} else if g.NodeName != "" {
+		if msgs := validation.IsDNS1123Subdomain(g.NodeName); len(msgs) > 0 {
+			return nil, eventing.Malformed(e, "NodeClaim %s status.nodeName %q: %s", name, g.NodeName, strings.Join(msgs, "; "))
+		}
+	}
+	if g.NodeName == "" {
+		// A NodeClaim deleted before its instance registered a Node (or a reference to one, whose
+		// Node name we cannot know): no pod can be bound to it.
+		return eventing.Ignore{Reason: d.Kind + " " + name + " has no Node name"}, nil
+	}
+	return g, nil
+}

@@ -1,0 +1,46 @@
+package nodedelete
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"function/eventing"
+	"function/eventing/eventingtest"
+)
+
+// FuzzDecode: any data, for either kind and mode, decodes to a NodeGone naming a valid Node, an
+// Ignore, or a Malformed error; never a panic.
+func FuzzDecode(f *testing.F) {
+	for _, name := range []string{"node-delete.json", "nodeclaim-delete.json", "node-ref-delete.json"} {
+		f.Add(eventingtest.Load(f, name).DataEncoded, uint8(0))
+	}
+	f.Add([]byte(`{"kind":"NodeClaim","metadata":{"name":"a"},"status":{"nodeName":"-bad-"}}`), uint8(1))
+	decoders := []Decoder{{Kind: "Node"}, {Kind: "NodeClaim"}, {Kind: "Node", Reference: true}, {Kind: "NodeClaim", Reference: true}}
+	f.Fuzz(func(t *testing.T, data []byte, which uint8) {
+		d := decoders[int(which)%len(decoders)]
+		e := event.New()
+		e.SetID("fuzz")
+		e.SetSource("https://10.96.0.1:443")
+		e.SetType(eventing.ResourceDelete)
+		e.SetDataContentType("application/json")
+		e.DataEncoded = data
+		sig, err := d.Decode(e)
+		if err != nil {
+			if !errors.Is(err, eventing.ErrMalformed) || sig != nil {
+				t.Fatalf("got %#v, %v", sig, err)
+			}
+			return
+		}
+		switch s := sig.(type) {
+		case eventing.Ignore:
+		case *eventing.NodeGone:
+			if s.NodeName == "" || s.Kind != d.Kind {
+				t.Fatalf("bad signal %#v", s)
+			}
+		default:
+			t.Fatalf("unexpected %T", sig)
+		}
+	})
+}

@@ -1,0 +1,142 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
+
+	"function/eventing/eventingtest"
+	"function/handlers/record"
+	"function/workflowmeta"
+)
+
+// fieldSelectingPods makes the fake honour spec.nodeName field selectors on pod lists, as the
+// API server does.
+func fieldSelectingPods(kube *kubefake.Clientset) {
+	kube.PrependReactor("list", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		fs := a.(k8stesting.ListActionImpl).GetListRestrictions().Fields
+		obj, err := kube.Tracker().List(corev1.SchemeGroupVersion.WithResource("pods"), corev1.SchemeGroupVersion.WithKind("Pod"), a.GetNamespace())
+		if err != nil {
+			return true, nil, err
+		}
+		list := obj.(*corev1.PodList)
+		var keep []corev1.Pod
+		for _, p := range list.Items {
+			if fs.Matches(fields.Set{"spec.nodeName": p.Spec.NodeName}) {
+				keep = append(keep, p)
+			}
+		}
+		list.Items = keep
+		return true, list, nil
+	})
+}
+
+func TestDisruptionSignals(t *testing.T) {
+	const instance = "i-0abc123def4567890"
+	spotNode := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: goneNode}, Spec: corev1.NodeSpec{ProviderID: "aws:///eu-west-1a/" + instance}}
+	otherNode := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-2-9.eu-west-1.compute.internal"}, Spec: corev1.NodeSpec{ProviderID: "aws:///eu-west-1b/i-0fff000111222333a"}}
+	cases := []struct {
+		name      string
+		fixtures  []string
+		reason    string // warning recorded on the pod and workflow of etl-a ("" none)
+		completed bool   // etl-a's task result completed
+	}{
+		{"Karpenter SpotInterrupted on the Node: recorded, nothing repaired yet", []string{"karpenter-event-node-spot-interrupted.json"}, "SpotInterrupted", false},
+		{"Karpenter DisruptionTerminating on the Node", []string{"karpenter-event-node-disruption-terminating.json"}, "DisruptionTerminating", false},
+		{"EC2 spot warning via IntegrationSource: found by providerID", []string{"ec2-spot-interruption-integrationsource.json"}, "SpotInterruptionWarning", false},
+		{"AWS Health scheduled change", []string{"aws-health-scheduled-change-triggermesh-events.json"}, "ScheduledChange", false},
+		{"EC2 instance terminated: recorded and repaired though the Node object still exists", []string{"ec2-terminated-triggermesh-sqs.json"}, "InstanceTerminated", true},
+		{"informative Karpenter event: nothing", []string{"karpenter-event-unconsolidatable.json"}, "", false},
+		{"the same warning twice: one Event", []string{"karpenter-event-node-spot-interrupted.json", "karpenter-event-node-spot-interrupted.json"}, "SpotInterrupted", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			wfA, trA := gatedWorkflow("etl-a", "etl-a-111")
+			wfC, trC := gatedWorkflow("etl-c", "etl-c-333")
+			podA := workflowPod("etl-a", "etl-a-111", goneNode, false)
+			podC := workflowPod("etl-c", "etl-c-333", otherNode.Name, false)
+			kube := kubefake.NewSimpleClientset(podA, podC, spotNode, otherNode)
+			fieldSelectingPods(kube)
+			argo := argofake.NewSimpleClientset(wfA, trA, wfC, trC)
+			h := handlerOver(kube, argo)
+			ctx := context.Background()
+			for _, f := range tc.fixtures {
+				if _, res := h.Handle(ctx, eventingtest.Load(t, f)); res != nil {
+					t.Fatalf("%s: %v", f, res)
+				}
+			}
+			pod, _ := kube.CoreV1().Pods(fxNS).Get(ctx, podA.Name, metav1.GetOptions{})
+			w, ok := record.PodWarning(pod)
+			if (tc.reason != "") != ok || w.Reason != tc.reason {
+				t.Errorf("pod warning = %+v (%v), want %q", w, ok, tc.reason)
+			}
+			wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-a", metav1.GetOptions{})
+			if got := record.Warnings(wf)[podA.Name].Reason; got != tc.reason {
+				t.Errorf("workflow warning = %q, want %q", got, tc.reason)
+			}
+			evs, _ := kube.CoreV1().Events(fxNS).List(ctx, metav1.ListOptions{})
+			warnings := 0
+			for _, e := range evs.Items {
+				if e.Reason == record.WarningEventReason {
+					warnings++
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.reason != ""]; warnings != want {
+				t.Errorf("%d DisruptionWarning events, want %d", warnings, want)
+			}
+			tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, "etl-a-111", metav1.GetOptions{})
+			if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; got != tc.completed {
+				t.Errorf("task result completed = %v, want %v", got, tc.completed)
+			}
+			if rec := record.Recorded(mustWF(t, argo, "etl-a"))["etl-a-111"]; tc.completed && rec.Reason != "InstanceTerminated" {
+				t.Errorf("repair record = %+v", rec)
+			}
+			podOther, _ := kube.CoreV1().Pods(fxNS).Get(ctx, podC.Name, metav1.GetOptions{})
+			if _, ok := record.PodWarning(podOther); ok {
+				t.Error("pod on another node got the warning")
+			}
+		})
+	}
+}
+
+// The reason a warning left on the pod is what the repair records when the pod is then deleted.
+func TestWarningReadBackByRepair(t *testing.T) {
+	wf, tr := gatedWorkflow(fxWF, fxNode)
+	kube := kubefake.NewSimpleClientset()
+	argo := argofake.NewSimpleClientset(wf, tr)
+	h := handlerOver(kube, argo)
+	e := eventingtest.Load(t, "pod-delete-evicted.json")
+	var pod map[string]any
+	_ = json.Unmarshal(e.Data(), &pod)
+	w := record.Warning{Source: "karpenter", Reason: "SpotInterrupted", Message: "Spot interruption warning was triggered", Node: goneNode, Time: time.Now().UTC()}
+	pod["metadata"].(map[string]any)["annotations"].(map[string]any)[workflowmeta.AnnotationWarning] = w.Marshal()
+	e.DataEncoded, _ = json.Marshal(pod)
+	if _, res := h.Handle(context.Background(), e); res != nil {
+		t.Fatal(res)
+	}
+	rec := record.Recorded(mustWF(t, argo, fxWF))[fxNode]
+	if rec.Reason != "SpotInterrupted" || !strings.Contains(rec.Message, "EvictionByEvictionAPI") {
+		t.Fatalf("record = %+v, want SpotInterrupted with the eviction as cause", rec)
+	}
+}
+
+func mustWF(t *testing.T, argo *argofake.Clientset, name string) *wfv1.Workflow {
+	t.Helper()
+	wf, err := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wf
+}

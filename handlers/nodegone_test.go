@@ -1,0 +1,91 @@
+package handlers
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
+
+	"function/eventing/eventingtest"
+	"function/handlers/record"
+	"function/workflowmeta"
+)
+
+const goneNode = "ip-10-0-1-23.eu-west-1.compute.internal"
+
+func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: wf + "-main-" + nodeID[len(wf)+1:], Namespace: fxNS, UID: types.UID("uid-" + wf), ResourceVersion: "3",
+			Labels:      map[string]string{workflowmeta.LabelWorkflow: wf},
+			Annotations: map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
+		Spec:   corev1.PodSpec{NodeName: host},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	if terminating {
+		now := metav1.Now()
+		p.DeletionTimestamp = &now
+		p.Finalizers = []string{workflowmeta.FinalizerStatus}
+	}
+	return p
+}
+
+func gatedWorkflow(name, nodeID string) (*wfv1.Workflow, *wfv1.WorkflowTaskResult) {
+	wf := &wfv1.Workflow{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: fxNS, UID: types.UID("wfuid-" + name), ResourceVersion: "9"},
+		Status:     wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, TaskResultsCompletionStatus: map[string]bool{nodeID: false}},
+	}
+	tr := &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: nodeID, Namespace: fxNS, ResourceVersion: "5",
+		Labels: map[string]string{workflowmeta.LabelWorkflow: name, workflowmeta.LabelReportOutputsCompleted: "false"}}}
+	return wf, tr
+}
+
+// A Node delete event repairs every workflow pod still bound to it — running ones and ones held
+// Terminating by Argo's status finalizer — and leaves pods on other Nodes alone.
+func TestNodeGoneRepairsItsPods(t *testing.T) {
+	wfA, trA := gatedWorkflow("etl-a", "etl-a-111")
+	wfB, trB := gatedWorkflow("etl-b", "etl-b-222")
+	wfC, trC := gatedWorkflow("etl-c", "etl-c-333")
+	podA := workflowPod("etl-a", "etl-a-111", goneNode, false)
+	podB := workflowPod("etl-b", "etl-b-222", goneNode, true)
+	podC := workflowPod("etl-c", "etl-c-333", "ip-10-0-2-9.eu-west-1.compute.internal", false)
+	live := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-2-9.eu-west-1.compute.internal"}}
+	kube := kubefake.NewSimpleClientset(podA, podB, podC, live)
+	fieldSelectingPods(kube)
+	argo := argofake.NewSimpleClientset(wfA, trA, wfB, trB, wfC, trC)
+	h := handlerOver(kube, argo)
+
+	for _, fixture := range []string{"node-delete.json", "nodeclaim-delete.json"} {
+		if _, res := h.Handle(context.Background(), eventingtest.Load(t, fixture)); res != nil {
+			t.Fatalf("%s: %v", fixture, res)
+		}
+	}
+	ctx := context.Background()
+	for _, c := range []struct {
+		node string
+		want string
+	}{{"etl-a-111", "true"}, {"etl-b-222", "true"}, {"etl-c-333", "false"}} {
+		tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, c.node, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted]; got != c.want {
+			t.Errorf("task result %s = %q, want %q", c.node, got, c.want)
+		}
+	}
+	b, _ := kube.CoreV1().Pods(fxNS).Get(ctx, podB.Name, metav1.GetOptions{})
+	if len(b.Finalizers) != 0 {
+		t.Errorf("status finalizer of the pod on the gone node kept: %v", b.Finalizers)
+	}
+	wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-a", metav1.GetOptions{})
+	rec := record.Recorded(wf)["etl-a-111"]
+	if rec.Reason != "NodeDeleted" || !strings.Contains(rec.Message, "i-0abc123def4567890") {
+		t.Errorf("record = %+v", rec)
+	}
+}

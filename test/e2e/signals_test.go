@@ -1,0 +1,212 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"function/handlers/record"
+	"function/test/e2e/cluster"
+	"function/test/e2e/scenario"
+	"function/workflowmeta"
+)
+
+// TestDisruptionSignals proves the disruption-signal families on the real control plane
+// (Argo ADH_E2E_SIGNALS_ARGO, default v3.7.3, with the status finalizer on), the function fed by
+// the real ApiServerSource adapter watching Nodes and Events (and, for the second part, pods):
+//  1. a Node deleted while its workflow pod holds Argo's status finalizer: repaired from the
+//     Node delete event alone (the adapter watches no pods then);
+//  2. a Karpenter SpotInterrupted Event on a Node, then the pod's deletion: the Workflow's record
+//     says SpotInterrupted.
+func TestDisruptionSignals(t *testing.T) {
+	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.3")
+	ctx := context.Background()
+	root, _ := filepath.Abs("../..")
+	bin, err := scenario.BuildFunction(ctx, root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: version, Nodes: 2, Logf: t.Logf,
+		ArgoEnv: map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopSignal := c.StopOnSignal(nil)
+	defer stopSignal()
+	defer func() {
+		c.Stop()
+		if t.Failed() {
+			t.Logf("logs kept in %s", c.LogDir())
+		}
+	}()
+	e, err := scenario.NewEnv(c, version, 150*time.Second, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
+		t.Fatal(err)
+	}
+	fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), map[string]string{"ADH_NAMESPACES": nsWith})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fn.Stop()
+	nodesAndEvents := []cluster.AdapterResource{{Version: "v1", Resource: "nodes"}, {Version: "v1", Resource: "events"}}
+	withPods := append(slices.Clone(nodesAndEvents), cluster.AdapterResource{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow})
+	var report []string
+
+	// 2 first, while kwok runs: a Karpenter SpotInterrupted Event, then the pod is deleted.
+	if err := c.StartAdapterFor(fn.URL, []string{nsWith, "default"}, withPods); err != nil {
+		t.Fatal(err)
+	}
+	node1 := cluster.NodeName(1)
+	wf, err := e.Submit(ctx, "sig-spot-", scenario.Spec{Namespace: nsWith, Node: node1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := e.RunningPod(ctx, wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Gate(ctx, wf, pod); err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.Now()
+	kev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: node1 + ".spot", Namespace: "default"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: node1, APIVersion: "v1"},
+		Reason:         "SpotInterrupted", Message: "Spot interruption warning was triggered", Type: corev1.EventTypeWarning,
+		Source: corev1.EventSource{Component: "karpenter"}, FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	if _, err := e.Kube.CoreV1().Events("default").Create(ctx, kev, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	warned := time.Now()
+	if err := waitFor(ctx, 10*time.Second, func() bool {
+		p, err := e.Kube.CoreV1().Pods(nsWith).Get(ctx, pod.Name, metav1.GetOptions{})
+		w, ok := record.PodWarning(orEmpty(p, err))
+		return ok && w.Reason == "SpotInterrupted"
+	}); err != nil {
+		t.Fatalf("SpotInterrupted not recorded on pod %s: %v", pod.Name, err)
+	}
+	report = append(report, fmt.Sprintf("Karpenter SpotInterrupted Event created → warning on the pod: %s", since(warned)))
+	time.Sleep(11 * time.Second)
+	t0, err := e.Delete(ctx, pod, scenario.Force)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec record.Record
+	if err := waitFor(ctx, 20*time.Second, func() bool {
+		cur, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		var ok bool
+		rec, ok = record.Recorded(cur)[pod.Annotations[workflowmeta.AnnotationNodeID]]
+		return ok
+	}); err != nil {
+		t.Fatalf("no repair record on workflow %s: %v", wf.Name, err)
+	}
+	report = append(report, fmt.Sprintf("pod force-deleted → repair recorded on the Workflow: %s, reason %q (%s)", since(t0), rec.Reason, rec.Message))
+	if rec.Reason != "SpotInterrupted" {
+		t.Errorf("record reason = %q, want SpotInterrupted", rec.Reason)
+	}
+
+	// 1: the Node of a pod holding the status finalizer is deleted; the adapter watches no pods.
+	if err := c.StartAdapterFor(fn.URL, []string{nsWith, "default"}, nodesAndEvents); err != nil {
+		t.Fatal(err)
+	}
+	node0 := cluster.NodeName(0)
+	wf, err = e.Submit(ctx, "sig-node-", scenario.Spec{Namespace: nsWith, Node: node0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod, err = e.RunningPod(ctx, wf); err != nil {
+		t.Fatal(err)
+	}
+	nodeID, err := e.Gate(ctx, wf, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(pod.Finalizers, workflowmeta.FinalizerStatus) {
+		t.Logf("note: Argo %s did not put %s on pod %s (finalizers %v)", version, workflowmeta.FinalizerStatus, pod.Name, pod.Finalizers)
+	}
+	time.Sleep(11 * time.Second)
+	c.StopKwok()
+	if err := e.Kube.CoreV1().Nodes().Delete(ctx, node0, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t0 = time.Now()
+	if err := waitFor(ctx, 10*time.Second, func() bool {
+		tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(nsWith).Get(ctx, nodeID, metav1.GetOptions{})
+		return err == nil && tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"
+	}); err != nil {
+		t.Fatalf("task result %s not completed after the Node delete: %v", nodeID, err)
+	}
+	report = append(report, fmt.Sprintf("Node %s deleted → task result completed: %s", node0, since(t0)))
+	p, err := e.Kube.CoreV1().Pods(nsWith).Get(ctx, pod.Name, metav1.GetOptions{})
+	if err == nil && slices.Contains(p.Finalizers, workflowmeta.FinalizerStatus) {
+		t.Errorf("status finalizer still on pod %s", pod.Name)
+	}
+	report = append(report, fmt.Sprintf("status finalizer released: %v (pod finalizers now %v)", err != nil || !slices.Contains(p.Finalizers, workflowmeta.FinalizerStatus), finalizers(p, err)))
+	if err := waitFor(ctx, 150*time.Second, func() bool {
+		cur, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
+		return err == nil && cur.Status.Phase.Completed()
+	}); err != nil {
+		t.Errorf("workflow %s still Running 150 s after its Node was deleted", wf.Name)
+	} else {
+		report = append(report, fmt.Sprintf("Node deleted → workflow finished: %s (the controller marks the node when PodGC has removed the pod: 40 s quarantine, 20 s period)", since(t0)))
+	}
+	pods, _ := e.Kube.CoreV1().Pods(nsWith).List(ctx, metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow + "=" + wf.Name})
+	report = append(report, fmt.Sprintf("pod delete events delivered to the function in part 1: none (adapter watched nodes and events only); pods left: %d", len(pods.Items)))
+	for _, l := range report {
+		t.Log(l)
+	}
+	if out := os.Getenv("ADH_E2E_SIGNALS_REPORT"); out != "" {
+		doc := fmt.Sprintf("Argo %s, measured %s:\n", version, time.Now().UTC().Format("2006-01-02 15:04 MST"))
+		for _, l := range report {
+			doc += "- " + l + "\n"
+		}
+		_ = os.WriteFile(out, []byte(doc), 0o644)
+	}
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, f func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !f() {
+		if time.Now().After(deadline) {
+			return context.DeadlineExceeded
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func since(t time.Time) string { return fmt.Sprintf("%.2f s", time.Since(t).Seconds()) }
+
+func orEmpty(p *corev1.Pod, err error) *corev1.Pod {
+	if err != nil || p == nil {
+		return &corev1.Pod{}
+	}
+	return p
+}
+
+func finalizers(p *corev1.Pod, err error) any {
+	if err != nil {
+		return "pod gone"
+	}
+	return p.Finalizers
+}
