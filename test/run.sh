@@ -26,7 +26,7 @@ step "unit tests"
 go test -count=1 ./...
 
 step "fuzz (short pass per decoder; FUZZTIME=${FUZZTIME:=10s})"
-for pkg in ./eventing/podresource ./eventing/podreference; do
+for pkg in ./eventing/podresource ./eventing/podreference ./eventing/nodedelete ./eventing/karpenterevent ./eventing/ec2interruption; do
   # Minimizing a new input of a 30 KiB seed takes up to 60 s by default and stalls the workers.
   go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime "$FUZZTIME" -fuzzminimizetime 10x "$pkg"
 done

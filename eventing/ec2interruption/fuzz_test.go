@@ -4,8 +4,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"function/eventing"
 	"function/eventing/eventingtest"
 )
@@ -19,12 +17,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte(`{"Body":"{\"Body\":\"{\\\"Body\\\":\\\"{}\\\"}\"}"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		e := event.New()
-		e.SetID("fuzz")
-		e.SetSource("arn:aws:sqs:eu-west-1:123456789012:q")
-		e.SetType(IntegrationSourceSQS)
-		e.SetDataContentType("application/json")
-		e.DataEncoded = data
+		e := eventingtest.Event(IntegrationSourceSQS, data)
 		sig, err := Decoder{}.Decode(e)
 		if err != nil {
 			if !errors.Is(err, eventing.ErrMalformed) || sig != nil {

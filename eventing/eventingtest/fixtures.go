@@ -44,3 +44,15 @@ func All(tb testing.TB) []string {
 	}
 	return m
 }
+
+// Event returns a minimal valid CloudEvent of type ceType carrying data as JSON, the way fuzz
+// targets feed arbitrary bytes to a decoder.
+func Event(ceType string, data []byte) event.Event {
+	e := event.New()
+	e.SetID("fuzz")
+	e.SetSource("https://10.96.0.1:443")
+	e.SetType(ceType)
+	e.SetDataContentType("application/json")
+	e.DataEncoded = data
+	return e
+}

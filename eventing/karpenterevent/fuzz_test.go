@@ -4,8 +4,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"function/eventing"
 	"function/eventing/eventingtest"
 )
@@ -19,12 +17,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte(`{"source":{"component":"karpenter"},"reason":"Evicted","involvedObject":{"kind":"Pod"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		e := event.New()
-		e.SetID("fuzz")
-		e.SetSource("https://10.96.0.1:443")
-		e.SetType(eventing.ResourceAdd)
-		e.SetDataContentType("application/json")
-		e.DataEncoded = data
+		e := eventingtest.Event(eventing.ResourceAdd, data)
 		sig, err := Decoder{}.Decode(e)
 		if err != nil {
 			if !errors.Is(err, eventing.ErrMalformed) || sig != nil {

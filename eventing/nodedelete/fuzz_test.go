@@ -4,8 +4,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"function/eventing"
 	"function/eventing/eventingtest"
 )
@@ -20,12 +18,7 @@ func FuzzDecode(f *testing.F) {
 	decoders := []Decoder{{Kind: "Node"}, {Kind: "NodeClaim"}, {Kind: "Node", Reference: true}, {Kind: "NodeClaim", Reference: true}}
 	f.Fuzz(func(t *testing.T, data []byte, which uint8) {
 		d := decoders[int(which)%len(decoders)]
-		e := event.New()
-		e.SetID("fuzz")
-		e.SetSource("https://10.96.0.1:443")
-		e.SetType(eventing.ResourceDelete)
-		e.SetDataContentType("application/json")
-		e.DataEncoded = data
+		e := eventingtest.Event(eventing.ResourceDelete, data)
 		sig, err := d.Decode(e)
 		if err != nil {
 			if !errors.Is(err, eventing.ErrMalformed) || sig != nil {

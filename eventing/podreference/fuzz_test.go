@@ -4,8 +4,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"function/eventing"
 	"function/eventing/eventingtest"
 )
@@ -20,12 +18,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`null`), uint8(1))
 	types := []string{eventing.RefAdd, eventing.RefUpdate, eventing.RefDelete}
 	f.Fuzz(func(t *testing.T, data []byte, ty uint8) {
-		e := event.New()
-		e.SetID("fuzz")
-		e.SetSource("https://10.96.0.1:443")
-		e.SetType(types[int(ty)%len(types)])
-		e.SetDataContentType("application/json")
-		e.DataEncoded = data
+		e := eventingtest.Event(types[int(ty)%len(types)], data)
 		sig, err := Decoder{}.Decode(e)
 		if err != nil {
 			if !errors.Is(err, eventing.ErrMalformed) || sig != nil {

@@ -3,8 +3,6 @@ package podresource
 import (
 	"testing"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"function/eventing"
 	"function/eventing/eventingtest"
 )
@@ -20,12 +18,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`"workflows.argoproj.io/workflow"`), uint8(1))
 	types := []string{eventing.ResourceAdd, eventing.ResourceUpdate, eventing.ResourceDelete}
 	f.Fuzz(func(t *testing.T, data []byte, ty uint8) {
-		e := event.New()
-		e.SetID("fuzz")
-		e.SetSource("https://10.96.0.1:443")
-		e.SetType(types[int(ty)%len(types)])
-		e.SetDataContentType("application/json")
-		e.DataEncoded = data
+		e := eventingtest.Event(types[int(ty)%len(types)], data)
 		sig, err := Decoder{}.Decode(e)
 		checkSignal(t, sig, err)
 	})

@@ -75,31 +75,31 @@ func HasRecord(wf *wfv1.Workflow, nodeID string) bool {
 func AnnotationWith(wf *wfv1.Workflow, rec Record) string {
 	all := Recorded(wf)
 	all[rec.NodeID] = rec
-	if len(all) > MaxRecords {
-		ids := make([]string, 0, len(all))
-		for id := range all {
-			ids = append(ids, id)
-		}
-		sort.Slice(ids, func(i, j int) bool { return all[ids[i]].Time.After(all[ids[j]].Time) })
-		for _, id := range ids[MaxRecords:] {
-			delete(all, id)
-		}
-	}
+	keepNewest(all, func(r Record) time.Time { return r.Time })
 	b, _ := json.Marshal(all)
 	return string(b)
+}
+
+// keepNewest drops the oldest entries of m beyond MaxRecords, so an annotation does not grow
+// without bound on a workflow that loses hundreds of pods.
+func keepNewest[T any](m map[string]T, at func(T) time.Time) {
+	if len(m) <= MaxRecords {
+		return
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return at(m[keys[i]]).After(at(m[keys[j]])) })
+	for _, k := range keys[MaxRecords:] {
+		delete(m, k)
+	}
 }
 
 // Event returns the Kubernetes Event for rec on wf. Its name is derived from the workflow UID and
 // node ID, so a re-delivered event creating it again gets AlreadyExists: exactly one Event per
 // repaired node, however often the signal arrives.
 func Event(wf *wfv1.Workflow, rec Record, host string) *corev1.Event {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(string(wf.UID) + "/" + rec.NodeID))
-	name := wf.Name
-	if len(name) > 200 {
-		name = name[:200]
-	}
-	now := metav1.NewTime(rec.Time)
 	msg := fmt.Sprintf("pod %s (node %s) was taken away: %s", rec.Pod, rec.NodeID, rec.Reason)
 	if rec.Message != "" {
 		msg += " (" + rec.Message + ")"
@@ -108,6 +108,18 @@ func Event(wf *wfv1.Workflow, rec Record, host string) *corev1.Event {
 	if rec.DryRun {
 		msg += " [dry run]"
 	}
+	return workflowEvent(wf, rec.NodeID, EventReason, "Repair", msg, rec.Time, host)
+}
+
+// workflowEvent builds a Warning Event on wf whose name is derived from the workflow UID and key.
+func workflowEvent(wf *wfv1.Workflow, key, reason, action, msg string, at time.Time, host string) *corev1.Event {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(string(wf.UID) + "/" + key))
+	name := wf.Name
+	if len(name) > 200 {
+		name = name[:200]
+	}
+	now := metav1.NewTime(at)
 	return &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      fmt.Sprintf("%s.%016x", name, h.Sum64()),
@@ -122,13 +134,13 @@ func Event(wf *wfv1.Workflow, rec Record, host string) *corev1.Event {
 			UID:             wf.UID,
 			ResourceVersion: wf.ResourceVersion,
 		},
-		Reason:              EventReason,
+		Reason:              reason,
 		Message:             msg,
 		Type:                corev1.EventTypeWarning,
 		Source:              corev1.EventSource{Component: workflowmeta.Component},
 		ReportingController: workflowmeta.Domain + "/" + workflowmeta.Component,
 		ReportingInstance:   host,
-		Action:              "Repair",
+		Action:              action,
 		FirstTimestamp:      now,
 		LastTimestamp:       now,
 		Count:               1,

@@ -3,12 +3,9 @@ package record
 import (
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
-	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
@@ -60,16 +57,7 @@ func Warnings(wf *wfv1.Workflow) map[string]Warning {
 func WarningsWith(wf *wfv1.Workflow, pod string, w Warning) string {
 	all := Warnings(wf)
 	all[pod] = w
-	if len(all) > MaxRecords {
-		pods := make([]string, 0, len(all))
-		for p := range all {
-			pods = append(pods, p)
-		}
-		sort.Slice(pods, func(i, j int) bool { return all[pods[i]].Time.After(all[pods[j]].Time) })
-		for _, p := range pods[MaxRecords:] {
-			delete(all, p)
-		}
-	}
+	keepNewest(all, func(w Warning) time.Time { return w.Time })
 	b, _ := json.Marshal(all)
 	return string(b)
 }
@@ -77,13 +65,6 @@ func WarningsWith(wf *wfv1.Workflow, pod string, w Warning) string {
 // WarningEvent returns the Kubernetes Event for w on wf about pod; its name is derived from the
 // workflow UID, pod and reason, so the same warning delivered again creates nothing new.
 func WarningEvent(wf *wfv1.Workflow, pod string, w Warning, host string) *corev1.Event {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(string(wf.UID) + "/" + pod + "/" + w.Reason))
-	name := wf.Name
-	if len(name) > 200 {
-		name = name[:200]
-	}
-	now := metav1.NewTime(w.Time)
 	msg := fmt.Sprintf("pod %s may be taken away: %s", pod, w.Reason)
 	if w.Message != "" {
 		msg += " (" + w.Message + ")"
@@ -91,14 +72,5 @@ func WarningEvent(wf *wfv1.Workflow, pod string, w Warning, host string) *corev1
 	if w.Node != "" {
 		msg += " on node " + w.Node
 	}
-	return &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%016x", name, h.Sum64()), Namespace: wf.Namespace,
-			Labels: map[string]string{workflowmeta.LabelWorkflow: wf.Name}},
-		InvolvedObject: corev1.ObjectReference{APIVersion: wfv1.SchemeGroupVersion.String(), Kind: "Workflow",
-			Namespace: wf.Namespace, Name: wf.Name, UID: wf.UID, ResourceVersion: wf.ResourceVersion},
-		Reason: WarningEventReason, Message: msg, Type: corev1.EventTypeWarning,
-		Source:              corev1.EventSource{Component: workflowmeta.Component},
-		ReportingController: workflowmeta.Domain + "/" + workflowmeta.Component, ReportingInstance: host,
-		Action: "Record", FirstTimestamp: now, LastTimestamp: now, Count: 1,
-	}
+	return workflowEvent(wf, pod+"/"+w.Reason, WarningEventReason, "Record", msg, w.Time, host)
 }
