@@ -283,6 +283,14 @@ func failed(p *corev1.Pod) {
 		p.Status.ContainerStatuses[i].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 143}}
 	}
 }
+
+// markedFailedByPodGC is what PodGC does to a pod of a vanished Node before deleting it: phase
+// Failed, DisruptionTarget DeletionByPodGC, containers left as they were (running).
+func markedFailedByPodGC(p *corev1.Pod) {
+	p.Status.Phase = corev1.PodFailed
+	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "DeletionByPodGC"})
+}
+
 func evicted(p *corev1.Pod) {
 	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "EvictionByEvictionAPI", Message: "Eviction API: evicting"})
 }

@@ -3,12 +3,14 @@ package repair
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"function/handlers/nodestatus"
+	"function/workflowmeta"
 )
 
 // Observe reads what the decision needs, in an order that stops early: the Workflow (a finished
@@ -42,9 +44,10 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 			o.Pod = pod
 		}
 	}
-	// A pod that has not finished can still report unless its Node is gone. Only pods being
-	// deleted, or named by a Node-gone signal, get here unfinished, so the read is rare.
-	if p := o.Pod; p != nil && !Terminal(p) && p.Spec.NodeName != "" {
+	// A pod that has not finished can still report unless its Node is gone; a finished one may
+	// be held by the status finalizer, which only a gone Node justifies releasing. Only pods
+	// being deleted, or named by a Node-gone signal, get here, so the read is rare.
+	if p := o.Pod; p != nil && p.Spec.NodeName != "" && (!Terminal(p) || slices.Contains(p.Finalizers, workflowmeta.FinalizerStatus)) {
 		if t.HostDown {
 			o.HostGone = true
 		} else if o.HostGone, err = r.nodeGone(ctx, p); err != nil {

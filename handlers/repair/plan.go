@@ -117,6 +117,15 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 	if o.Pod != nil && o.HostGone && slices.Contains(o.Pod.Finalizers, workflowmeta.FinalizerStatus) {
 		p.Actions = append(p.Actions, ReleaseStatusFinalizer)
 	}
+	releasing := len(p.Actions) > 0
+	if o.Pod != nil && !releasing && Terminal(o.Pod) && !ContainersEnded(o.Pod) {
+		// PodGC (and the taint manager) set a doomed pod's phase to Failed before deleting it,
+		// without its containers ending. Completing the task result while such a pod exists lets
+		// the controller infer the node's phase from that status — Argo 3.6.10 then marks the node
+		// Succeeded ("phase was Failed but main did not have terminated state"), seen on the real
+		// controller. Its deletion follows at once: act on that.
+		return Plan{Skip: "pod marked Failed without its containers ending: waiting for its deletion"}
+	}
 	wf, tr := o.Workflow, o.TaskResult
 	holds := nodestatus.GateHolds(wf, o.Nodes, t.NodeID)
 	switch {

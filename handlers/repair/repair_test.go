@@ -230,6 +230,17 @@ func TestRepairLadder(t *testing.T) {
 			},
 		},
 		{
+			name: "pod set Failed by PodGC, containers never ended, still there: wait for its deletion",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(terminating, markedFailedByPodGC)}, target: target(terminating, markedFailedByPodGC),
+			skip: "waiting for its deletion", check: nothingWritten,
+		},
+		{
+			name: "pod set Failed by PodGC and held by the status finalizer on a gone node: release it, then complete",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(terminating, markedFailedByPodGC, withFinalizer)}, target: target(terminating, markedFailedByPodGC, withFinalizer),
+			want: []Action{ReleaseStatusFinalizer, CompleteTaskResult}, record: true,
+			check: taskResultCompleted("DeletionByPodGC"),
+		},
+		{
 			name: "pod still Running on a gone node (before PodGC) with the status finalizer: release, complete",
 			objs: []runtime.Object{workflow(), taskResult("false"), pod(withFinalizer)}, target: target(withFinalizer),
 			want: []Action{ReleaseStatusFinalizer, CompleteTaskResult}, record: true,

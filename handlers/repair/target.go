@@ -112,6 +112,17 @@ func Terminal(pod *corev1.Pod) bool {
 	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
+// ContainersEnded reports whether every container of the pod has a terminated state: the pod's
+// phase then tells what happened to the step, not what a controller decided about it.
+func ContainersEnded(pod *corev1.Pod) bool {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.State.Terminated == nil {
+			return false
+		}
+	}
+	return len(pod.Status.ContainerStatuses) > 0
+}
+
 // WaitReported reports whether Argo's wait container exited 0: it then completed its task result
 // itself (the label flip is its last act), and a later deletion of the pod needs no repair.
 func WaitReported(pod *corev1.Pod) bool {

@@ -17,6 +17,9 @@ var Titles = map[string]string{
 }
 
 func seconds(d, bound time.Duration) string {
+	if d == notMeasurable {
+		return "n/a (3.7)"
+	}
 	if d < 0 {
 		if bound > 0 {
 			return fmt.Sprintf("> %.0f s", bound.Seconds())

@@ -251,6 +251,9 @@ func (w *watch) repairSeen(ctx context.Context, timeout time.Duration) time.Dura
 	return seen
 }
 
+// notMeasurable marks a time the stored objects cannot show.
+const notMeasurable = time.Duration(-2)
+
 // gateReleased returns when the workflow's status stops waiting on the node's task result, or
 // -1 when not within timeout.
 func (w *watch) gateReleased(ctx context.Context, timeout time.Duration) time.Duration {
@@ -259,6 +262,12 @@ func (w *watch) gateReleased(ctx context.Context, timeout time.Duration) time.Du
 		wf, err := w.env.Argo.ArgoprojV1alpha1().Workflows(w.wf.Namespace).Get(ctx, w.wf.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
+		}
+		if wf.Status.TaskResultsCompletionStatus == nil {
+			// 3.7.x keeps the gate on the node (taskResultSynced) and marks it incomplete in
+			// memory on every reconcile without persisting it: the stored status cannot tell.
+			seen = notMeasurable
+			return true, nil
 		}
 		nodes, _, _ := nodestatus.Nodes(wf)
 		if !nodestatus.GateHolds(wf, nodes, w.nodeID) {
