@@ -18,7 +18,7 @@ var Titles = map[string]string{
 
 func seconds(d, bound time.Duration) string {
 	if d == notMeasurable {
-		return "n/a (3.7)"
+		return "n/a (not stored)"
 	}
 	if d < 0 {
 		if bound > 0 {

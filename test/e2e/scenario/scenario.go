@@ -265,7 +265,8 @@ func (w *watch) gateReleased(ctx context.Context, timeout time.Duration) time.Du
 		}
 		if wf.Status.TaskResultsCompletionStatus == nil {
 			// 3.7.x keeps the gate on the node (taskResultSynced) and marks it incomplete in
-			// memory on every reconcile without persisting it: the stored status cannot tell.
+			// memory on every reconcile without persisting it (3.6.10 workflows under the status finalizer had no map either): the
+			// stored status cannot tell.
 			seen = notMeasurable
 			return true, nil
 		}
