@@ -109,8 +109,13 @@ func run(argo string, without bool, wait time.Duration) error {
 			{"event received by the function", `"event received"`},
 			{"function decided the repair", `"repair plan"`},
 		} {
-			if ts := fn.LogTimes(m.msg, r.Workflow); len(ts) > 0 {
-				timeline = append(timeline, fmt.Sprintf("%+7.2fs  %s", ts[0].Sub(r.T0).Seconds(), m.what))
+			// The first such line after the eviction (the pod's earlier add/update events are
+			// received too, and dismissed).
+			for _, ts := range fn.LogTimes(m.msg, r.Workflow) {
+				if !ts.Before(r.T0.Truncate(time.Millisecond)) {
+					timeline = append(timeline, fmt.Sprintf("%+7.2fs  %s", ts.Sub(r.T0).Seconds(), m.what))
+					break
+				}
 			}
 		}
 	}
@@ -123,8 +128,5 @@ func run(argo string, without bool, wait time.Duration) error {
 		fmt.Printf("  after %s the workflow is still Running: %s\n", wait, r.Outcome)
 	}
 	fmt.Printf("\nresult: %s\n", r.Outcome)
-	if fn != nil {
-		fmt.Printf("function log: %s (kept until exit)\n", fn.LogPath)
-	}
 	return nil
 }
