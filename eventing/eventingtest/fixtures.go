@@ -4,12 +4,15 @@ package eventingtest
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+
+	"function/eventing"
 )
 
 // Dir is the fixtures folder.
@@ -55,4 +58,17 @@ func Event(ceType string, data []byte) event.Event {
 	e.SetDataContentType("application/json")
 	e.DataEncoded = data
 	return e
+}
+
+// Refused checks a decoder's answer when it returned an error: the error must wrap
+// eventing.ErrMalformed and come with no signal. It reports whether the event was refused.
+func Refused(tb testing.TB, sig eventing.Signal, err error) bool {
+	tb.Helper()
+	if err == nil {
+		return false
+	}
+	if !errors.Is(err, eventing.ErrMalformed) || sig != nil {
+		tb.Fatalf("got %#v, %v; want a Malformed error and no signal", sig, err)
+	}
+	return true
 }
