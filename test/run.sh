@@ -41,8 +41,8 @@ if [ "${E2E:-1}" != 0 ]; then
   signals=${ADH_E2E_SIGNALS_ARGO:-v3.7.3} # the status finalizer needs 3.6+
   step "e2e binaries for Argo $versions $signals (built once, cached in ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler})"
   test/e2e/build-bins.sh etcd kube-apiserver kube-controller-manager kwok adapter $(for v in $versions $signals; do printf 'argo-%s ' "$v"; done)
-  step "e2e: scenario matrix (Argo $versions) and disruption signals (Argo $signals)"
+  step "e2e: scenario matrix (Argo $versions), disruption signals (Argo $signals), deploy/eventing dry run"
   # The tables are printed in the log; docs/e2e-results.md is only rewritten on request.
   ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
-    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals' -v -timeout 80m ./test/e2e/
+    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestEventingManifestsValidate' -v -timeout 80m ./test/e2e/
 fi
