@@ -57,7 +57,8 @@ func TestDisruptionSignals(t *testing.T) {
 		{"Karpenter DisruptionTerminating on the Node", []string{"karpenter-event-node-disruption-terminating.json"}, "DisruptionTerminating", false},
 		{"EC2 spot warning via IntegrationSource: found by providerID", []string{"ec2-spot-interruption-integrationsource.json"}, "SpotInterruptionWarning", false},
 		{"AWS Health scheduled change", []string{"aws-health-scheduled-change-triggermesh-events.json"}, "ScheduledChange", false},
-		{"EC2 instance terminated: recorded and repaired though the Node object still exists", []string{"ec2-terminated-triggermesh-sqs.json"}, "InstanceTerminated", true},
+		// The pod is still there (Running): its task result waits for PodGC's deletion.
+		{"EC2 instance terminated: recorded; the repair waits for the pod's deletion", []string{"ec2-terminated-triggermesh-sqs.json"}, "InstanceTerminated", false},
 		{"informative Karpenter event: nothing", []string{"karpenter-event-unconsolidatable.json"}, "", false},
 		{"the same warning twice: one Event", []string{"karpenter-event-node-spot-interrupted.json", "karpenter-event-node-spot-interrupted.json"}, "SpotInterrupted", false},
 	}

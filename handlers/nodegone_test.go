@@ -29,8 +29,9 @@ func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	}
 	if terminating {
-		now := metav1.Now()
-		p.DeletionTimestamp = &now
+		// Force-deleted (PodGC), held by Argo's status finalizer alone.
+		now, zero := metav1.Now(), int64(0)
+		p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, &zero
 		p.Finalizers = []string{workflowmeta.FinalizerStatus}
 	}
 	return p
@@ -46,8 +47,10 @@ func gatedWorkflow(name, nodeID string) (*wfv1.Workflow, *wfv1.WorkflowTaskResul
 	return wf, tr
 }
 
-// A Node delete event repairs every workflow pod still bound to it — running ones and ones held
-// Terminating by Argo's status finalizer — and leaves pods on other Nodes alone.
+// A Node delete event repairs every workflow pod still bound to it: a pod held Terminating by
+// Argo's status finalizer is released (and so gone) and its task result completed; a pod still
+// Running there is left for PodGC to delete (completing its task result now could let the
+// controller read PodGC's Failed status as success); pods on other Nodes are not touched.
 func TestNodeGoneRepairsItsPods(t *testing.T) {
 	wfA, trA := gatedWorkflow("etl-a", "etl-a-111")
 	wfB, trB := gatedWorkflow("etl-b", "etl-b-222")
@@ -70,7 +73,7 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 	for _, c := range []struct {
 		node string
 		want string
-	}{{"etl-a-111", "true"}, {"etl-b-222", "true"}, {"etl-c-333", "false"}} {
+	}{{"etl-a-111", "false"}, {"etl-b-222", "true"}, {"etl-c-333", "false"}} {
 		tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, c.node, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -83,8 +86,8 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 	if len(b.Finalizers) != 0 {
 		t.Errorf("status finalizer of the pod on the gone node kept: %v", b.Finalizers)
 	}
-	wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-a", metav1.GetOptions{})
-	rec := record.Recorded(wf)["etl-a-111"]
+	wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-b", metav1.GetOptions{})
+	rec := record.Recorded(wf)["etl-b-222"]
 	if rec.Reason != "NodeDeleted" || !strings.Contains(rec.Message, "i-0abc123def4567890") {
 		t.Errorf("record = %+v", rec)
 	}

@@ -274,6 +274,16 @@ func terminating(p *corev1.Pod) {
 	ts := metav1.NewTime(t0.Add(6 * time.Minute))
 	p.DeletionTimestamp = &ts
 }
+
+// forceDeleted is a deletion with grace period 0 (PodGC, Karpenter at the node's deadline).
+func forceDeleted(p *corev1.Pod) {
+	terminating(p)
+	zero := int64(0)
+	p.DeletionGracePeriodSeconds = &zero
+}
+
+func withStatusFinalizer(p *corev1.Pod) { p.Finalizers = []string{workflowmeta.FinalizerStatus} }
+
 func withFinalizer(p *corev1.Pod) {
 	p.Finalizers = []string{"example.com/keep", workflowmeta.FinalizerStatus}
 }

@@ -98,6 +98,15 @@ func podCanReport(o *Observation) bool {
 	return p != nil && !Terminal(p) && p.Spec.NodeName != "" && !o.HostGone
 }
 
+// goneOnRelease reports whether releasing the status finalizer deletes the pod at once: it is
+// already force-deleted (grace 0, as PodGC and Karpenter's deadline do) and holds no other
+// finalizer.
+func goneOnRelease(p *corev1.Pod) bool {
+	g := p.DeletionGracePeriodSeconds
+	return p.DeletionTimestamp != nil && g != nil && *g == 0 &&
+		!slices.ContainsFunc(p.Finalizers, func(f string) bool { return f != workflowmeta.FinalizerStatus })
+}
+
 // Decide computes the plan for target t from observation o at time now. It is pure: the same
 // inputs give the same plan, which is what makes every step safe to re-run.
 func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
@@ -118,6 +127,19 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 		p.Actions = append(p.Actions, ReleaseStatusFinalizer)
 	}
 	releasing := len(p.Actions) > 0
+	if o.Pod != nil && o.HostGone && !Terminal(o.Pod) && !(releasing && goneOnRelease(o.Pod)) {
+		// The pod's machine is gone but its object remains, Running. PodGC will set it Failed
+		// (containers not ended) and delete it; with the task result complete the controller
+		// could read that status between the two writes and infer the node Succeeded (below).
+		// Release the finalizer now so the deletion is immediate, and complete the task result
+		// once the pod is gone (its delete event, or the next signal).
+		if releasing {
+			p.Note = "task result completed once the pod is gone"
+			p.Record = !record.HasRecord(o.Workflow, t.NodeID)
+			return p
+		}
+		return Plan{Skip: "pod still present on a gone node: waiting for its deletion"}
+	}
 	if o.Pod != nil && !releasing && Terminal(o.Pod) && !ContainersEnded(o.Pod) {
 		// PodGC (and the taint manager) set a doomed pod's phase to Failed before deleting it,
 		// without its containers ending. Completing the task result while such a pod exists lets

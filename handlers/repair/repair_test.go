@@ -215,8 +215,8 @@ func TestRepairLadder(t *testing.T) {
 			check: taskResultCompleted(record.UnknownReason),
 		},
 		{
-			name: "pod stuck terminating on a gone node with the status finalizer: release it, complete (steps 3+1)",
-			objs: []runtime.Object{workflow(), taskResult("false"), pod(terminating, withFinalizer)}, target: target(terminating, withFinalizer),
+			name: "pod force-deleted on a gone node, held only by the status finalizer: release it (gone at once), complete (steps 3+1)",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(forceDeleted, withStatusFinalizer)}, target: target(forceDeleted, withStatusFinalizer),
 			want: []Action{ReleaseStatusFinalizer, CompleteTaskResult}, record: true,
 			check: func(t *testing.T, c *fakeCluster) {
 				taskResultCompleted(record.UnknownReason)(t, c)
@@ -224,8 +224,8 @@ func TestRepairLadder(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !slices.Equal(p.Finalizers, []string{"example.com/keep"}) {
-					t.Errorf("finalizers = %v, want only the foreign one kept", p.Finalizers)
+				if len(p.Finalizers) != 0 {
+					t.Errorf("finalizers = %v, want none", p.Finalizers)
 				}
 			},
 		},
@@ -241,21 +241,39 @@ func TestRepairLadder(t *testing.T) {
 			check: taskResultCompleted("DeletionByPodGC"),
 		},
 		{
-			name: "pod still Running on a gone node (before PodGC) with the status finalizer: release, complete",
-			objs: []runtime.Object{workflow(), taskResult("false"), pod(withFinalizer)}, target: target(withFinalizer),
-			want: []Action{ReleaseStatusFinalizer, CompleteTaskResult}, record: true,
-			check: taskResultCompleted(record.UnknownReason),
+			name: "pod stuck terminating gracefully on a gone node with the status finalizer and another: release ours, wait",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(terminating, withFinalizer)}, target: target(terminating, withFinalizer),
+			want: []Action{ReleaseStatusFinalizer}, record: true,
+			check: func(t *testing.T, c *fakeCluster) {
+				p, _ := c.kube.CoreV1().Pods(testNS).Get(ctx, testPod, metav1.GetOptions{})
+				if !slices.Equal(p.Finalizers, []string{"example.com/keep"}) {
+					t.Errorf("finalizers = %v, want only the foreign one kept", p.Finalizers)
+				}
+				if c.getTR(t).Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
+					t.Error("task result completed while the pod still exists: PodGC's Failed status could be read as success")
+				}
+			},
 		},
 		{
-			name:   "instance known terminated while its Node object remains: the pod cannot report",
+			name: "pod still Running on a gone node (before PodGC) with the status finalizer: release, task result after its deletion",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(withFinalizer)}, target: target(withFinalizer),
+			want: []Action{ReleaseStatusFinalizer}, record: true,
+		},
+		{
+			name: "pod still Running on a gone node, no finalizer: wait for PodGC's deletion",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod()}, target: target(),
+			skip: "waiting for its deletion", check: nothingWritten,
+		},
+		{
+			name:   "instance known terminated while its Node object remains: no node read, wait for the pod's deletion",
 			objs:   []runtime.Object{workflow(), taskResult("false"), pod(), hostNode()},
 			target: func() Target { t := target(); t.HostDown = true; return t }(),
-			want:   []Action{CompleteTaskResult}, record: true, calls: 6,
-			check: taskResultCompleted(record.UnknownReason),
+			skip:   "waiting for its deletion", calls: 3,
+			check: nothingWritten,
 		},
 		{
-			name: "pod stuck terminating on a gone node, task result complete: release only",
-			objs: []runtime.Object{workflow(), taskResult("true"), pod(terminating, withFinalizer)}, target: target(terminating, withFinalizer),
+			name: "pod force-deleted on a gone node, task result complete: release only",
+			objs: []runtime.Object{workflow(), taskResult("true"), pod(forceDeleted, withStatusFinalizer)}, target: target(forceDeleted, withStatusFinalizer),
 			want: []Action{ReleaseStatusFinalizer}, record: true,
 		},
 		{
