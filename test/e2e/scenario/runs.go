@@ -51,31 +51,40 @@ func (e *Env) PodDeletion(ctx context.Context, scenario string, mode Mode, s Spe
 		res.Err = err
 		return res
 	}
-	pod, err := e.RunningPod(ctx, wf)
+	w, err := e.disrupt(ctx, wf, how)
 	if err != nil {
 		res.Err = err
 		return res
 	}
-	nodeID, err := e.Gate(ctx, wf, pod)
-	if err != nil {
-		res.Err = err
-		return res
-	}
-	time.Sleep(startGrace)
-	t0, err := e.Delete(ctx, pod, how)
-	if err != nil {
-		res.Err = fmt.Errorf("deleting pod %s/%s: %w", pod.Namespace, pod.Name, err)
-		return res
-	}
-	w := &watch{env: e, wf: wf, nodeID: nodeID, victim: pod.Name, t0: t0}
-	w.note("pod %s of workflow %s taken away (%s)", pod.Name, wf.Name, how)
-	e.Logf("%s/%s %s: pod %s deleted (%s)", scenario, mode, wf.Name, pod.Name, how)
+	e.Logf("%s/%s %s: pod %s deleted (%s)", scenario, mode, wf.Name, w.victim, how)
 	res.Repair, res.Released, res.Moved, res.Outcome = w.follow(ctx, mode, res.Bound)
 	if mode == DryRun && fn != nil && !fn.LogContains(`"repair plan"`, wf.Name, `"dryRun":true`) {
 		res.Err = fmt.Errorf("dry run: no plan for %s in the function's log %s", wf.Name, fn.LogPath)
 	}
-	res.Timeline, res.Workflow, res.T0 = w.timeline, wf.Name, t0
+	res.Timeline, res.Workflow, res.T0 = w.timeline, wf.Name, w.t0
 	return res
+}
+
+// disrupt waits for the workflow's pod to run, creates its incomplete task result as the wait
+// container would, lets the controller's start grace pass, takes the pod away, and returns the
+// watch that measures from that moment.
+func (e *Env) disrupt(ctx context.Context, wf *wfv1.Workflow, how Deletion) (*watch, error) {
+	pod, err := e.RunningPod(ctx, wf)
+	if err != nil {
+		return nil, err
+	}
+	nodeID, err := e.Gate(ctx, wf, pod)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(startGrace)
+	t0, err := e.Delete(ctx, pod, how)
+	if err != nil {
+		return nil, fmt.Errorf("deleting pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	w := &watch{env: e, wf: wf, nodeID: nodeID, victim: pod.Name, t0: t0}
+	w.note("pod %s of workflow %s taken away (%s)", pod.Name, wf.Name, how)
+	return w, nil
 }
 
 // follow measures the repair, the gate's release and the workflow's move from t0, completing
@@ -147,24 +156,13 @@ func (e *Env) CronForbid(ctx context.Context, mode Mode, s Spec) Result {
 		res.Err = fmt.Errorf("cron workflow %s/%s never started a workflow: %w", s.Namespace, name, err)
 		return res
 	}
-	pod, err := e.RunningPod(ctx, first)
+	w, err := e.disrupt(ctx, first, Force)
 	if err != nil {
 		res.Err = err
 		return res
 	}
-	nodeID, err := e.Gate(ctx, first, pod)
-	if err != nil {
-		res.Err = err
-		return res
-	}
-	time.Sleep(startGrace)
-	t0, err := e.Delete(ctx, pod, Force)
-	if err != nil {
-		res.Err = err
-		return res
-	}
-	w := &watch{env: e, wf: first, nodeID: nodeID, victim: pod.Name, t0: t0}
-	e.Logf("c/%s %s: pod %s deleted", mode, first.Name, pod.Name)
+	t0 := w.t0
+	e.Logf("c/%s %s: pod %s deleted", mode, first.Name, w.victim)
 	var wg sync.WaitGroup
 	if mode != Without {
 		wg.Add(1)
