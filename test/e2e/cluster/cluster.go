@@ -102,6 +102,7 @@ type Cluster struct {
 	bins       binaries
 	ports      ports
 
+	lock        *os.File
 	mu          sync.Mutex
 	procs       map[string]*proc
 	order       []string // start order of process names
@@ -162,17 +163,27 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		if err := checkBin(filepath.Join(opts.CacheDir, "argo-"+opts.ArgoVersion, "workflow-controller"), "argo-"+opts.ArgoVersion); err != nil {
 			return nil, err
 		}
+	}
+	// One stack per machine (the workflow-controller's health port is fixed): wait for any other
+	// test process's stack to stop instead of failing on the port.
+	if c.lock, err = lockMachine(ctx, opts.CacheDir, opts.Logf); err != nil {
+		return nil, err
+	}
+	if !opts.NoArgo {
 		if portInUse(ArgoHealthPort) {
+			c.unlock()
 			return nil, fmt.Errorf("port %d is in use: another workflow-controller is running on this machine (its health port is hard-coded); stop it first", ArgoHealthPort)
 		}
 	}
 
 	c.dir, err = os.MkdirTemp(opts.Dir, "adh-e2e-")
 	if err != nil {
+		c.unlock()
 		return nil, err
 	}
 	c.logDir = filepath.Join(c.dir, "logs")
 	if err := os.MkdirAll(c.logDir, 0o755); err != nil {
+		c.unlock()
 		return nil, err
 	}
 	defer func() {
@@ -476,6 +487,7 @@ func (c *Cluster) Stop() {
 	if !c.opts.KeepDir && c.dir != "" {
 		_ = os.RemoveAll(c.dir)
 	}
+	c.unlock()
 }
 
 // StopOnSignal stops the stack when the process receives SIGINT or SIGTERM
