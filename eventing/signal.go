@@ -56,7 +56,12 @@ type NodeGone struct {
 	NodeName string
 	// ProviderID is the cloud instance, e.g. aws:///eu-west-1a/i-0abc123 ("" when unknown).
 	ProviderID string
-	Seen       time.Time
+	// MachineGone says the machine behind it is known to be terminated, not only the object
+	// deleted: a NodeClaim keeps its finalizer until its instance is terminated, and Karpenter
+	// removes its finalizer from a Node it manages only after terminating the instance. A plain
+	// Node delete (kubectl delete node) proves nothing: a live kubelet registers the Node again.
+	MachineGone bool
+	Seen        time.Time
 }
 
 func (*NodeGone) signal() {}
@@ -78,7 +83,10 @@ type Disruption struct {
 	// Terminal means the machine is already gone (instance terminated, shutting down, stopped):
 	// no pod on it can report any more.
 	Terminal bool
-	Seen     time.Time
+	// Gone means the instance is terminated or stopped: no container of its pods runs any more
+	// (shutting-down still runs the kubelet's graceful shutdown).
+	Gone bool
+	Seen time.Time
 }
 
 func (*Disruption) signal() {}

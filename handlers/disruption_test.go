@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -57,8 +58,8 @@ func TestDisruptionSignals(t *testing.T) {
 		{"Karpenter DisruptionTerminating on the Node", []string{"karpenter-event-node-disruption-terminating.json"}, "DisruptionTerminating", false},
 		{"EC2 spot warning via IntegrationSource: found by providerID", []string{"ec2-spot-interruption-integrationsource.json"}, "SpotInterruptionWarning", false},
 		{"AWS Health scheduled change", []string{"aws-health-scheduled-change-triggermesh-events.json"}, "ScheduledChange", false},
-		// The pod is still there (Running): its task result waits for PodGC's deletion.
-		{"EC2 instance terminated: recorded; the repair waits for the pod's deletion", []string{"ec2-terminated-triggermesh-sqs.json"}, "InstanceTerminated", false},
+		// The instance is terminated: the pod left Running on it is deleted, its task result completed.
+		{"EC2 instance terminated: recorded, orphaned pod deleted, task result completed", []string{"ec2-terminated-triggermesh-sqs.json"}, "InstanceTerminated", true},
 		{"informative Karpenter event: nothing", []string{"karpenter-event-unconsolidatable.json"}, "", false},
 		{"the same warning twice: one Event", []string{"karpenter-event-node-spot-interrupted.json", "karpenter-event-node-spot-interrupted.json"}, "SpotInterrupted", false},
 	}
@@ -78,9 +79,13 @@ func TestDisruptionSignals(t *testing.T) {
 					t.Fatalf("%s: %v", f, res)
 				}
 			}
-			pod, _ := kube.CoreV1().Pods(fxNS).Get(ctx, podA.Name, metav1.GetOptions{})
-			w, ok := record.PodWarning(pod)
-			if (tc.reason != "") != ok || w.Reason != tc.reason {
+			pod, err := kube.CoreV1().Pods(fxNS).Get(ctx, podA.Name, metav1.GetOptions{})
+			if tc.completed {
+				// Completed only once the pod of the terminated machine is gone.
+				if !apierrors.IsNotFound(err) {
+					t.Errorf("pod of the terminated instance still there (err %v)", err)
+				}
+			} else if w, ok := record.PodWarning(pod); (tc.reason != "") != ok || w.Reason != tc.reason {
 				t.Errorf("pod warning = %+v (%v), want %q", w, ok, tc.reason)
 			}
 			wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-a", metav1.GetOptions{})

@@ -36,12 +36,21 @@ var ErrTooLarge = errors.New("event data too large")
 // shows in the dead-letter sink rather than costing a read per pod for ever).
 var ErrNotWorkflowPod = errors.New("pod is not a workflow pod")
 
+// ErrSourceNotAllowed is returned for an event whose CloudEvent source is not in the configured
+// allow-list (ADH_ALLOWED_SOURCES). It is answered 403: the broker does not retry a 403 (it
+// retries 5xx, 404, 408, 409 and 429 only) and hands the event to the dead-letter sink with the
+// reason, so a sender missing from the list loses nothing (replay it once the list is fixed) and
+// a stranger's event neither loops nor is silently swallowed.
+var ErrSourceNotAllowed = errors.New("CloudEvent source not allowed")
+
 // Handler handles one CloudEvent at a time; it is safe for concurrent use.
 type Handler struct {
 	Registry *eventing.Registry
 	Repairer *repair.Repairer
 	Scope    scope.Scope
 	Finder   lookup.Finder
+	// AllowedSources, when not empty, are the CloudEvent sources acted on (config.SourceAllowed).
+	AllowedSources []string
 	// MaxBodyBytes bounds the event data.
 	MaxBodyBytes int
 	// Timeout bounds the work for one event.
@@ -73,6 +82,11 @@ func (h *Handler) Handle(ctx context.Context, e event.Event) (*event.Event, erro
 }
 
 func (h *Handler) handle(ctx context.Context, e event.Event) error {
+	// First, before the data is even looked at: an event from a sender not on the list costs
+	// nothing and reaches no decoder and no API call.
+	if !config.SourceAllowed(e.Source(), h.AllowedSources) {
+		return fmt.Errorf("%w: %q (ADH_ALLOWED_SOURCES)", ErrSourceNotAllowed, e.Source())
+	}
 	if n := len(e.Data()); n > h.MaxBodyBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, h.MaxBodyBytes)
 	}
@@ -153,12 +167,18 @@ func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
 	if err != nil {
 		return err
 	}
-	return h.repairPods(ctx, pods, seenOr(g.Seen), "node delete event", false, "NodeDeleted", message)
+	return h.repairPods(ctx, pods, seenOr(g.Seen), "node delete event", host{down: g.MachineGone, gone: g.MachineGone}, "NodeDeleted", message)
+}
+
+// host is what a signal proves about the machine behind a Node (see repair.Target).
+type host struct {
+	// down: its kubelet is gone (the Node object may remain). gone: it is terminated.
+	down, gone bool
 }
 
 // repairPods runs the repair for each workflow pod of a machine that is gone. reason and
 // message stand in when nothing better is known about a pod.
-func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, seen time.Time, trigger string, hostDown bool, reason, message string) error {
+func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, seen time.Time, trigger string, hs host, reason, message string) error {
 	log := logging.FromContext(ctx)
 	var errs []error
 	for i := range pods {
@@ -174,7 +194,7 @@ func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, seen time.T
 		if err != nil {
 			continue
 		}
-		t.HostDown = hostDown
+		t.HostDown, t.MachineGone = hs.down, hs.gone
 		if t.Reason == record.UnknownReason {
 			t.Reason, t.Message = reason, message
 		}
@@ -256,7 +276,7 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 		}
 	}
 	if d.Terminal {
-		errs = append(errs, h.repairPods(ctx, pods, seenOr(d.Seen), d.Source+" "+d.Reason, true, d.Reason, d.Message))
+		errs = append(errs, h.repairPods(ctx, pods, seenOr(d.Seen), d.Source+" "+d.Reason, host{down: true, gone: d.Gone}, d.Reason, d.Message))
 	}
 	return errors.Join(errs...)
 }
@@ -307,12 +327,13 @@ func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
 	r := repair.New(cs.Kube, cs.Argo, repair.Policy{Scope: sc, NodeErrorGrace: cfg.NodeErrorGrace})
 	r.DryRun, r.Attempts, r.InstanceID = cfg.DryRun, cfg.ConflictRetries, cfg.InstanceID
 	return &Handler{
-		Registry:     families.Registry(),
-		Repairer:     r,
-		Scope:        sc,
-		Finder:       lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic},
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		Timeout:      cfg.EventTimeout,
-		Log:          log,
+		Registry:       families.Registry(),
+		Repairer:       r,
+		Scope:          sc,
+		Finder:         lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic},
+		AllowedSources: cfg.AllowedSources,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		Timeout:        cfg.EventTimeout,
+		Log:            log,
 	}
 }

@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,48 +46,70 @@ func gatedWorkflow(name, nodeID string) (*wfv1.Workflow, *wfv1.WorkflowTaskResul
 	return wf, tr
 }
 
-// A Node delete event repairs every workflow pod still bound to it: a pod held Terminating by
-// Argo's status finalizer is released (and so gone) and its task result completed; a pod still
-// Running there is left for PodGC to delete (completing its task result now could let the
-// controller read PodGC's Failed status as success); pods on other Nodes are not touched.
+// A Node delete event repairs every workflow pod still bound to it. A pod held Terminating by
+// Argo's status finalizer is released (and so gone) and its task result completed. A pod still
+// Running there is deleted when the event proves the machine terminated (a Karpenter-managed Node,
+// a NodeClaim), then its task result completed; after a plain Node delete (a live kubelet could
+// register the Node again) it is left for PodGC, since completing its task result while it exists
+// could let the controller read PodGC's Failed status as success. Pods on other Nodes are never
+// touched.
 func TestNodeGoneRepairsItsPods(t *testing.T) {
-	wfA, trA := gatedWorkflow("etl-a", "etl-a-111")
-	wfB, trB := gatedWorkflow("etl-b", "etl-b-222")
-	wfC, trC := gatedWorkflow("etl-c", "etl-c-333")
-	podA := workflowPod("etl-a", "etl-a-111", goneNode, false)
-	podB := workflowPod("etl-b", "etl-b-222", goneNode, true)
-	podC := workflowPod("etl-c", "etl-c-333", "ip-10-0-2-9.eu-west-1.compute.internal", false)
-	live := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-2-9.eu-west-1.compute.internal"}}
-	kube := kubefake.NewSimpleClientset(podA, podB, podC, live)
-	fieldSelectingPods(kube)
-	argo := argofake.NewSimpleClientset(wfA, trA, wfB, trB, wfC, trC)
-	h := handlerOver(kube, argo)
-
-	for _, fixture := range []string{"node-delete.json", "nodeclaim-delete.json"} {
-		if _, res := h.Handle(context.Background(), eventingtest.Load(t, fixture)); res != nil {
-			t.Fatalf("%s: %v", fixture, res)
-		}
+	cases := []struct {
+		fixture   string
+		runningTR string // etl-a: pod still Running on the gone node
+		runningUp bool   // etl-a's pod still exists
+	}{
+		{"node-delete-unmanaged.json", "false", true},
+		{"node-ref-delete.json", "false", true},
+		{"node-delete.json", "true", false},
+		{"nodeclaim-delete.json", "true", false},
 	}
-	ctx := context.Background()
-	for _, c := range []struct {
-		node string
-		want string
-	}{{"etl-a-111", "false"}, {"etl-b-222", "true"}, {"etl-c-333", "false"}} {
-		tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, c.node, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted]; got != c.want {
-			t.Errorf("task result %s = %q, want %q", c.node, got, c.want)
-		}
-	}
-	b, _ := kube.CoreV1().Pods(fxNS).Get(ctx, podB.Name, metav1.GetOptions{})
-	if len(b.Finalizers) != 0 {
-		t.Errorf("status finalizer of the pod on the gone node kept: %v", b.Finalizers)
-	}
-	wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-b", metav1.GetOptions{})
-	rec := record.Recorded(wf)["etl-b-222"]
-	if rec.Reason != "NodeDeleted" || !strings.Contains(rec.Message, "i-0abc123def4567890") {
-		t.Errorf("record = %+v", rec)
+	for _, tc := range cases {
+		t.Run(tc.fixture, func(t *testing.T) {
+			wfA, trA := gatedWorkflow("etl-a", "etl-a-111")
+			wfB, trB := gatedWorkflow("etl-b", "etl-b-222")
+			wfC, trC := gatedWorkflow("etl-c", "etl-c-333")
+			podA := workflowPod("etl-a", "etl-a-111", goneNode, false)
+			podB := workflowPod("etl-b", "etl-b-222", goneNode, true)
+			podC := workflowPod("etl-c", "etl-c-333", "ip-10-0-2-9.eu-west-1.compute.internal", false)
+			live := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-2-9.eu-west-1.compute.internal"}}
+			kube := kubefake.NewSimpleClientset(podA, podB, podC, live)
+			fieldSelectingPods(kube)
+			argo := argofake.NewSimpleClientset(wfA, trA, wfB, trB, wfC, trC)
+			h := handlerOver(kube, argo)
+			ctx := context.Background()
+			// Twice: a re-delivery writes nothing more and fails nothing.
+			for range 2 {
+				if _, res := h.Handle(ctx, eventingtest.Load(t, tc.fixture)); res != nil {
+					t.Fatalf("%s: %v", tc.fixture, res)
+				}
+			}
+			for _, c := range []struct {
+				node string
+				want string
+			}{{"etl-a-111", tc.runningTR}, {"etl-b-222", "true"}, {"etl-c-333", "false"}} {
+				tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, c.node, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted]; got != c.want {
+					t.Errorf("task result %s = %q, want %q", c.node, got, c.want)
+				}
+			}
+			if _, err := kube.CoreV1().Pods(fxNS).Get(ctx, podA.Name, metav1.GetOptions{}); (err == nil) != tc.runningUp {
+				t.Errorf("pod on the gone node exists = %v, want %v", err == nil, tc.runningUp)
+			}
+			if _, err := kube.CoreV1().Pods(fxNS).Get(ctx, podC.Name, metav1.GetOptions{}); err != nil {
+				t.Errorf("pod on a live node: %v", err)
+			}
+			b, _ := kube.CoreV1().Pods(fxNS).Get(ctx, podB.Name, metav1.GetOptions{})
+			if b != nil && len(b.Finalizers) != 0 {
+				t.Errorf("status finalizer of the pod on the gone node kept: %v", b.Finalizers)
+			}
+			wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-b", metav1.GetOptions{})
+			if rec := record.Recorded(wf)["etl-b-222"]; rec.Reason != "NodeDeleted" {
+				t.Errorf("record = %+v", rec)
+			}
+		})
 	}
 }

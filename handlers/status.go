@@ -20,6 +20,9 @@ func StatusOf(err error) int {
 	switch {
 	case err == nil:
 		return http.StatusOK
+	case errors.Is(err, ErrSourceNotAllowed):
+		// Not retried by the broker; dead-lettered with the reason (see ErrSourceNotAllowed).
+		return http.StatusForbidden
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, eventing.ErrMalformed), errors.Is(err, eventing.ErrUnknownType), errors.Is(err, ErrNotWorkflowPod):

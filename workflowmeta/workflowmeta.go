@@ -32,6 +32,9 @@ const (
 	// (v3.6.0+). Before 3.6.16 / 3.7.7 it can hold a pod of a vanished Node Terminating until the
 	// workflow ends, which it never does while the task result is incomplete.
 	FinalizerStatus = "workflows.argoproj.io/status"
+	// AnnotationPodNameFormat is on a workflow: "v1" (pod name = node ID) or "v2"
+	// ("<wf>-<template>-<hash>"), set by the controller when it first runs it.
+	AnnotationPodNameFormat = "workflows.argoproj.io/pod-name-format"
 	// WaitContainer is the name of Argo's sidecar that creates and completes the task result.
 	WaitContainer = "wait"
 )
@@ -83,4 +86,32 @@ func PodNameMatchesNode(podName, workflow, nodeID string) bool {
 	// The v2 prefix is "<wf>-<template>", cut at 62 bytes (ensurePodNamePrefixLength), so either
 	// it starts with the workflow name or the workflow name starts with it.
 	return strings.HasPrefix(prefix, workflow) || strings.HasPrefix(workflow, prefix)
+}
+
+// maxPodNamePrefix is Argo's v2 pod-name prefix bound (workflow/util/pod_name.go in v3.7:
+// 253-10, minus the dash).
+const maxPodNamePrefix = 253 - 10 - 1
+
+// PodName computes the name of the pod the controller creates for a node (GeneratePodName in
+// argo-workflows workflow/util): the node ID with the v1 format, else
+// "<wf>-<template>-<fnv32a(nodeName)>" with the prefix cut at 242 bytes, and the workflow name
+// for a root node. Used when the pod is gone and only the workflow's node status is known (the
+// sweep); PodNameMatchesNode tolerates the shorter cut of older controllers.
+func PodName(workflow, nodeName, templateName, nodeID, format string) string {
+	if format == "v1" {
+		return nodeID
+	}
+	if workflow == nodeName {
+		return workflow
+	}
+	prefix := workflow
+	if templateName != "" {
+		prefix += "-" + templateName
+	}
+	if len(prefix) > maxPodNamePrefix {
+		prefix = prefix[:maxPodNamePrefix]
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(nodeName))
+	return fmt.Sprintf("%s-%d", prefix, h.Sum32())
 }

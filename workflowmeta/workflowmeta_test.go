@@ -30,3 +30,31 @@ func TestNodeIDAndPodNames(t *testing.T) {
 		}
 	}
 }
+
+func TestPodName(t *testing.T) {
+	long := string(make([]byte, 250))
+	for i := range []byte(long) {
+		long = long[:i] + "w" + long[i+1:]
+	}
+	cases := []struct {
+		name                           string
+		wf, node, template, id, format string
+		want                           string
+	}{
+		// argo v3.7.3 GeneratePodName("hello-xyz", "hello-xyz[0].step(0)", "whalesay", id, v2)
+		{"v2", "hello-xyz", "hello-xyz[0].step(0)", "whalesay", NodeID("hello-xyz", "hello-xyz[0].step(0)"), "", "hello-xyz-whalesay" + NodeID("hello-xyz", "hello-xyz[0].step(0)")[len("hello-xyz"):]},
+		{"v1", "hello-xyz", "hello-xyz[0].step(0)", "whalesay", "hello-xyz-123", "v1", "hello-xyz-123"},
+		{"root node", "hello-xyz", "hello-xyz", "main", "hello-xyz", "v2", "hello-xyz"},
+		{"no template name", "hello-xyz", "hello-xyz.a", "", NodeID("hello-xyz", "hello-xyz.a"), "v2", "hello-xyz" + NodeID("hello-xyz", "hello-xyz.a")[len("hello-xyz"):]},
+		{"prefix cut at 242", long, long + ".a", "t", NodeID(long, long+".a"), "v2", long[:242] + NodeID(long, long+".a")[len(long):]},
+	}
+	for _, c := range cases {
+		got := PodName(c.wf, c.node, c.template, c.id, c.format)
+		if got != c.want {
+			t.Errorf("%s: PodName = %q, want %q", c.name, got, c.want)
+		}
+		if !PodNameMatchesNode(got, c.wf, c.id) {
+			t.Errorf("%s: %q does not match node %s", c.name, got, c.id)
+		}
+	}
+}

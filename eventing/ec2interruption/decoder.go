@@ -156,6 +156,7 @@ func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
 		}
 		// Past "stopping" the kubelet is gone with the instance: no pod on it can report.
 		d.Reason, d.Terminal = reason, det.State != "stopping"
+		d.Gone = det.State == "terminated" || det.State == "stopped"
 		d.Message = fmt.Sprintf("instance %s is %s", det.InstanceID, det.State)
 	case HealthEvent:
 		var h healthDetail

@@ -34,9 +34,11 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 		{"pod-ref-delete.json", eventing.OpDelete, false, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
 		{"pod-ref-update.json", eventing.OpUpdate, false, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
 		{"node-update.json", "", false, "", "", `kind "Node" of dev.knative.apiserver.resource.update is not handled`},
+		// For Node deletes, wantNS says whether the machine is proven terminated (MachineGone).
 		{"node-ref-delete.json", "node", false, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
-		{"node-delete.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
-		{"nodeclaim-delete.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
+		{"node-delete.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "machine gone", ""},
+		{"node-delete-unmanaged.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
+		{"nodeclaim-delete.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "machine gone", ""},
 	}
 	seen := map[string]bool{}
 	r := families.Registry()
@@ -51,6 +53,9 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 				g, ok := sig.(*eventing.NodeGone)
 				if !ok || g.NodeName != tc.wantName || (g.ProviderID == "aws:///eu-west-1a/i-0abc123def4567890") != tc.wantPod {
 					t.Fatalf("got %#v, want NodeGone{%s}", sig, tc.wantName)
+				}
+				if g.MachineGone != (tc.wantNS == "machine gone") {
+					t.Fatalf("MachineGone = %v, want %v", g.MachineGone, tc.wantNS == "machine gone")
 				}
 				return
 			}

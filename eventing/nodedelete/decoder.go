@@ -19,7 +19,8 @@ import (
 type object struct {
 	Kind     string `json:"kind"`
 	Metadata struct {
-		Name string `json:"name"`
+		Name   string            `json:"name"`
+		Labels map[string]string `json:"labels"`
 	} `json:"metadata"`
 	Spec struct {
 		ProviderID string `json:"providerID"`
@@ -55,7 +56,9 @@ func (d Decoder) Decode(e event.Event) (eventing.Signal, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &eventing.NodeGone{Kind: d.Kind, Seen: e.Time()}
+	// A NodeClaim is deleted only once its instance is terminated (its finalizer waits for it),
+	// whatever the mode.
+	g := &eventing.NodeGone{Kind: d.Kind, Seen: e.Time(), MachineGone: d.Kind == "NodeClaim"}
 	var name string
 	if d.Reference {
 		var ref reference
@@ -76,6 +79,7 @@ func (d Decoder) Decode(e event.Event) (eventing.Signal, error) {
 		}
 		name = obj.Metadata.Name
 		g.ProviderID = obj.Spec.ProviderID
+		g.MachineGone = g.MachineGone || karpenterManaged(obj.Metadata.Labels)
 		if d.Kind == "NodeClaim" {
 			g.ProviderID = obj.Status.ProviderID
 			g.NodeName = obj.Status.NodeName
@@ -97,4 +101,16 @@ func (d Decoder) Decode(e event.Event) (eventing.Signal, error) {
 		return eventing.Ignore{Reason: d.Kind + " " + name + " has no Node name"}, nil
 	}
 	return g, nil
+}
+
+// karpenterManaged reports whether a Node was launched by Karpenter (v1 label, or the v1beta1 /
+// v0.3x ones). Karpenter's termination finalizer on such a Node is removed only after the
+// instance is terminated, so its delete event means the machine is gone.
+func karpenterManaged(labels map[string]string) bool {
+	for _, k := range []string{"karpenter.sh/nodepool", "karpenter.sh/provisioner-name", "karpenter.sh/registered"} {
+		if _, ok := labels[k]; ok {
+			return true
+		}
+	}
+	return false
 }

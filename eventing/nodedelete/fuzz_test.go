@@ -10,7 +10,7 @@ import (
 // FuzzDecode: any data, for either kind and mode, decodes to a NodeGone naming a valid Node, an
 // Ignore, or a Malformed error; never a panic.
 func FuzzDecode(f *testing.F) {
-	for _, name := range []string{"node-delete.json", "nodeclaim-delete.json", "node-ref-delete.json"} {
+	for _, name := range []string{"node-delete.json", "node-delete-unmanaged.json", "nodeclaim-delete.json", "node-ref-delete.json"} {
 		f.Add(eventingtest.Load(f, name).DataEncoded, uint8(0))
 	}
 	f.Add([]byte(`{"kind":"NodeClaim","metadata":{"name":"a"},"status":{"nodeName":"-bad-"}}`), uint8(1))

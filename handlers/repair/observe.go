@@ -47,10 +47,12 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 	// A pod that has not finished can still report unless its Node is gone; a finished one may
 	// be held by the status finalizer, which only a gone Node justifies releasing. Only pods
 	// being deleted, or named by a Node-gone signal, get here, so the read is rare.
-	if p := o.Pod; p != nil && p.Spec.NodeName != "" && (!Terminal(p) || slices.Contains(p.Finalizers, workflowmeta.FinalizerStatus)) {
-		if t.HostDown {
-			o.HostGone = true
-		} else if o.HostGone, err = r.nodeGone(ctx, p); err != nil {
+	switch p := o.Pod; {
+	case p == nil || p.Spec.NodeName == "":
+	case t.HostDown:
+		o.HostGone = true
+	case !Terminal(p) || slices.Contains(p.Finalizers, workflowmeta.FinalizerStatus):
+		if o.HostGone, err = r.nodeGone(ctx, p); err != nil {
 			return nil, err
 		}
 	}

@@ -29,6 +29,10 @@ const (
 	// CreateTaskResult creates the missing task result, already complete, when the workflow's
 	// gate still waits on it (ladder step 2).
 	CreateTaskResult Action = "create-task-result"
+	// DeleteOrphanedPod force-deletes a pod whose machine is terminated, as PodGC does after its
+	// 40 s quarantine: the controller then marks the node at once, and the task result can be
+	// completed in the same pass (no status left for the controller to misread).
+	DeleteOrphanedPod Action = "delete-orphaned-pod"
 	// MarkNodeError sets an inline Pod node still Running with no pod to Error "pod deleted"
 	// (ladder step 4, last resort).
 	MarkNodeError Action = "mark-node-error"
@@ -103,8 +107,13 @@ func podCanReport(o *Observation) bool {
 // finalizer.
 func goneOnRelease(p *corev1.Pod) bool {
 	g := p.DeletionGracePeriodSeconds
-	return p.DeletionTimestamp != nil && g != nil && *g == 0 &&
-		!slices.ContainsFunc(p.Finalizers, func(f string) bool { return f != workflowmeta.FinalizerStatus })
+	return p.DeletionTimestamp != nil && g != nil && *g == 0 && !otherFinalizers(p)
+}
+
+// otherFinalizers reports whether the pod holds a finalizer other than Argo's status one: deleting
+// it would then leave the object (and its misleading status) in place.
+func otherFinalizers(p *corev1.Pod) bool {
+	return slices.ContainsFunc(p.Finalizers, func(f string) bool { return f != workflowmeta.FinalizerStatus })
 }
 
 // Decide computes the plan for target t from observation o at time now. It is pure: the same
@@ -120,32 +129,42 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 		return Plan{Skip: "pod is running"}
 	}
 	var p Plan
-	// On a gone host the status finalizer guards nothing: the pod's status will never change
-	// again. Released before PodGC deletes the pod (or after, when it is stuck Terminating), it
-	// lets the pod go at once, which is when the controller marks the node.
-	if o.Pod != nil && o.HostGone && slices.Contains(o.Pod.Finalizers, workflowmeta.FinalizerStatus) {
-		p.Actions = append(p.Actions, ReleaseStatusFinalizer)
+	podStays := o.Pod != nil
+	if o.Pod != nil && o.HostGone {
+		// On a gone host the status finalizer guards nothing: the pod's status will never change
+		// again. Released before PodGC deletes the pod (or after, when it is stuck Terminating), it
+		// lets the pod go at once, which is when the controller marks the node.
+		held := slices.Contains(o.Pod.Finalizers, workflowmeta.FinalizerStatus)
+		if held {
+			p.Actions = append(p.Actions, ReleaseStatusFinalizer)
+		}
+		switch {
+		case held && goneOnRelease(o.Pod):
+			podStays = false
+		case t.MachineGone && !otherFinalizers(o.Pod) && !(Terminal(o.Pod) && ContainersEnded(o.Pod)):
+			// The machine is terminated: nothing of the pod runs or will report, and waiting for
+			// PodGC (40 s quarantine, then Failed, then deletion) keeps the workflow Running for
+			// a minute or more. A pod whose containers all ended needs no deletion: its status
+			// is true.
+			p.Actions = append(p.Actions, DeleteOrphanedPod)
+			podStays = false
+		}
 	}
-	releasing := len(p.Actions) > 0
-	if o.Pod != nil && o.HostGone && !Terminal(o.Pod) && !(releasing && goneOnRelease(o.Pod)) {
-		// The pod's machine is gone but its object remains, Running. PodGC will set it Failed
-		// (containers not ended) and delete it; with the task result complete the controller
-		// could read that status between the two writes and infer the node Succeeded (below).
-		// Release the finalizer now so the deletion is immediate, and complete the task result
-		// once the pod is gone (its delete event, or the next signal).
-		if releasing {
+	if podStays && !(Terminal(o.Pod) && ContainersEnded(o.Pod)) {
+		// The pod object remains with a status that is not the step's outcome: Running on a gone
+		// host, or set Failed by PodGC (or the taint manager) before it deletes the pod, without
+		// the containers ending. Completing the task result while such a pod exists lets the
+		// controller infer the node's phase from that status — Argo 3.6.10 then marks the node
+		// Succeeded ("phase was Failed but main did not have terminated state"), seen on the real
+		// controller. Complete it once the pod is gone (its delete event, or the next signal).
+		if len(p.Actions) > 0 {
 			p.Note = "task result completed once the pod is gone"
 			p.Record = !record.HasRecord(o.Workflow, t.NodeID)
 			return p
 		}
-		return Plan{Skip: "pod still present on a gone node: waiting for its deletion"}
-	}
-	if o.Pod != nil && !releasing && Terminal(o.Pod) && !ContainersEnded(o.Pod) {
-		// PodGC (and the taint manager) set a doomed pod's phase to Failed before deleting it,
-		// without its containers ending. Completing the task result while such a pod exists lets
-		// the controller infer the node's phase from that status — Argo 3.6.10 then marks the node
-		// Succeeded ("phase was Failed but main did not have terminated state"), seen on the real
-		// controller. Its deletion follows at once: act on that.
+		if o.HostGone {
+			return Plan{Skip: "pod still present on a gone node: waiting for its deletion"}
+		}
 		return Plan{Skip: "pod marked Failed without its containers ending: waiting for its deletion"}
 	}
 	wf, tr := o.Workflow, o.TaskResult

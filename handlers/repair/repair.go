@@ -102,6 +102,8 @@ func (r *Repairer) apply(ctx context.Context, t Target, obs *Observation, res *R
 		switch a {
 		case ReleaseStatusFinalizer:
 			err = r.releaseStatusFinalizer(ctx, obs.Pod, rec)
+		case DeleteOrphanedPod:
+			err = r.deleteOrphanedPod(ctx, obs.Pod)
 		case CompleteTaskResult:
 			err = r.completeTaskResult(ctx, obs.TaskResult, rec)
 		case CreateTaskResult:

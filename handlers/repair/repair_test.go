@@ -235,10 +235,45 @@ func TestRepairLadder(t *testing.T) {
 			skip: "waiting for its deletion", check: nothingWritten,
 		},
 		{
-			name: "pod set Failed by PodGC and held by the status finalizer on a gone node: release it, then complete",
+			name: "pod set Failed by PodGC, held by the status finalizer and another on a gone node: release ours, wait",
 			objs: []runtime.Object{workflow(), taskResult("false"), pod(terminating, markedFailedByPodGC, withFinalizer)}, target: target(terminating, markedFailedByPodGC, withFinalizer),
+			want: []Action{ReleaseStatusFinalizer}, record: true,
+			check: taskResultLabel("false"),
+		},
+		{
+			name: "machine terminated, pod still Running with the status finalizer: release, delete it, complete",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(withStatusFinalizer)}, target: machineGone(target(withStatusFinalizer)),
+			want: []Action{ReleaseStatusFinalizer, DeleteOrphanedPod, CompleteTaskResult}, record: true,
+			check: all(podGone, taskResultCompleted("NodeDeleted")),
+		},
+		{
+			name: "machine terminated, pod Running without finalizer: delete it, complete",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod()}, target: machineGone(target()),
+			want: []Action{DeleteOrphanedPod, CompleteTaskResult}, record: true,
+			check: all(podGone, taskResultCompleted("NodeDeleted")),
+		},
+		{
+			name: "machine terminated, pod set Failed by PodGC (containers not ended): delete it, complete",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(markedFailedByPodGC)}, target: machineGone(target(markedFailedByPodGC)),
+			want: []Action{DeleteOrphanedPod, CompleteTaskResult}, record: true,
+			check: all(podGone, taskResultCompleted("DeletionByPodGC")),
+		},
+		{
+			name: "machine terminated, pod held by a foreign finalizer too: release ours, wait (deleting would leave the object)",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(withFinalizer)}, target: machineGone(target(withFinalizer)),
+			want: []Action{ReleaseStatusFinalizer}, record: true,
+			check: taskResultLabel("false"),
+		},
+		{
+			name: "machine terminated, pod Failed with its containers ended: no deletion needed, complete",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(failed, withStatusFinalizer)}, target: machineGone(target(failed, withStatusFinalizer)),
 			want: []Action{ReleaseStatusFinalizer, CompleteTaskResult}, record: true,
-			check: taskResultCompleted("DeletionByPodGC"),
+			check: taskResultCompleted("NodeDeleted"),
+		},
+		{
+			name: "machine terminated but the pod was re-created under the same name: the new one is left alone",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(reincarnated), hostNode()}, target: target(),
+			skip: "pod is running", check: nothingWritten,
 		},
 		{
 			name: "pod stuck terminating gracefully on a gone node with the status finalizer and another: release ours, wait",
@@ -438,5 +473,38 @@ func TestRepairErrors(t *testing.T) {
 				t.Errorf("half-written: label %q", got)
 			}
 		})
+	}
+}
+
+// machineGone marks a target as a Node-delete signal of a terminated machine gives it.
+func machineGone(t Target) Target {
+	t.HostDown, t.MachineGone = true, true
+	if t.Reason == record.UnknownReason {
+		t.Reason = "NodeDeleted"
+	}
+	return t
+}
+
+func podGone(t *testing.T, c *fakeCluster) {
+	t.Helper()
+	if _, err := c.kube.CoreV1().Pods(testNS).Get(ctx, testPod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("pod still there (err %v)", err)
+	}
+}
+
+func taskResultLabel(want string) func(*testing.T, *fakeCluster) {
+	return func(t *testing.T, c *fakeCluster) {
+		t.Helper()
+		if got := c.getTR(t).Labels[workflowmeta.LabelReportOutputsCompleted]; got != want {
+			t.Errorf("task result label %q, want %q", got, want)
+		}
+	}
+}
+
+func all(checks ...func(*testing.T, *fakeCluster)) func(*testing.T, *fakeCluster) {
+	return func(t *testing.T, c *fakeCluster) {
+		for _, ch := range checks {
+			ch(t, c)
+		}
 	}
 }

@@ -138,6 +138,23 @@ func (r *Repairer) releaseStatusFinalizer(ctx context.Context, pod *corev1.Pod, 
 	return writeErr(err, fmt.Sprintf("releasing finalizer of pod %s/%s on gone node %s", pod.Namespace, pod.Name, pod.Spec.NodeName))
 }
 
+// deleteOrphanedPod force-deletes (grace 0) the pod of a terminated machine, preconditioned on
+// the incarnation decided on: a pod re-created under the same name is never touched. A pod
+// already gone is success.
+func (r *Repairer) deleteOrphanedPod(ctx context.Context, pod *corev1.Pod) error {
+	grace := int64(0)
+	uid := pod.UID
+	o := metav1.DeleteOptions{GracePeriodSeconds: &grace, Preconditions: &metav1.Preconditions{UID: &uid}}
+	if r.DryRun {
+		o.DryRun = []string{metav1.DryRunAll}
+	}
+	err := r.Kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, o)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return writeErr(err, fmt.Sprintf("deleting pod %s/%s of terminated node %s", pod.Namespace, pod.Name, pod.Spec.NodeName))
+}
+
 // nodeErrorPatch is the part of a Pod node that ladder step 4 sets. The phase is Error, never
 // Failed: Error is what the controller itself sets for a vanished pod, and what retryPolicy
 // OnError/Always and "pod deleted" expressions are written against.

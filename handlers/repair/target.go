@@ -31,6 +31,10 @@ type Target struct {
 	// HostDown says the pod's machine is known to be gone (its EC2 instance terminated) even if
 	// the Node object still exists: no pod on it can report any more.
 	HostDown bool
+	// MachineGone says the machine is terminated (instance terminated or stopped, NodeClaim
+	// deleted, Karpenter-managed Node deleted): none of the pod's containers runs any more, so the
+	// pod object left behind may be deleted at once, as PodGC would after its 40 s quarantine.
+	MachineGone bool
 }
 
 // String names the target in logs and errors.
