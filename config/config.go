@@ -27,6 +27,12 @@ type Config struct {
 	// ExcludedNamespaces are never touched, even when listed in Namespaces.
 	ExcludedNamespaces []string `envconfig:"EXCLUDED_NAMESPACES" default:"kube-system" desc:"comma-separated namespaces never to act in"`
 
+	// AllowedSources restricts the CloudEvent sources acted on (empty: all). An entry matches a
+	// source exactly, or, ending with "*", every source starting with the rest. Anything that can
+	// reach the function's URL can post an event naming any workflow pod; with the list set, only
+	// the configured senders (the ApiServerSource's API server URL, the SQS source) are read.
+	AllowedSources []string `envconfig:"ALLOWED_SOURCES" default:"" desc:"comma-separated CloudEvent sources to act on (exact, or a prefix ending with *); empty means all"`
+
 	// InstanceID is the Argo controller's instanceID. Argo controllers only own workflows whose
 	// workflows.argoproj.io/controller-instanceid label equals their own (absent when none is
 	// configured), and so do we: a workflow of another controller is never written.
@@ -64,6 +70,7 @@ func Load() (*Config, error) {
 	}
 	c.Namespaces = cleanList(c.Namespaces)
 	c.ExcludedNamespaces = cleanList(c.ExcludedNamespaces)
+	c.AllowedSources = cleanList(c.AllowedSources)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -84,6 +91,11 @@ func (c *Config) Validate() error {
 	for _, ns := range c.ExcludedNamespaces {
 		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
 			bad("EXCLUDED_NAMESPACES", "%q is not a namespace name: %s", ns, strings.Join(msgs, "; "))
+		}
+	}
+	for _, src := range c.AllowedSources {
+		if msg := sourcePatternError(src); msg != "" {
+			bad("ALLOWED_SOURCES", "%q %s", src, msg)
 		}
 	}
 	if c.InstanceID != "" {
@@ -117,6 +129,37 @@ func (c *Config) Validate() error {
 		bad("LOG_LEVEL", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
 	return errors.Join(errs...)
+}
+
+// sourcePatternError returns why an ADH_ALLOWED_SOURCES entry is unusable, or "".
+func sourcePatternError(p string) string {
+	switch {
+	case p == "":
+		return "is empty"
+	case strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return "contains a space or control character"
+	case strings.Contains(strings.TrimSuffix(p, "*"), "*"):
+		return "has a * that is not its last character (only a trailing * is a prefix match)"
+	}
+	return ""
+}
+
+// SourceAllowed reports whether a CloudEvent source matches one of patterns (see
+// Config.AllowedSources); no patterns allow every source.
+func SourceAllowed(source string, patterns []string) bool {
+	if len(patterns) == 0 {
+		return true
+	}
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if strings.HasPrefix(source, prefix) {
+				return true
+			}
+		} else if source == p {
+			return true
+		}
+	}
+	return false
 }
 
 func cleanList(in []string) []string {

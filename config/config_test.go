@@ -20,6 +20,17 @@ func TestLoad(t *testing.T) {
 		{"lists are trimmed", map[string]string{"ADH_NAMESPACES": " argo, ml-jobs ,", "ADH_DRY_RUN": "true"}, func(c *Config) bool {
 			return c.DryRun && len(c.Namespaces) == 2 && c.Namespaces[1] == "ml-jobs"
 		}, nil},
+		{"allowed sources: exact and prefix entries, trimmed", map[string]string{"ADH_ALLOWED_SOURCES": " https://10.96.0.1:443 , arn:aws:sqs:eu-west-1:123456789012:* ,"}, func(c *Config) bool {
+			return len(c.AllowedSources) == 2 && c.AllowedSources[1] == "arn:aws:sqs:eu-west-1:123456789012:*" &&
+				SourceAllowed("https://10.96.0.1:443", c.AllowedSources) && SourceAllowed("arn:aws:sqs:eu-west-1:123456789012:adh", c.AllowedSources) &&
+				!SourceAllowed("https://10.96.0.1:4430", c.AllowedSources) && !SourceAllowed("https://10.96.0.1", c.AllowedSources) &&
+				!SourceAllowed("", c.AllowedSources)
+		}, nil},
+		{"no allowed sources: every source", nil, func(c *Config) bool {
+			return len(c.AllowedSources) == 0 && SourceAllowed("anything", c.AllowedSources) && SourceAllowed("", c.AllowedSources)
+		}, nil},
+		{"allowed source with an inner *", map[string]string{"ADH_ALLOWED_SOURCES": "https://*.example.com"}, nil, []string{"ADH_ALLOWED_SOURCES", "trailing *"}},
+		{"allowed source with a space", map[string]string{"ADH_ALLOWED_SOURCES": "https://a b"}, nil, []string{"ADH_ALLOWED_SOURCES", "space"}},
 		{"unparsable duration", map[string]string{"ADH_EVENT_TIMEOUT": "soon"}, nil, []string{"EVENT_TIMEOUT"}},
 		{"every bad setting named at once", map[string]string{
 			"ADH_NAMESPACES": "Argo_NS", "ADH_EVENT_TIMEOUT": "40s", "ADH_NODE_ERROR_GRACE": "2s",
