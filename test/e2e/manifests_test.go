@@ -9,110 +9,292 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"function/deploy"
 	"function/test/e2e/cluster"
 )
 
-// resourceOf maps the kinds deploy/eventing uses to their API resources.
-var resourceOf = map[string]schema.GroupVersionResource{
-	"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
-	"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
-	"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
-	"Broker":             {Group: "eventing.knative.dev", Version: "v1", Resource: "brokers"},
-	"Trigger":            {Group: "eventing.knative.dev", Version: "v1", Resource: "triggers"},
-	"ApiServerSource":    {Group: "sources.knative.dev", Version: "v1", Resource: "apiserversources"},
-	"IntegrationSource":  {Group: "sources.knative.dev", Version: "v1alpha1", Resource: "integrationsources"},
-}
+// knativeVersion is the Knative release whose CRDs the manifests are checked against (the same
+// eventing module as the ApiServerSource adapter of test/e2e/tools/adapter).
+const knativeVersion = "v0.50.0"
 
-// TestEventingManifestsValidate installs the Knative eventing CRDs of knative.dev/eventing
-// v0.50.0 (its config/core/resources) into the real API server and sends every object of
-// deploy/eventing as a server-side dry run: each must pass the CRD schemas and validation.
-func TestEventingManifestsValidate(t *testing.T) {
-	ctx := context.Background()
-	root, _ := filepath.Abs("../..")
-	out, err := exec.Command("go", "mod", "download", "-json", "knative.dev/eventing@v0.50.0").Output()
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// moduleDir returns the directory of a module in the Go module cache, downloading it from the
+// module proxy the first time.
+func moduleDir(t *testing.T, module string) string {
+	t.Helper()
+	out, err := exec.Command("go", "mod", "download", "-json", module).Output()
 	if err != nil {
-		t.Fatalf("go mod download knative.dev/eventing@v0.50.0: %v", err)
+		t.Fatalf("go mod download %s: %v", module, err)
 	}
 	var mod struct{ Dir string }
 	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-		t.Fatalf("module dir: %v %s", err, out)
+		t.Fatalf("module dir of %s: %v %s", module, err, out)
 	}
+	return mod.Dir
+}
+
+// knativeCRDFiles are every CRD of Knative eventing (config/core/resources) and serving
+// (config/core/300-resources) at knativeVersion.
+func knativeCRDFiles(t *testing.T) []string {
+	t.Helper()
+	var files []string
+	for _, d := range []string{
+		filepath.Join(moduleDir(t, "knative.dev/eventing@"+knativeVersion), "config", "core", "resources"),
+		filepath.Join(moduleDir(t, "knative.dev/serving@"+knativeVersion), "config", "core", "300-resources"),
+	} {
+		m, err := filepath.Glob(filepath.Join(d, "*.yaml"))
+		if err != nil || len(m) == 0 {
+			t.Fatalf("no CRDs in %s: %v", d, err)
+		}
+		files = append(files, m...)
+	}
+	return files
+}
+
+// installCRDs creates the CRDs of files and waits until each is Established.
+func installCRDs(ctx context.Context, t *testing.T, dyn dynamic.Interface, files []string) []string {
+	t.Helper()
+	var names []string
+	for _, f := range files {
+		for _, obj := range readObjects(t, f) {
+			if obj.GetKind() != "CustomResourceDefinition" {
+				continue
+			}
+			if _, err := dyn.Resource(crdGVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatalf("installing CRD %s from %s: %v", obj.GetName(), f, err)
+			}
+			names = append(names, obj.GetName())
+		}
+	}
+	for _, name := range names {
+		if !crdEstablished(ctx, dyn, name, 30*time.Second) {
+			t.Fatalf("CRD %s not established", name)
+		}
+	}
+	return names
+}
+
+func crdEstablished(ctx context.Context, dyn dynamic.Interface, name string, timeout time.Duration) bool {
+	return waitFor(ctx, timeout, func() bool {
+		u, err := dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, cnd := range conds {
+			m, _ := cnd.(map[string]any)
+			if m["type"] == "Established" && m["status"] == "True" {
+				return true
+			}
+		}
+		return false
+	}) == nil
+}
+
+// mapperFor returns a REST mapper that knows every kind of objs (discovery sees a new CRD shortly
+// after it is Established).
+func mapperFor(ctx context.Context, t *testing.T, c *cluster.Cluster, objs []*unstructured.Unstructured) meta.RESTMapper {
+	t.Helper()
+	m := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Kube().Discovery()))
+	for _, o := range objs {
+		gvk := o.GroupVersionKind()
+		if err := waitFor(ctx, 15*time.Second, func() bool {
+			if _, err := m.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+				m.Reset()
+				return false
+			}
+			return true
+		}); err != nil {
+			t.Fatalf("the API server does not serve %s", gvk)
+		}
+	}
+	return m
+}
+
+// resourceFor returns the client of obj's resource (namespaced or not).
+func resourceFor(t *testing.T, dyn dynamic.Interface, m meta.RESTMapper, obj *unstructured.Unstructured) dynamic.ResourceInterface {
+	t.Helper()
+	gvk := obj.GroupVersionKind()
+	mapping, err := m.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		t.Fatalf("%s: %v", gvk, err)
+	}
+	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+		return dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
+	}
+	return dyn.Resource(mapping.Resource)
+}
+
+// dryRunApply sends obj as `kubectl apply --server-side --dry-run=server` does, with strict field
+// validation: an unknown or misspelt field is an error, not a warning.
+func dryRunApply(ctx context.Context, ri dynamic.ResourceInterface, obj *unstructured.Unstructured) error {
+	b, err := json.Marshal(obj.Object)
+	if err != nil {
+		return err
+	}
+	force := true
+	_, err = ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, b, metav1.PatchOptions{
+		DryRun: []string{metav1.DryRunAll}, Force: &force, FieldManager: "adh-e2e", FieldValidation: "Strict"})
+	return err
+}
+
+// TestManifestsDryRun installs the CRDs of Knative eventing and serving v0.50.0 (from their Go
+// modules' config folders) next to the Argo CRDs into the real API server, then sends every object
+// of deploy/base and of each overlay (rendered as `kubectl kustomize` does) as a server-side dry
+// run with strict field validation: each must pass the CRD schemas and the API server's
+// validation. The namespace is created for real (a dry-run namespace does not make its objects
+// admissible). With the cached kubectl, `kubectl kustomize` must render the same objects and
+// `kubectl apply -k <overlay> --dry-run=server` must succeed: the README's commands.
+func TestManifestsDryRun(t *testing.T) {
+	ctx := context.Background()
+	files := knativeCRDFiles(t)
+	start := time.Now()
 	c, err := cluster.Start(ctx, cluster.Options{NoArgo: true, NoControllerManager: true, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Stop()
+	up := time.Now()
 	dyn := c.Dynamic()
-	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	var crds []string
-	for _, f := range []string{"apiserversource.yaml", "broker.yaml", "trigger.yaml", "integrationsource.yaml"} {
-		for _, obj := range readObjects(t, filepath.Join(mod.Dir, "config", "core", "resources", f)) {
-			if _, err := dyn.Resource(crdGVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
-				t.Fatalf("installing CRD %s: %v", obj.GetName(), err)
-			}
-			crds = append(crds, obj.GetName())
+	crds := installCRDs(ctx, t, dyn, files)
+	for _, name := range []string{"workflows.argoproj.io", "workflowtaskresults.argoproj.io"} {
+		if !crdEstablished(ctx, dyn, name, 10*time.Second) {
+			t.Fatalf("Argo CRD %s not installed", name)
 		}
 	}
-	for _, name := range crds {
-		if err := waitFor(ctx, 30*time.Second, func() bool {
-			u, err := dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+	t.Logf("stack up in %.1f s (with any wait for the machine's stack lock), %d Knative CRDs established in %.1f s",
+		up.Sub(start).Seconds(), len(crds), time.Since(up).Seconds())
+
+	kubectl := c.KubectlPath()
+	for _, path := range append([]string{"base"}, deploy.Overlays...) {
+		t.Run(path, func(t *testing.T) {
+			objs, err := deploy.Render(path)
 			if err != nil {
-				return false
+				t.Fatal(err)
 			}
-			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-			for _, cnd := range conds {
-				m, _ := cnd.(map[string]any)
-				if m["type"] == "Established" && m["status"] == "True" {
-					return true
+			m := mapperFor(ctx, t, c, objs)
+			// Namespaces first: validated, then created for real.
+			sort.SliceStable(objs, func(i, j int) bool {
+				return objs[i].GetKind() == "Namespace" && objs[j].GetKind() != "Namespace"
+			})
+			kinds := map[string]int{}
+			for _, obj := range objs {
+				ri := resourceFor(t, dyn, m, obj)
+				if err := dryRunApply(ctx, ri, obj); err != nil {
+					t.Errorf("%s %s/%s refused: %v", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+					continue
+				}
+				kinds[obj.GetKind()]++
+				if obj.GetKind() == "Namespace" {
+					if _, err := ri.Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+						t.Fatal(err)
+					}
 				}
 			}
-			return false
-		}); err != nil {
-			t.Fatalf("CRD %s not established", name)
-		}
+			t.Logf("deploy/%s: all %d objects accepted by a server-side dry run: %v", path, len(objs), kinds)
+
+			if kubectl == "" {
+				t.Logf("kubectl not built (test/e2e/build-bins.sh kubectl): kubectl kustomize / apply -k not checked")
+				return
+			}
+			dir := filepath.Join(deploy.Dir(), path)
+			out, err := exec.CommandContext(ctx, kubectl, "kustomize", dir).Output()
+			if err != nil {
+				t.Fatalf("kubectl kustomize %s: %v", dir, err)
+			}
+			if !sameObjects(t, objs, splitYAML(t, out)) {
+				t.Errorf("kubectl kustomize %s renders other objects than sigs.k8s.io/kustomize/api", path)
+			}
+			apply := exec.CommandContext(ctx, kubectl, "--kubeconfig", c.Kubeconfig(), "apply", "-k", dir, "--dry-run=server")
+			if out, err := apply.CombinedOutput(); err != nil {
+				t.Errorf("kubectl apply -k %s --dry-run=server: %v\n%s", path, err, out)
+			} else {
+				t.Logf("kubectl apply -k deploy/%s --dry-run=server:\n%s", path, strings.TrimSpace(string(out)))
+			}
+		})
 	}
-	if _, err := c.Kube().CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "argo-disruption-handler"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+
+	// The dry run does check: a misspelt field in the Service and a wrong type in the PingSource
+	// are refused (the schemas; Knative's webhooks, which would check more, do not run here).
+	objs, err := deploy.Render(deploy.Overlays[0])
+	if err != nil {
 		t.Fatal(err)
 	}
-	var kust struct{ Resources []string }
-	b, err := os.ReadFile(filepath.Join(root, "deploy", "eventing", "kustomization.yaml"))
-	if err != nil || yaml.Unmarshal(b, &kust) != nil || len(kust.Resources) == 0 {
-		t.Fatalf("reading deploy/eventing/kustomization.yaml: %v", err)
+	m := mapperFor(ctx, t, c, objs)
+	svc := deploy.Find(objs, "Service", "argo-disruption-handler").DeepCopy()
+	containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
+	containers[0].(map[string]any)["imagee"] = "x"
+	_ = unstructured.SetNestedSlice(svc.Object, containers, "spec", "template", "spec", "containers")
+	if err := dryRunApply(ctx, resourceFor(t, dyn, m, svc), svc); err == nil || !strings.Contains(err.Error(), "imagee") {
+		t.Errorf("a Service with a misspelt field was not refused: %v", err)
 	}
-	n := 0
-	for _, f := range kust.Resources {
-		for _, obj := range readObjects(t, filepath.Join(root, "deploy", "eventing", f)) {
-			gvr, ok := resourceOf[obj.GetKind()]
-			if !ok {
-				t.Errorf("%s: kind %s not known to this test", f, obj.GetKind())
-				continue
-			}
-			ri := dyn.Resource(gvr)
-			var err error
-			if obj.GetNamespace() != "" {
-				_, err = ri.Namespace(obj.GetNamespace()).Create(ctx, obj, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-			} else {
-				_, err = ri.Create(ctx, obj, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-			}
-			if err != nil {
-				t.Errorf("%s: %s %s refused: %v", f, obj.GetKind(), obj.GetName(), err)
-				continue
-			}
-			n++
+	ping := deploy.Find(objs, "PingSource", "sweep").DeepCopy()
+	_ = unstructured.SetNestedField(ping.Object, int64(5), "spec", "schedule")
+	if err := dryRunApply(ctx, resourceFor(t, dyn, m, ping), ping); err == nil || !strings.Contains(err.Error(), "schedule") {
+		t.Errorf("a PingSource with a numeric schedule was not refused: %v", err)
+	}
+}
+
+// splitYAML splits a multi-document YAML stream into objects.
+func splitYAML(t *testing.T, b []byte) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	for _, doc := range bytes.Split(b, []byte("\n---")) {
+		if strings.TrimSpace(string(doc)) == "" {
+			continue
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(doc, &m); err != nil {
+			t.Fatal(err)
+		}
+		if len(m) > 0 {
+			out = append(out, &unstructured.Unstructured{Object: m})
 		}
 	}
-	t.Logf("%d objects of deploy/eventing accepted by a server-side dry run (kube-apiserver v1.35.4, Knative eventing v0.50.0 CRDs)", n)
+	return out
+}
+
+// sameObjects compares two renderings object by object (through JSON, so numbers compare).
+func sameObjects(t *testing.T, a, b []*unstructured.Unstructured) bool {
+	t.Helper()
+	norm := func(objs []*unstructured.Unstructured) map[string]any {
+		out := map[string]any{}
+		for _, o := range objs {
+			j, _ := json.Marshal(o.Object)
+			var v any
+			_ = json.Unmarshal(j, &v)
+			out[o.GetKind()+"/"+o.GetNamespace()+"/"+o.GetName()] = v
+		}
+		return out
+	}
+	na, nb := norm(a), norm(b)
+	same := len(a) == len(b) && reflect.DeepEqual(na, nb)
+	if !same {
+		for k, v := range na {
+			if !reflect.DeepEqual(v, nb[k]) {
+				t.Logf("differs: %s", k)
+			}
+		}
+	}
+	return same
 }
 
 // readObjects splits a YAML file into objects.
@@ -122,19 +304,5 @@ func readObjects(t *testing.T, path string) []*unstructured.Unstructured {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*unstructured.Unstructured
-	for _, doc := range bytes.Split(b, []byte("\n---")) {
-		if strings.TrimSpace(string(doc)) == "" {
-			continue
-		}
-		var m map[string]any
-		if err := yaml.Unmarshal(doc, &m); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if len(m) == 0 {
-			continue
-		}
-		out = append(out, &unstructured.Unstructured{Object: m})
-	}
-	return out
+	return splitYAML(t, b)
 }

@@ -1,0 +1,59 @@
+// Package deploy renders the kustomize manifests of this folder (base, components, overlays) the
+// way `kubectl kustomize` / `kubectl apply -k` do, for the tests that check them: the unit test
+// beside this file (func.yaml agreement, the exact ClusterRole) and the e2e tests under test/e2e
+// (server-side dry run, the function's repair steps under the shipped ClusterRole).
+package deploy
+
+import (
+	"fmt"
+	"path/filepath"
+	"runtime"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+)
+
+// Overlays are the kustomizations users apply, relative to this folder.
+var Overlays = []string{"overlays/default", "overlays/dry-run"}
+
+// Dir returns this folder's absolute path (the source tree's deploy/).
+func Dir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(file)
+}
+
+// Render builds the kustomization at path (relative to Dir, e.g. "base" or "overlays/default")
+// and returns its objects in kustomize's output order.
+func Render(path string) ([]*unstructured.Unstructured, error) {
+	dir := filepath.Join(Dir(), path)
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	var out []*unstructured.Unstructured
+	for _, r := range rm.Resources() {
+		// Through JSON, so that numbers are int64/float64 as in every Kubernetes client.
+		b, err := r.MarshalJSON()
+		if err != nil {
+			return nil, fmt.Errorf("kustomize build %s: %s: %w", dir, r.CurId(), err)
+		}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(b); err != nil {
+			return nil, fmt.Errorf("kustomize build %s: %s: %w", dir, r.CurId(), err)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// Find returns the object of that kind and name, or nil.
+func Find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}

@@ -1,0 +1,638 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"go.uber.org/zap/zaptest"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"function/clients"
+	"function/config"
+	"function/deploy"
+	"function/handlers"
+	"function/handlers/lookup"
+	"function/handlers/record"
+	"function/handlers/repair"
+	"function/handlers/scope"
+	"function/test/e2e/cluster"
+	"function/workflowmeta"
+)
+
+const (
+	// fnNamespace and fnServiceAccount are the function's identity in deploy/base (and func.yaml).
+	fnNamespace      = "argo-disruption-handler"
+	fnServiceAccount = "argo-disruption-handler"
+	// rbacNS runs the test's workflows.
+	rbacNS = "rbac-e2e"
+)
+
+// rbacEnv is the test's two identities: the admin that sets the scene and checks the outcome,
+// and the function's ServiceAccount (impersonated) that runs the project's code.
+type rbacEnv struct {
+	c     *cluster.Cluster
+	admin *clients.Set
+	fn    *clients.Set
+	r     *repair.Repairer
+	now   time.Time
+}
+
+// TestRBACRepairSteps applies deploy/base's Namespace, ServiceAccount, ClusterRole and
+// ClusterRoleBinding for real on the local API server (RBAC authorization on), then, with clients
+// impersonating system:serviceaccount:argo-disruption-handler:argo-disruption-handler, runs every
+// repair step and lookup with the project's code (repair.Repairer, lookup.Finder, the whole
+// handler for a Node delete event) and checks each outcome as admin. Then every write outside the
+// role is refused with 403 Forbidden. The Argo controller does not run: the workflows, task
+// results and pods are created as admin in the states the steps act on.
+func TestRBACRepairSteps(t *testing.T) {
+	ctx := context.Background()
+	c, err := cluster.Start(ctx, cluster.Options{NoArgo: true, NoControllerManager: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	start := time.Now()
+	admin, err := clients.New(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The function's identity, from deploy/base, for real.
+	objs, err := deploy.Render("base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var identity []*unstructured.Unstructured
+	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"} {
+		o := deploy.Find(objs, kind, fnServiceAccount)
+		if o == nil {
+			t.Fatalf("deploy/base has no %s %s", kind, fnServiceAccount)
+		}
+		identity = append(identity, o)
+	}
+	m := mapperFor(ctx, t, c, identity)
+	for _, o := range identity {
+		if _, err := resourceFor(t, admin.Dynamic, m, o).Create(ctx, o, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("creating %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+	// Karpenter's NodeClaim kind (a minimal CRD: the lookups only read status.nodeName and
+	// status.providerID).
+	installNodeClaimCRD(ctx, t, c)
+	for _, o := range []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: rbacNS}}} {
+		if _, err := admin.Kube.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// No kube-controller-manager (so no PodGC deleting the test's pods on gone Nodes): create the
+	// namespace's default ServiceAccount that pod admission requires.
+	if _, err := admin.Kube.CoreV1().ServiceAccounts(rbacNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+
+	cfg := c.RESTConfig()
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + fnNamespace + ":" + fnServiceAccount}
+	fn, err := clients.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The RBAC authorizer sees the new binding through its informers, within a moment.
+	if err := waitFor(ctx, 15*time.Second, func() bool {
+		_, err := fn.Argo.ArgoprojV1alpha1().Workflows("").List(ctx, metav1.ListOptions{Limit: 1})
+		return err == nil
+	}); err != nil {
+		t.Fatalf("the ClusterRoleBinding never took effect for %s", cfg.Impersonate.UserName)
+	}
+	e := &rbacEnv{c: c, admin: admin, fn: fn, now: time.Now()}
+	e.r = repair.New(fn.Kube, fn.Argo, repair.Policy{Scope: scope.Scope{Excluded: []string{"kube-system"}}, NodeErrorGrace: time.Second})
+	e.r.Host = "rbac-e2e"
+	t.Logf("identity applied and in force after %.1f s", time.Since(start).Seconds())
+
+	allowed := []struct {
+		name  string
+		verbs string // what the role grants for it
+		run   func(t *testing.T)
+	}{
+		{"ladder step 1: complete the task result, record Event and annotation",
+			"get workflows, pods, workflowtaskresults; patch workflowtaskresults, workflows; create events", e.step1},
+		{"ladder step 2: create the missing task result",
+			"create workflowtaskresults", e.step2},
+		{"ladder step 3: release the status finalizer of a pod on a gone Node",
+			"get nodes; patch pods", e.step3},
+		{"ladder step 4: mark the Pod node Error past the grace",
+			"patch workflows (status.nodes)", e.step4},
+		{"warning on the pod and its Workflow (Karpenter SpotInterrupted)",
+			"patch pods, workflows; create events", e.warning},
+		{"workflow pods on a Node (field selector spec.nodeName)",
+			"list pods", e.podsOnNode},
+		{"EC2 instance -> Node through Nodes and NodeClaims; NodeClaim -> Node",
+			"list nodes, nodeclaims; get nodeclaims", e.instances},
+		{"a gone pod known only by name: its incomplete task result",
+			"list workflowtaskresults", e.locate},
+		{"sweep: Running workflows and task results of every namespace, paginated",
+			"list workflows, workflowtaskresults", e.sweepLists},
+		{"force-delete the orphaned pod of a terminated machine, then step 1",
+			"get nodes; delete pods; patch workflowtaskresults", e.forceDelete},
+		{"the whole handler (handlers.New): a Node delete event",
+			"list pods; get workflows, pods, nodes, workflowtaskresults; patch pods; create events; patch workflows", e.nodeDeleteEvent},
+	}
+	for _, a := range allowed {
+		t.Run("allowed/"+a.name, func(t *testing.T) {
+			t0 := time.Now()
+			a.run(t)
+			t.Logf("%s: done in %.2f s", a.verbs, time.Since(t0).Seconds())
+		})
+	}
+
+	// Writes (and a read) outside the role: refused by the API server.
+	wf := e.workflow(t, "wf-forbidden", nil, nil)
+	trName := e.taskResult(t, wf, workflowmeta.NodeID(wf.Name, wf.Name+".x"), "false")
+	pod := e.pod(t, wf, "forbidden-pod", cluster.NodeName(0), nil)
+	forbidden := []struct {
+		name string
+		call func() error
+	}{
+		{"delete a Workflow", func() error {
+			return fn.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Delete(ctx, wf.Name, metav1.DeleteOptions{})
+		}},
+		{"update (PUT) a Workflow", func() error {
+			cur, err := admin.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Get(ctx, wf.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = fn.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		}},
+		{"create a Workflow", func() error {
+			_, err := fn.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Create(ctx, &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: "wf-new"}, Spec: workflowSpec()}, metav1.CreateOptions{})
+			return err
+		}},
+		{"delete a WorkflowTaskResult", func() error {
+			return fn.Argo.ArgoprojV1alpha1().WorkflowTaskResults(rbacNS).Delete(ctx, trName, metav1.DeleteOptions{})
+		}},
+		{"update (PUT) a WorkflowTaskResult", func() error {
+			cur, err := admin.Argo.ArgoprojV1alpha1().WorkflowTaskResults(rbacNS).Get(ctx, trName, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = fn.Argo.ArgoprojV1alpha1().WorkflowTaskResults(rbacNS).Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		}},
+		{"patch a Node", func() error {
+			_, err := fn.Kube.CoreV1().Nodes().Patch(ctx, cluster.NodeName(0), types.MergePatchType, []byte(`{"metadata":{"labels":{"adh":"x"}}}`), metav1.PatchOptions{})
+			return err
+		}},
+		{"delete a Node", func() error {
+			return fn.Kube.CoreV1().Nodes().Delete(ctx, cluster.NodeName(0), metav1.DeleteOptions{})
+		}},
+		{"create a Pod", func() error {
+			_, err := fn.Kube.CoreV1().Pods(rbacNS).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "by-fn"},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"update (PUT) a Pod", func() error {
+			cur, err := admin.Kube.CoreV1().Pods(rbacNS).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = fn.Kube.CoreV1().Pods(rbacNS).Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		}},
+		{"evict a Pod (pods/eviction)", func() error {
+			return fn.Kube.PolicyV1().Evictions(rbacNS).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: rbacNS}})
+		}},
+		{"watch Pods", func() error {
+			w, err := fn.Kube.CoreV1().Pods(rbacNS).Watch(ctx, metav1.ListOptions{})
+			if err == nil {
+				w.Stop()
+			}
+			return err
+		}},
+		{"read a Secret", func() error {
+			_, err := fn.Kube.CoreV1().Secrets(rbacNS).Get(ctx, "any", metav1.GetOptions{})
+			return err
+		}},
+		{"list Secrets", func() error {
+			_, err := fn.Kube.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"patch an Event", func() error {
+			_, err := fn.Kube.CoreV1().Events(rbacNS).Patch(ctx, "any", types.MergePatchType, []byte(`{}`), metav1.PatchOptions{})
+			return err
+		}},
+		{"patch a NodeClaim", func() error {
+			_, err := fn.Dynamic.Resource(lookup.NodeClaimGVR).Patch(ctx, "claim-b", types.MergePatchType, []byte(`{"metadata":{"labels":{"adh":"x"}}}`), metav1.PatchOptions{})
+			return err
+		}},
+	}
+	for _, f := range forbidden {
+		t.Run("forbidden/"+f.name, func(t *testing.T) {
+			err := f.call()
+			if !apierrors.IsForbidden(err) {
+				t.Errorf("want 403 Forbidden, got %v", err)
+				return
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+	if _, err := admin.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Get(ctx, wf.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("workflow %s gone after the forbidden delete: %v", wf.Name, err)
+	}
+	t.Logf("whole test after the stack was up: %.1f s", time.Since(start).Seconds())
+}
+
+func workflowSpec() wfv1.WorkflowSpec {
+	return wfv1.WorkflowSpec{Entrypoint: "main", Templates: []wfv1.Template{{Name: "main", Container: &corev1.Container{Image: "busybox"}}}}
+}
+
+// podNode is a Running Pod node named <wf>.<step>, started a minute ago.
+func (e *rbacEnv) podNode(wf, step string) wfv1.NodeStatus {
+	name := wf + "." + step
+	return wfv1.NodeStatus{ID: workflowmeta.NodeID(wf, name), Name: name, DisplayName: step, Type: wfv1.NodeTypePod,
+		TemplateName: "main", Phase: wfv1.NodeRunning, StartedAt: metav1.NewTime(e.now.Add(-time.Minute))}
+}
+
+// workflow creates, as admin, a Running workflow with these nodes and task-result gate (the
+// Workflow CRD has no status subresource: the status is stored as sent).
+func (e *rbacEnv) workflow(t *testing.T, name string, nodes []wfv1.NodeStatus, gate map[string]bool) *wfv1.Workflow {
+	t.Helper()
+	wf := &wfv1.Workflow{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rbacNS, Labels: map[string]string{workflowmeta.LabelPhase: "Running"}},
+		Spec:       workflowSpec(),
+		Status:     wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, StartedAt: metav1.NewTime(e.now.Add(-2 * time.Minute)), TaskResultsCompletionStatus: gate},
+	}
+	if len(nodes) > 0 {
+		wf.Status.Nodes = wfv1.Nodes{}
+		for _, n := range nodes {
+			wf.Status.Nodes[n.ID] = n
+		}
+	}
+	out, err := e.admin.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Create(context.Background(), wf, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating workflow %s: %v", name, err)
+	}
+	return out
+}
+
+// taskResult creates, as admin, the node's task result as the wait container does.
+func (e *rbacEnv) taskResult(t *testing.T, wf *wfv1.Workflow, nodeID, completed string) string {
+	t.Helper()
+	if err := e.c.CreateTaskResult(context.Background(), rbacNS, wf.Name, string(wf.UID), nodeID, completed == "true"); err != nil {
+		t.Fatalf("creating task result %s: %v", nodeID, err)
+	}
+	return nodeID
+}
+
+// pod creates, as admin, a workflow pod bound to node (which may not exist).
+func (e *rbacEnv) pod(t *testing.T, wf *wfv1.Workflow, name, node string, n *wfv1.NodeStatus, finalizers ...string) *corev1.Pod {
+	t.Helper()
+	ann := map[string]string{}
+	if n != nil {
+		ann[workflowmeta.AnnotationNodeID] = n.ID
+		ann[workflowmeta.AnnotationNodeName] = n.Name
+	}
+	no := false
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rbacNS, Labels: map[string]string{workflowmeta.LabelWorkflow: wf.Name},
+			Annotations: ann, Finalizers: finalizers},
+		Spec: corev1.PodSpec{NodeName: node, AutomountServiceAccountToken: &no,
+			Containers: []corev1.Container{{Name: "main", Image: "busybox"}, {Name: workflowmeta.WaitContainer, Image: "argoexec"}}},
+	}
+	out, err := e.admin.Kube.CoreV1().Pods(rbacNS).Create(context.Background(), p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating pod %s: %v", name, err)
+	}
+	return out
+}
+
+// podName is the (v2) pod name of n.
+func podName(wf *wfv1.Workflow, n wfv1.NodeStatus) string {
+	return workflowmeta.PodName(wf.Name, n.Name, n.TemplateName, n.ID, "")
+}
+
+// repair runs the ladder for the target as the function, and checks the actions done.
+func (e *rbacEnv) repair(t *testing.T, tg repair.Target, want ...repair.Action) repair.Result {
+	t.Helper()
+	res, err := e.r.Repair(context.Background(), tg)
+	if err != nil {
+		t.Fatalf("repair as %s: %v", fnServiceAccount, err)
+	}
+	for _, a := range want {
+		if !slices.Contains(res.Done, a) {
+			t.Errorf("actions done %v (plan %+v), want %s among them", res.Done, res.Plan, a)
+		}
+	}
+	return res
+}
+
+func (e *rbacEnv) target(wf *wfv1.Workflow, n wfv1.NodeStatus) repair.Target {
+	return repair.Target{Namespace: rbacNS, Workflow: wf.Name, NodeID: n.ID, PodName: podName(wf, n),
+		DeletedAt: e.now.Add(-30 * time.Second), Reason: "EvictionByEvictionAPI", Trigger: "rbac e2e"}
+}
+
+// taskResultComplete checks, as admin, the task result's label and our marker.
+func (e *rbacEnv) taskResultComplete(t *testing.T, nodeID string) {
+	t.Helper()
+	tr, err := e.admin.Argo.ArgoprojV1alpha1().WorkflowTaskResults(rbacNS).Get(context.Background(), nodeID, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("task result %s: %v", nodeID, err)
+	}
+	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || tr.Annotations[workflowmeta.AnnotationRepaired] == "" {
+		t.Errorf("task result %s: labels %v annotations %v", nodeID, tr.Labels, tr.Annotations)
+	}
+}
+
+// recorded checks, as admin, the disruption annotation on the workflow and the Event on it.
+func (e *rbacEnv) recorded(t *testing.T, wfName, nodeID string) {
+	t.Helper()
+	ctx := context.Background()
+	wf, err := e.admin.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Get(ctx, wfName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := record.Recorded(wf)[nodeID]; !ok {
+		t.Errorf("no record of node %s on workflow %s: %v", nodeID, wfName, wf.Annotations)
+	}
+	evs, err := e.admin.Kube.CoreV1().Events(rbacNS).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + wfName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(evs.Items, func(ev corev1.Event) bool { return ev.Reason == record.EventReason }) {
+		t.Errorf("no %s Event on workflow %s", record.EventReason, wfName)
+	}
+}
+
+func (e *rbacEnv) step1(t *testing.T) {
+	n := e.podNode("wf-step1", "a")
+	wf := e.workflow(t, "wf-step1", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
+	e.taskResult(t, wf, n.ID, "false")
+	e.repair(t, e.target(wf, n), repair.CompleteTaskResult)
+	e.taskResultComplete(t, n.ID)
+	e.recorded(t, wf.Name, n.ID)
+}
+
+func (e *rbacEnv) step2(t *testing.T) {
+	n := e.podNode("wf-step2", "a")
+	wf := e.workflow(t, "wf-step2", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
+	e.repair(t, e.target(wf, n), repair.CreateTaskResult)
+	e.taskResultComplete(t, n.ID)
+	e.recorded(t, wf.Name, n.ID)
+}
+
+func (e *rbacEnv) step3(t *testing.T) {
+	ctx := context.Background()
+	n := e.podNode("wf-step3", "a")
+	wf := e.workflow(t, "wf-step3", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
+	e.taskResult(t, wf, n.ID, "false")
+	pod := e.pod(t, wf, podName(wf, n), "gone-node-3", &n, workflowmeta.FinalizerStatus)
+	// Force-deleted (as PodGC does for a pod of a vanished Node): held by Argo's finalizer.
+	grace := int64(0)
+	if err := e.admin.Kube.CoreV1().Pods(rbacNS).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := e.fn.Kube.CoreV1().Pods(rbacNS).Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil || held.DeletionTimestamp == nil {
+		t.Fatalf("pod %s not held Terminating: %v", pod.Name, err)
+	}
+	tg, err := repair.TargetFromPod(held, e.now, "rbac e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.repair(t, tg, repair.ReleaseStatusFinalizer, repair.CompleteTaskResult)
+	if _, err := e.admin.Kube.CoreV1().Pods(rbacNS).Get(ctx, pod.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("pod %s still there after its finalizer was released: %v", pod.Name, err)
+	}
+	e.taskResultComplete(t, n.ID)
+	e.recorded(t, wf.Name, n.ID)
+}
+
+func (e *rbacEnv) step4(t *testing.T) {
+	n := e.podNode("wf-step4", "a")
+	wf := e.workflow(t, "wf-step4", []wfv1.NodeStatus{n}, nil)
+	e.repair(t, e.target(wf, n), repair.MarkNodeError)
+	cur, err := e.admin.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Get(context.Background(), wf.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cur.Status.Nodes[n.ID]
+	if got.Phase != wfv1.NodeError || got.Message != repair.PodDeletedMessage || got.FinishedAt.IsZero() {
+		t.Errorf("node %s: phase %s message %q finishedAt %v", n.ID, got.Phase, got.Message, got.FinishedAt)
+	}
+	if cur.Status.Phase != wfv1.WorkflowRunning {
+		t.Errorf("workflow phase changed to %s", cur.Status.Phase)
+	}
+	e.recorded(t, wf.Name, n.ID)
+}
+
+func (e *rbacEnv) warning(t *testing.T) {
+	ctx := context.Background()
+	n := e.podNode("wf-warn", "a")
+	wf := e.workflow(t, "wf-warn", []wfv1.NodeStatus{n}, nil)
+	p := e.pod(t, wf, podName(wf, n), cluster.NodeName(0), &n)
+	p, err := e.fn.Kube.CoreV1().Pods(rbacNS).Get(ctx, p.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := record.Warning{Source: "karpenter", Reason: "SpotInterrupted", Message: "Spot interruption warning was triggered",
+		Node: p.Spec.NodeName, Time: e.now.UTC().Truncate(time.Second)}
+	if err := e.r.RecordWarning(ctx, p, w); err != nil {
+		t.Fatalf("RecordWarning as %s: %v", fnServiceAccount, err)
+	}
+	got, err := e.admin.Kube.CoreV1().Pods(rbacNS).Get(ctx, p.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw, ok := record.PodWarning(got); !ok || pw.Reason != "SpotInterrupted" {
+		t.Errorf("pod warning %v %v", pw, ok)
+	}
+	cur, err := e.admin.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Get(ctx, wf.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := record.Warnings(cur)[p.Name]; !ok {
+		t.Errorf("no warning on workflow %s: %v", wf.Name, cur.Annotations)
+	}
+}
+
+func (e *rbacEnv) podsOnNode(t *testing.T) {
+	wf := e.workflow(t, "wf-onnode", nil, nil)
+	p := e.pod(t, wf, "onnode-pod", "listed-node", nil)
+	pods, err := lookup.Finder{Kube: e.fn.Kube, Dynamic: e.fn.Dynamic}.WorkflowPodsOn(context.Background(), "listed-node", nil)
+	if err != nil {
+		t.Fatalf("WorkflowPodsOn as %s: %v", fnServiceAccount, err)
+	}
+	if len(pods) != 1 || pods[0].Name != p.Name {
+		t.Errorf("pods on listed-node: %d, want %s", len(pods), p.Name)
+	}
+}
+
+func (e *rbacEnv) instances(t *testing.T) {
+	ctx := context.Background()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Spec: corev1.NodeSpec{ProviderID: "aws:///eu-west-1a/i-0aaaaaaaaaaaaaaaa"}}
+	if _, err := e.admin.Kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	claim := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "metadata": map[string]any{"name": "claim-b"},
+		"status": map[string]any{"providerID": "aws:///eu-west-1b/i-0bbbbbbbbbbbbbbbb", "nodeName": "node-b"}}}
+	if _, err := e.admin.Dynamic.Resource(lookup.NodeClaimGVR).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f := lookup.Finder{Kube: e.fn.Kube, Dynamic: e.fn.Dynamic}
+	nodes, err := f.NodesOfInstances(ctx, []string{"i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"})
+	if err != nil {
+		t.Fatalf("NodesOfInstances as %s: %v", fnServiceAccount, err)
+	}
+	slices.Sort(nodes)
+	if !slices.Equal(nodes, []string{"node-a", "node-b"}) {
+		t.Errorf("nodes of the instances: %v", nodes)
+	}
+	if got, err := f.NodeOfClaim(ctx, "claim-b"); err != nil || got != "node-b" {
+		t.Errorf("NodeOfClaim as %s: %q %v", fnServiceAccount, got, err)
+	}
+}
+
+func (e *rbacEnv) locate(t *testing.T) {
+	n := e.podNode("wf-locate", "a")
+	wf := e.workflow(t, "wf-locate", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
+	e.taskResult(t, wf, n.ID, "false")
+	targets, err := e.r.LocateByPodName(context.Background(), rbacNS, podName(wf, n), e.now, "rbac e2e")
+	if err != nil {
+		t.Fatalf("LocateByPodName as %s: %v", fnServiceAccount, err)
+	}
+	if len(targets) != 1 || targets[0].NodeID != n.ID || targets[0].Workflow != wf.Name {
+		t.Errorf("targets %+v, want node %s", targets, n.ID)
+	}
+}
+
+func (e *rbacEnv) sweepLists(t *testing.T) {
+	ctx := context.Background()
+	opts := metav1.ListOptions{LabelSelector: workflowmeta.LabelPhase + "=Running", Limit: 2}
+	n, pages := 0, 0
+	for {
+		l, err := e.fn.Argo.ArgoprojV1alpha1().Workflows("").List(ctx, opts)
+		if err != nil {
+			t.Fatalf("listing Running workflows as %s: %v", fnServiceAccount, err)
+		}
+		n, pages = n+len(l.Items), pages+1
+		if opts.Continue = l.Continue; opts.Continue == "" {
+			break
+		}
+	}
+	if n < 2 || pages < 2 {
+		t.Errorf("%d Running workflows in %d pages", n, pages)
+	}
+	if _, err := e.fn.Argo.ArgoprojV1alpha1().WorkflowTaskResults("").List(ctx, metav1.ListOptions{Limit: 100}); err != nil {
+		t.Errorf("listing task results of every namespace as %s: %v", fnServiceAccount, err)
+	}
+}
+
+func (e *rbacEnv) forceDelete(t *testing.T) {
+	ctx := context.Background()
+	n := e.podNode("wf-orphan", "a")
+	wf := e.workflow(t, "wf-orphan", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
+	e.taskResult(t, wf, n.ID, "false")
+	p := e.pod(t, wf, podName(wf, n), "terminated-node", &n)
+	// The machine is known terminated (an EC2 state-change, a Karpenter NodeClaim delete): the
+	// pod left on it is force-deleted (grace 0, UID precondition) and the task result completed.
+	tg, err := repair.TargetFromPod(p, e.now, "rbac e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.MachineGone = true
+	e.repair(t, tg, repair.DeleteOrphanedPod, repair.CompleteTaskResult)
+	if _, err := e.admin.Kube.CoreV1().Pods(rbacNS).Get(ctx, p.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("pod %s still there: %v", p.Name, err)
+	}
+	e.taskResultComplete(t, n.ID)
+	e.recorded(t, wf.Name, n.ID)
+}
+
+// nodeDeleteEvent sends a Resource-mode Node delete CloudEvent through the whole handler built by
+// handlers.New with the function's clients: it lists the Node's workflow pods and releases the
+// status finalizer of the one left there.
+func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
+	ctx := context.Background()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-c"}}
+	node, err := e.admin.Kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := e.podNode("wf-nodegone", "a")
+	wf := e.workflow(t, "wf-nodegone", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
+	e.taskResult(t, wf, n.ID, "false")
+	p := e.pod(t, wf, podName(wf, n), node.Name, &n, workflowmeta.FinalizerStatus)
+	if err := e.admin.Kube.CoreV1().Nodes().Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node.Kind, node.APIVersion = "Node", "v1"
+	data, err := json.Marshal(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := event.New()
+	ev.SetID(fmt.Sprintf("rbac-e2e-%d", time.Now().UnixNano()))
+	ev.SetSource(e.c.RESTConfig().Host)
+	ev.SetType("dev.knative.apiserver.resource.delete")
+	ev.SetSubject("/apis/v1/namespaces//nodes/" + node.Name)
+	ev.SetExtension("apiversion", "v1")
+	ev.SetExtension("kind", "Node")
+	ev.SetExtension("name", node.Name)
+	if err := ev.SetData("application/json", json.RawMessage(data)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{ExcludedNamespaces: []string{"kube-system"}, NodeErrorGrace: time.Minute, ConflictRetries: 5,
+		EventTimeout: 10 * time.Second, MaxBodyBytes: 4 << 20, KubeQPS: 50, KubeBurst: 100, LogLevel: "debug"}
+	h := handlers.New(cfg, e.fn, zaptest.NewLogger(t).Sugar())
+	if _, err := h.Handle(ctx, ev); err != nil {
+		t.Fatalf("Handle as %s: %v", fnServiceAccount, err)
+	}
+	got, err := e.admin.Kube.CoreV1().Pods(rbacNS).Get(ctx, p.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		t.Fatal(err)
+	case slices.Contains(got.Finalizers, workflowmeta.FinalizerStatus):
+		t.Errorf("pod %s still holds %s", p.Name, workflowmeta.FinalizerStatus)
+	}
+	e.recorded(t, wf.Name, n.ID)
+}
+
+// installNodeClaimCRD installs a minimal karpenter.sh/v1 NodeClaim CRD (no status subresource:
+// the test writes status with the object).
+func installNodeClaimCRD(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "nodeclaims.karpenter.sh"},
+		"spec": map[string]any{
+			"group": "karpenter.sh", "scope": "Cluster",
+			"names": map[string]any{"kind": "NodeClaim", "plural": "nodeclaims", "singular": "nodeclaim", "listKind": "NodeClaimList"},
+			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
+		}}}
+	if _, err := c.Dynamic().Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !crdEstablished(ctx, c.Dynamic(), crd.GetName(), 30*time.Second) {
+		t.Fatal("NodeClaim CRD not established")
+	}
+	gvk := schema.GroupVersionKind{Group: "karpenter.sh", Version: "v1", Kind: "NodeClaim"}
+	mapperFor(ctx, t, c, []*unstructured.Unstructured{{Object: map[string]any{"apiVersion": gvk.GroupVersion().String(), "kind": gvk.Kind}}})
+}
