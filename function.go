@@ -15,6 +15,7 @@ import (
 	"function/config"
 	"function/handlers"
 	"function/logs"
+	"function/metrics"
 	"function/workflowmeta"
 )
 
@@ -23,6 +24,8 @@ type Function struct {
 	// handler is nil until Start has built the clients: func-go serves requests before Start
 	// returns, and Ready keeps Knative from routing to us until then.
 	handler atomic.Pointer[handlers.Handler]
+	// stopMetrics closes the /metrics listener (nil when off).
+	stopMetrics func(context.Context) error
 }
 
 // New returns the function; the func runtime calls it once.
@@ -43,13 +46,27 @@ func (f *Function) Start(_ context.Context, _ map[string]string) error {
 	if err != nil {
 		return err
 	}
+	var rec *metrics.Recorder
+	metricsAt := "off"
+	if cfg.MetricsAddress != "" {
+		rec = metrics.New()
+		if metricsAt, f.stopMetrics, err = rec.Serve(cfg.MetricsAddress); err != nil {
+			// Repairs must not depend on metrics: run without them, loudly.
+			log.Errorw("metrics not served", "address", cfg.MetricsAddress, "error", err)
+			rec, metricsAt = nil, "off"
+		} else {
+			rc.Wrap(rec.WrapTransport)
+		}
+	}
 	cs, err := clients.New(rc)
 	if err != nil {
 		return err
 	}
-	f.handler.Store(handlers.New(cfg, cs, log))
+	h := handlers.New(cfg, cs, log)
+	h.Metrics, h.Repairer.Metrics = rec, rec
+	f.handler.Store(h)
 	log.Infow("started", "apiServer", rc.Host, "dryRun", cfg.DryRun, "namespaces", cfg.Namespaces,
-		"excludedNamespaces", cfg.ExcludedNamespaces, "instanceID", cfg.InstanceID)
+		"excludedNamespaces", cfg.ExcludedNamespaces, "instanceID", cfg.InstanceID, "metrics", metricsAt)
 	return nil
 }
 
@@ -62,8 +79,14 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	return h.Handle(ctx, e)
 }
 
-// Stop is called on SIGTERM. Nothing is held: every repair is complete or re-deliverable.
-func (f *Function) Stop(context.Context) error { return nil }
+// Stop is called on SIGTERM. Nothing is held: every repair is complete or re-deliverable; only
+// the metrics listener is closed.
+func (f *Function) Stop(ctx context.Context) error {
+	if f.stopMetrics != nil {
+		return f.stopMetrics(ctx)
+	}
+	return nil
+}
 
 // Ready reports true once Start has built the clients.
 func (f *Function) Ready(context.Context) (bool, error) { return f.handler.Load() != nil, nil }

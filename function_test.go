@@ -26,6 +26,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("KUBECONFIG", kc)
+	t.Setenv("ADH_METRICS_ADDRESS", "127.0.0.1:0")
 	ctx := context.Background()
 	f := New()
 	if ready, _ := f.Ready(ctx); ready {

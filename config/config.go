@@ -58,6 +58,23 @@ type Config struct {
 	KubeQPS   float32 `envconfig:"KUBE_QPS" default:"50" desc:"client-go QPS toward the API server"`
 	KubeBurst int     `envconfig:"KUBE_BURST" default:"100" desc:"client-go burst toward the API server"`
 
+	// SweepBudget bounds one PingSource-driven sweep; the next ping resumes where it stopped.
+	// It must leave room inside func-go's 30 s write timeout for the last page and the answer.
+	SweepBudget time.Duration `envconfig:"SWEEP_BUDGET" default:"20s" desc:"time budget of one sweep (a PingSource tick); the next tick resumes where it stopped"`
+	// SweepGrace is how long a finished node may keep its task result incomplete, or a pod stay
+	// Terminating, before the sweep picks it: the wait container may still be saving outputs.
+	SweepGrace time.Duration `envconfig:"SWEEP_GRACE" default:"2m" desc:"how long a finished node may keep its task result incomplete before the sweep repairs it"`
+	// SweepPageSize bounds one LIST of Running workflows.
+	SweepPageSize int64 `envconfig:"SWEEP_PAGE_SIZE" default:"100" desc:"workflows per LIST page in a sweep"`
+	// StateNamespace holds the sweep's Lease (who sweeps now, where the last sweep stopped):
+	// the function's own namespace.
+	StateNamespace string `envconfig:"STATE_NAMESPACE" default:"argo-disruption-handler" desc:"namespace of the sweep Lease (the function's own)"`
+
+	// MetricsAddress is where /metrics is served in Prometheus format ("" turns it off). A
+	// Knative Service declares only its serving port; Prometheus scrapes this one by the pod's
+	// prometheus.io/* annotations.
+	MetricsAddress string `envconfig:"METRICS_ADDRESS" default:":9090" desc:"listen address of the Prometheus /metrics endpoint; empty turns it off"`
+
 	// LogLevel is the zap level: debug, info, warn, error.
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
@@ -122,6 +139,19 @@ func (c *Config) Validate() error {
 	}
 	if c.KubeBurst < 1 {
 		bad("KUBE_BURST", "%d must be at least 1", c.KubeBurst)
+	}
+	if c.SweepBudget < time.Second || c.SweepBudget > 20*time.Second {
+		// A page of work may follow the last budget check: 5 s of slack under func-go's 30 s.
+		bad("SWEEP_BUDGET", "%s is outside [1s, 20s]", c.SweepBudget)
+	}
+	if c.SweepGrace < 30*time.Second {
+		bad("SWEEP_GRACE", "%s is shorter than 30s (a wait container may still be saving outputs)", c.SweepGrace)
+	}
+	if c.SweepPageSize < 1 || c.SweepPageSize > 1000 {
+		bad("SWEEP_PAGE_SIZE", "%d is outside 1..1000", c.SweepPageSize)
+	}
+	if msgs := validation.IsDNS1123Label(c.StateNamespace); len(msgs) > 0 {
+		bad("STATE_NAMESPACE", "%q is not a namespace name: %s", c.StateNamespace, strings.Join(msgs, "; "))
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

@@ -32,6 +32,12 @@ func TestLoad(t *testing.T) {
 		{"allowed source with an inner *", map[string]string{"ADH_ALLOWED_SOURCES": "https://*.example.com"}, nil, []string{"ADH_ALLOWED_SOURCES", "trailing *"}},
 		{"allowed source with a space", map[string]string{"ADH_ALLOWED_SOURCES": "https://a b"}, nil, []string{"ADH_ALLOWED_SOURCES", "space"}},
 		{"unparsable duration", map[string]string{"ADH_EVENT_TIMEOUT": "soon"}, nil, []string{"EVENT_TIMEOUT"}},
+		{"sweep defaults", nil, func(c *Config) bool {
+			return c.SweepBudget == 20*time.Second && c.SweepGrace == 2*time.Minute && c.SweepPageSize == 100 && c.StateNamespace == "argo-disruption-handler"
+		}, nil},
+		{"sweep settings out of bounds", map[string]string{
+			"ADH_SWEEP_BUDGET": "29s", "ADH_SWEEP_GRACE": "5s", "ADH_SWEEP_PAGE_SIZE": "0", "ADH_STATE_NAMESPACE": "Not_A_NS",
+		}, nil, []string{"ADH_SWEEP_BUDGET", "ADH_SWEEP_GRACE", "ADH_SWEEP_PAGE_SIZE", "ADH_STATE_NAMESPACE"}},
 		{"every bad setting named at once", map[string]string{
 			"ADH_NAMESPACES": "Argo_NS", "ADH_EVENT_TIMEOUT": "40s", "ADH_NODE_ERROR_GRACE": "2s",
 			"ADH_LOG_LEVEL": "loud", "ADH_MAX_BODY_BYTES": "10", "ADH_INSTANCE_ID": "a b",

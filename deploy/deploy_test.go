@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"function/config"
+	"function/handlers"
 )
 
 // funcYAML is the part of func.yaml the manifests must agree with.
@@ -474,5 +476,53 @@ func TestREADMERBACTable(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("README RBAC table:\n  %v\nthe ClusterRole:\n  %v", got, want)
+	}
+}
+
+// TestSweepLeaseRole: the sweep's Lease is the function's only namespaced state, and its Role
+// grants exactly what handlers/sweep.Lease calls — create any Lease (RBAC cannot narrow create to
+// a name), get and update only the sweep's — bound to the function's ServiceAccount.
+func TestSweepLeaseRole(t *testing.T) {
+	f := readFuncYAML(t)
+	objs := render(t, "base")
+	role := Find(objs, "Role", "argo-disruption-handler-sweep")
+	if role == nil || role.GetNamespace() != f.Deploy.Namespace {
+		t.Fatalf("no Role argo-disruption-handler-sweep in %s", f.Deploy.Namespace)
+	}
+	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+	var got []string
+	for _, r := range rules {
+		m := r.(map[string]any)
+		names, _, _ := unstructured.NestedStringSlice(m, "resourceNames")
+		groups, _, _ := unstructured.NestedStringSlice(m, "apiGroups")
+		resources, _, _ := unstructured.NestedStringSlice(m, "resources")
+		verbs, _, _ := unstructured.NestedStringSlice(m, "verbs")
+		for _, g := range groups {
+			for _, res := range resources {
+				for _, v := range verbs {
+					got = append(got, fmt.Sprintf("%s/%s:%s%v", g, res, v, names))
+				}
+			}
+		}
+	}
+	slices.Sort(got)
+	want := []string{
+		"coordination.k8s.io/leases:create[]",
+		"coordination.k8s.io/leases:get[argo-disruption-handler-sweep]",
+		"coordination.k8s.io/leases:update[argo-disruption-handler-sweep]",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Role grants %v, want %v", got, want)
+	}
+	rb := Find(objs, "RoleBinding", "argo-disruption-handler-sweep")
+	if rb == nil {
+		t.Fatal("no RoleBinding argo-disruption-handler-sweep")
+	}
+	subjects, _, _ := unstructured.NestedSlice(rb.Object, "subjects")
+	if len(subjects) != 1 || subjects[0].(map[string]any)["name"] != f.Deploy.ServiceAccountName {
+		t.Errorf("RoleBinding subjects %v", subjects)
+	}
+	if handlers.SweepLeaseName != "argo-disruption-handler-sweep" {
+		t.Errorf("the code's Lease is %q", handlers.SweepLeaseName)
 	}
 }

@@ -88,3 +88,6 @@ func (r *Registry) Types() []string {
 	sort.Strings(out)
 	return out
 }
+
+// Knows reports whether some decoder is registered for the CloudEvent type.
+func (r *Registry) Knows(ceType string) bool { return r.types[ceType] }

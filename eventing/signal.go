@@ -90,3 +90,12 @@ type Disruption struct {
 }
 
 func (*Disruption) signal() {}
+
+// Sweep asks for the safety-net scan of Running workflows (a PingSource tick): it finds what the
+// event path missed (an event dropped by the adapter, a watch that was down).
+type Sweep struct {
+	Source string
+	Seen   time.Time
+}
+
+func (*Sweep) signal() {}

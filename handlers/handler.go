@@ -21,10 +21,13 @@ import (
 	"function/config"
 	"function/eventing"
 	"function/eventing/families"
+	"function/eventing/pingsource"
 	"function/handlers/lookup"
 	"function/handlers/record"
 	"function/handlers/repair"
 	"function/handlers/scope"
+	"function/handlers/sweep"
+	"function/metrics"
 	"function/workflowmeta"
 )
 
@@ -51,6 +54,12 @@ type Handler struct {
 	Finder   lookup.Finder
 	// AllowedSources, when not empty, are the CloudEvent sources acted on (config.SourceAllowed).
 	AllowedSources []string
+	// Sweeper and SweepLease run the safety-net sweep on a PingSource tick; SweepBudget bounds one.
+	Sweeper     *sweep.Sweeper
+	SweepLease  *sweep.Lease
+	SweepBudget time.Duration
+	// Metrics counts events and sweeps (nil: not counted).
+	Metrics *metrics.Recorder
 	// MaxBodyBytes bounds the event data.
 	MaxBodyBytes int
 	// Timeout bounds the work for one event.
@@ -63,25 +72,35 @@ type Handler struct {
 func (h *Handler) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	log := h.Log.With(zap.String("ceID", e.ID()), zap.String("ceType", e.Type()), zap.String("ceSubject", e.Subject()))
 	ctx = logging.WithLogger(ctx, log)
-	if h.Timeout > 0 {
+	if timeout := h.timeoutFor(e); timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.Timeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	err := h.handle(ctx, e)
+	began := time.Now()
+	ignored := false
+	err := h.handle(ctx, e, &ignored)
 	status := StatusOf(err)
+	outcome := metrics.Handled
+	if ignored {
+		outcome = metrics.Ignored
+	}
+	defer func() { h.Metrics.Event(h.metricType(e.Type()), outcome, time.Since(began)) }()
 	switch {
 	case err == nil:
 		return nil, nil
 	case status < 500:
+		outcome = metrics.Refused
 		log.Warnw("event refused", zap.Int("status", status), zap.Error(err))
 	default:
+		outcome = metrics.Failed
 		log.Errorw("event failed; the sender should retry", zap.Int("status", status), zap.Error(err))
 	}
 	return nil, cehttp.NewResult(status, "%s", oneLine(err))
 }
 
-func (h *Handler) handle(ctx context.Context, e event.Event) error {
+// handle sets *ignored when the event needed nothing (for the metrics).
+func (h *Handler) handle(ctx context.Context, e event.Event, ignored *bool) error {
 	// First, before the data is even looked at: an event from a sender not on the list costs
 	// nothing and reaches no decoder and no API call.
 	if !config.SourceAllowed(e.Source(), h.AllowedSources) {
@@ -96,6 +115,7 @@ func (h *Handler) handle(ctx context.Context, e event.Event) error {
 	}
 	switch s := sig.(type) {
 	case eventing.Ignore:
+		*ignored = true
 		logging.FromContext(ctx).Debugw("ignored", zap.String("why", s.Reason))
 		return nil
 	case *eventing.PodChange:
@@ -104,6 +124,8 @@ func (h *Handler) handle(ctx context.Context, e event.Event) error {
 		return h.nodeGone(ctx, s)
 	case *eventing.Disruption:
 		return h.disruption(ctx, s)
+	case *eventing.Sweep:
+		return h.sweep(ctx, s)
 	}
 	return fmt.Errorf("%w: no handler for signal %T", eventing.ErrUnknownType, sig)
 }
@@ -281,6 +303,61 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 	return errors.Join(errs...)
 }
 
+// metricType keeps the metrics' type label bounded: a type no decoder knows counts as "unknown".
+func (h *Handler) metricType(t string) string {
+	if h.Registry != nil && h.Registry.Knows(t) {
+		return t
+	}
+	return "unknown"
+}
+
+// sweepSlack is what a sweep may run past its budget: the page in progress, and the answer.
+const sweepSlack = 5 * time.Second
+
+// timeoutFor is the deadline of one event: a sweep gets its budget and the slack, everything
+// else the event timeout.
+func (h *Handler) timeoutFor(e event.Event) time.Duration {
+	if e.Type() == pingsource.Type && h.SweepBudget > 0 {
+		return h.SweepBudget + sweepSlack
+	}
+	return h.Timeout
+}
+
+// sweep runs the safety-net scan on a PingSource tick: one run at a time (the Lease), bounded by
+// the budget, resuming where the previous tick stopped.
+func (h *Handler) sweep(ctx context.Context, s *eventing.Sweep) error {
+	log := logging.FromContext(ctx)
+	if h.Sweeper == nil || h.SweepLease == nil {
+		log.Warnw("sweep requested but not configured")
+		return nil
+	}
+	from, err := h.SweepLease.Acquire(ctx, h.SweepBudget+sweepSlack, time.Now())
+	if errors.Is(err, sweep.ErrHeld) {
+		log.Infow("sweep skipped", zap.String("why", err.Error()))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rep := h.Sweeper.Run(ctx, sweep.Options{From: from, Budget: h.SweepBudget})
+	// Released even when the event's deadline has passed, so the next tick need not wait for
+	// the Lease to expire.
+	relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	relErr := h.SweepLease.Release(relCtx, rep.Next)
+	for _, f := range rep.Findings {
+		if f.Stuck() {
+			log.Infow("sweep found a stuck workflow", zap.String("workflow", f.Target.Namespace+"/"+f.Target.Workflow),
+				zap.String("node", f.Target.NodeID), zap.String("pod", f.Target.PodName), zap.String("podState", f.PodState),
+				zap.String("why", f.Why), zap.Any("actions", f.Result.Plan.Actions), zap.Bool("dryRun", f.Result.DryRun))
+		}
+	}
+	h.Metrics.Sweep(rep.Duration, rep.Workflows, rep.Stuck(), rep.Next.Zero())
+	log.Infow("sweep done", zap.Int("workflows", rep.Workflows), zap.Int("candidates", len(rep.Findings)), zap.Int("stuck", rep.Stuck()),
+		zap.Duration("duration", rep.Duration), zap.Bool("complete", rep.Next.Zero()), zap.Int("errors", len(rep.Errors)))
+	return errors.Join(append(rep.Errors, relErr)...)
+}
+
 // goneByName handles a pod known only by name that no longer exists.
 func (h *Handler) goneByName(ctx context.Context, pc *eventing.PodChange, trigger string) error {
 	targets, err := h.Repairer.LocateByPodName(ctx, pc.Namespace, pc.Name, seenOr(pc.Seen), trigger)
@@ -332,8 +409,20 @@ func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
 		Scope:          sc,
 		Finder:         lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic},
 		AllowedSources: cfg.AllowedSources,
+		Sweeper:        NewSweeper(cfg, cs, r, sc),
+		SweepLease:     &sweep.Lease{Kube: cs.Kube, Namespace: cfg.StateNamespace, Name: SweepLeaseName, Holder: r.Host},
+		SweepBudget:    cfg.SweepBudget,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		Timeout:        cfg.EventTimeout,
 		Log:            log,
 	}
+}
+
+// SweepLeaseName is the Lease holding the sweep's state, in ADH_STATE_NAMESPACE.
+const SweepLeaseName = "argo-disruption-handler-sweep"
+
+// NewSweeper wires the sweep over the same Repairer as the event path (the audit command uses it
+// with its own Repairer).
+func NewSweeper(cfg *config.Config, cs *clients.Set, r *repair.Repairer, sc scope.Scope) *sweep.Sweeper {
+	return &sweep.Sweeper{Kube: cs.Kube, Argo: cs.Argo, Repairer: r, Scope: sc, Grace: cfg.SweepGrace, PageSize: cfg.SweepPageSize}
 }

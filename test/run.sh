@@ -26,7 +26,7 @@ step "unit tests"
 go test -count=1 ./...
 
 step "fuzz (short pass per decoder; FUZZTIME=${FUZZTIME:=10s})"
-for pkg in ./eventing/podresource ./eventing/podreference ./eventing/nodedelete ./eventing/karpenterevent ./eventing/ec2interruption; do
+for pkg in ./eventing/podresource ./eventing/podreference ./eventing/nodedelete ./eventing/karpenterevent ./eventing/ec2interruption ./eventing/pingsource; do
   # Minimizing a new input of a 30 KiB seed takes up to 60 s by default and stalls the workers.
   go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime "$FUZZTIME" -fuzzminimizetime 10x "$pkg"
 done
@@ -40,9 +40,9 @@ if [ "${E2E:-1}" != 0 ]; then
   versions=${ADH_E2E_ARGO_VERSIONS:-v3.5.10}
   signals=${ADH_E2E_SIGNALS_ARGO:-v3.7.3} # the status finalizer needs 3.6+
   step "e2e binaries for Argo $versions $signals (built once, cached in ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler})"
-  test/e2e/build-bins.sh etcd kube-apiserver kube-controller-manager kwok adapter $(for v in $versions $signals; do printf 'argo-%s ' "$v"; done)
-  step "e2e: scenario matrix (Argo $versions), disruption signals (Argo $signals), deploy/eventing dry run"
+  test/e2e/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter $(for v in $versions $signals; do printf 'argo-%s ' "$v"; done)
+  step "e2e: scenario matrix (Argo $versions), disruption signals (Argo $signals), sweep + audit (Argo v3.5.10), deploy/ dry run, RBAC"
   # The tables are printed in the log; docs/e2e-results.md is only rewritten on request.
   ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
-    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestManifestsDryRun|TestRBACRepairSteps' -v -timeout 80m ./test/e2e/
+    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps' -v -timeout 80m ./test/e2e/
 fi

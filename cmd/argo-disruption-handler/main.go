@@ -1,18 +1,31 @@
 // Command argo-disruption-handler runs the function outside Knative, through the same runtime the
 // func CLI generates (knative.dev/func-go/cloudevents): listen address from LISTEN_ADDRESS, else
 // ADDRESS/PORT, else 127.0.0.1:8080; cluster from KUBECONFIG, else in-cluster.
+//
+// `argo-disruption-handler sweep [--kubeconfig FILE] [-n NS | -A] [--dry-run] [-o table|json]`
+// runs the safety-net sweep once from a terminal and prints what is stuck (package audit).
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	ce "knative.dev/func-go/cloudevents"
 
 	function "function"
+	"function/audit"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "sweep" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := audit.Run(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	if err := ce.Start(function.New()); err != nil {
 		fmt.Fprintln(os.Stderr, "argo-disruption-handler:", err)
 		os.Exit(1)

@@ -8,6 +8,7 @@ import (
 	"function/eventing/ec2interruption"
 	"function/eventing/karpenterevent"
 	"function/eventing/nodedelete"
+	"function/eventing/pingsource"
 	"function/eventing/podreference"
 	"function/eventing/podresource"
 )
@@ -20,5 +21,6 @@ func Registry() *eventing.Registry {
 	nodedelete.Register(r)
 	karpenterevent.Register(r)
 	ec2interruption.Register(r)
+	pingsource.Register(r)
 	return r
 }

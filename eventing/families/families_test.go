@@ -2,6 +2,7 @@ package families_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -39,6 +40,7 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 		{"node-delete.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "machine gone", ""},
 		{"node-delete-unmanaged.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
 		{"nodeclaim-delete.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "machine gone", ""},
+		{"ping-sweep.json", "sweep", false, "", "", ""},
 	}
 	seen := map[string]bool{}
 	r := families.Registry()
@@ -48,6 +50,12 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 			sig, err := r.Decode(eventingtest.Load(t, tc.file))
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
+			}
+			if tc.wantOp == "sweep" {
+				if sw, ok := sig.(*eventing.Sweep); !ok || sw.Seen.IsZero() || !strings.HasSuffix(sw.Source, "/pingsources/argo-disruption-handler-sweep") {
+					t.Fatalf("got %#v, want a Sweep from the PingSource", sig)
+				}
+				return
 			}
 			if tc.wantOp == "node" {
 				g, ok := sig.(*eventing.NodeGone)

@@ -9,7 +9,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
 	"function/handlers/nodestatus"
+	"function/handlers/record"
 	"function/workflowmeta"
 )
 
@@ -26,7 +29,7 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 		return nil, fmt.Errorf("reading workflow %s/%s: %w", t.Namespace, t.Workflow, err)
 	}
 	o.Workflow = wf
-	if WorkflowSkip(wf, r.Scope) != "" {
+	if WorkflowSkip(wf, r.Scope) != "" || repairedBefore(wf, t) {
 		return o, nil
 	}
 	if o.Nodes, o.Storage, err = nodestatus.Nodes(wf); err != nil {
@@ -76,4 +79,21 @@ func (r *Repairer) nodeGone(ctx context.Context, p *corev1.Pod) (bool, error) {
 		return false, fmt.Errorf("reading node %s of pod %s/%s: %w", p.Spec.NodeName, p.Namespace, p.Name, err)
 	}
 	return false, nil
+}
+
+// repairedBefore reports whether the workflow records that this very pod incarnation's node was
+// already released (a re-delivered or duplicate event): nothing more to read, one call in all.
+// A record of a partial repair (the finalizer released, the task result waiting for the pod's
+// deletion) does not count.
+func repairedBefore(wf *wfv1.Workflow, t Target) bool {
+	if t.PodUID == "" {
+		return false
+	}
+	rec, ok := record.Recorded(wf)[t.NodeID]
+	if !ok || rec.PodUID != string(t.PodUID) {
+		return false
+	}
+	return slices.ContainsFunc(rec.Actions, func(a string) bool {
+		return a == string(CompleteTaskResult) || a == string(CreateTaskResult) || a == string(MarkNodeError)
+	})
 }

@@ -122,6 +122,9 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 	if why := WorkflowSkip(o.Workflow, pol.Scope); why != "" {
 		return Plan{Skip: why}
 	}
+	if repairedBefore(o.Workflow, t) {
+		return Plan{Skip: "already repaired: the workflow records this pod's repair"}
+	}
 	if podCanReport(o) {
 		if o.Pod.DeletionTimestamp != nil {
 			return Plan{Skip: "pod is terminating on a live node: its wait container may still report"}

@@ -16,6 +16,8 @@ import (
 	"knative.dev/pkg/logging"
 
 	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
+
+	"function/metrics"
 )
 
 // ErrConflictsExhausted means every attempt lost a race (409 Conflict or AlreadyExists) with
@@ -37,6 +39,8 @@ type Repairer struct {
 	Now func() time.Time
 	// Host names this instance in Kubernetes Events.
 	Host string
+	// Metrics counts the accepted steps (nil: not counted).
+	Metrics *metrics.Recorder
 }
 
 // Result is what one Repair did.
@@ -85,6 +89,9 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 			return res, err
 		}
 		log.Infow("repaired", zap.Any("actions", res.Done), zap.Bool("recorded", res.Recorded))
+		for _, a := range res.Done {
+			r.Metrics.Repair(string(a), t.Reason, r.DryRun)
+		}
 		return res, nil
 	}
 	return res, fmt.Errorf("%s: %w after %d attempts", t, ErrConflictsExhausted, res.Attempts)

@@ -79,10 +79,14 @@ func TestRBACRepairSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	var identity []*unstructured.Unstructured
-	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"} {
-		o := deploy.Find(objs, kind, fnServiceAccount)
+	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} {
+		name := fnServiceAccount
+		if kind == "Role" || kind == "RoleBinding" {
+			name = handlers.SweepLeaseName
+		}
+		o := deploy.Find(objs, kind, name)
 		if o == nil {
-			t.Fatalf("deploy/base has no %s %s", kind, fnServiceAccount)
+			t.Fatalf("deploy/base has no %s %s", kind, name)
 		}
 		identity = append(identity, o)
 	}
@@ -151,6 +155,8 @@ func TestRBACRepairSteps(t *testing.T) {
 			"get nodes; delete pods; patch workflowtaskresults", e.forceDelete},
 		{"the whole handler (handlers.New): a Node delete event",
 			"list pods; get workflows, pods, nodes, workflowtaskresults; patch pods; create events; patch workflows", e.nodeDeleteEvent},
+		{"the whole handler: a PingSource tick runs the sweep under its Lease",
+			"create, get, update leases (function namespace); list workflows, pods", e.sweepPing},
 	}
 	for _, a := range allowed {
 		t.Run("allowed/"+a.name, func(t *testing.T) {
@@ -635,4 +641,31 @@ func installNodeClaimCRD(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	}
 	gvk := schema.GroupVersionKind{Group: "karpenter.sh", Version: "v1", Kind: "NodeClaim"}
 	mapperFor(ctx, t, c, []*unstructured.Unstructured{{Object: map[string]any{"apiVersion": gvk.GroupVersion().String(), "kind": gvk.Kind}}})
+}
+
+// sweepPing sends a PingSource CloudEvent through the whole handler: the sweep takes its Lease in
+// the function's namespace (created on the first tick), scans, stores its cursor and releases it.
+func (e *rbacEnv) sweepPing(t *testing.T) {
+	ctx := context.Background()
+	ev := event.New()
+	ev.SetID("ping-rbac")
+	ev.SetSource("/apis/v1/namespaces/" + fnNamespace + "/pingsources/sweep")
+	ev.SetType("dev.knative.sources.ping")
+	ev.SetTime(time.Now())
+	if err := ev.SetData("application/json", json.RawMessage(`{"sweep":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{ExcludedNamespaces: []string{"kube-system"}, NodeErrorGrace: time.Minute, ConflictRetries: 5,
+		EventTimeout: 10 * time.Second, MaxBodyBytes: 4 << 20, KubeQPS: 50, KubeBurst: 100, LogLevel: "debug",
+		SweepBudget: 10 * time.Second, SweepGrace: time.Minute, SweepPageSize: 10, StateNamespace: fnNamespace}
+	h := handlers.New(cfg, e.fn, zaptest.NewLogger(t).Sugar())
+	for i := range 2 { // the first tick creates the Lease, the second updates it
+		if _, err := h.Handle(ctx, ev); err != nil {
+			t.Fatalf("ping %d as %s: %v", i+1, fnServiceAccount, err)
+		}
+	}
+	l, err := e.admin.Kube.CoordinationV1().Leases(fnNamespace).Get(ctx, handlers.SweepLeaseName, metav1.GetOptions{})
+	if err != nil || l.Spec.HolderIdentity != nil {
+		t.Fatalf("sweep Lease %+v (err %v), want created and released", l, err)
+	}
 }

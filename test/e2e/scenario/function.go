@@ -51,7 +51,8 @@ func StartFunction(ctx context.Context, bin, kubeconfig, logPath string, env map
 		return nil, err
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "LISTEN_ADDRESS="+addr, "ADH_LOG_LEVEL=debug")
+	// Metrics on a free port (several functions may run at once); MetricsURL finds it in the log.
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "LISTEN_ADDRESS="+addr, "ADH_LOG_LEVEL=debug", "ADH_METRICS_ADDRESS=127.0.0.1:0")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -127,6 +128,24 @@ func containsAll(line string, parts []string) bool {
 		}
 	}
 	return true
+}
+
+// MetricsURL is the function's /metrics URL, from its "started" log line ("" when off).
+func (f *Function) MetricsURL() string {
+	b, err := os.ReadFile(f.LogPath)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var rec struct {
+			Msg     string `json:"msg"`
+			Metrics string `json:"metrics"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "started" && rec.Metrics != "" && rec.Metrics != "off" {
+			return "http://" + rec.Metrics + "/metrics"
+		}
+	}
+	return ""
 }
 
 // LogContains reports whether the function's log has a line containing every part.

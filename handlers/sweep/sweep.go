@@ -1,0 +1,246 @@
+package sweep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
+
+	"function/handlers/repair"
+	"function/handlers/scope"
+	"function/workflowmeta"
+)
+
+// Sweeper scans Running workflows and repairs what it finds with the Repairer (whose DryRun
+// setting decides whether anything changes). It holds no state between runs.
+type Sweeper struct {
+	Kube     kubernetes.Interface
+	Argo     argoclient.Interface
+	Repairer *repair.Repairer
+	Scope    scope.Scope
+	// Grace is how long a finished node may keep its task result incomplete (and a pod stay
+	// Terminating) before it is a candidate.
+	Grace time.Duration
+	// PageSize bounds one LIST of workflows.
+	PageSize int64
+	Now      func() time.Time
+}
+
+// Options of one run.
+type Options struct {
+	// Namespaces to scan ("" = every namespace the scope allows). Empty: the scope's list, or all.
+	Namespaces []string
+	// From resumes an earlier run (Report.Next); zero starts at the beginning.
+	From Cursor
+	// Budget stops the run between pages once spent (0: no budget); Report.Next then says where
+	// to resume.
+	Budget time.Duration
+	// Progress, when set, is told after each page.
+	Progress func(p Progress)
+}
+
+// Progress is reported after each page.
+type Progress struct {
+	Namespace string
+	Scanned   int
+	Found     int
+}
+
+// Cursor is where a run stopped: the namespace being listed (index into the run's namespaces)
+// and the API server's continue token within it. It is small and JSON-friendly, so it can be
+// kept on the cluster between pings.
+type Cursor struct {
+	Namespace int    `json:"namespace"`
+	Continue  string `json:"continue,omitempty"`
+}
+
+// Zero reports whether the cursor is the start.
+func (c Cursor) Zero() bool { return c.Namespace == 0 && c.Continue == "" }
+
+// Finding is one candidate and what the ladder made of it.
+type Finding struct {
+	Candidate
+	// RunningFor is the workflow's age in Running.
+	RunningFor time.Duration
+	Result     repair.Result
+	Err        error
+}
+
+// Stuck reports whether the finding needed (or needs, in dry run) a write.
+func (f Finding) Stuck() bool { return f.Err == nil && !f.Result.Plan.Empty() }
+
+// Report is the outcome of one run.
+type Report struct {
+	Started  time.Time
+	Duration time.Duration
+	// Workflows is how many Running workflows were scanned.
+	Workflows int
+	Findings  []Finding
+	// Next is where to resume; zero when the scan reached the end.
+	Next Cursor
+	// Errors are the failures of single workflows (the scan went on) and the listing error that
+	// stopped it, if any.
+	Errors []error
+}
+
+// Stuck is the number of findings that needed a write.
+func (r Report) Stuck() int {
+	n := 0
+	for _, f := range r.Findings {
+		if f.Stuck() {
+			n++
+		}
+	}
+	return n
+}
+
+const defaultPageSize = 100
+
+// Run scans from opts.From until the end or the budget. A listing error ends the run (the
+// cursor stays where it was, so a retry resumes there); a failed repair is recorded and the scan
+// goes on.
+func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report) {
+	// The budget runs on the wall clock; s.Now only dates the decisions.
+	rep.Started = time.Now()
+	defer func() { rep.Duration = time.Since(rep.Started) }()
+	namespaces := s.namespaces(opts.Namespaces)
+	cur := opts.From
+	if cur.Namespace >= len(namespaces) {
+		cur = Cursor{}
+	}
+	page := s.PageSize
+	if page <= 0 {
+		page = defaultPageSize
+	}
+	for pages := 0; cur.Namespace < len(namespaces); pages++ {
+		// Checked between pages, never before the first: every run makes progress.
+		if opts.Budget > 0 && pages > 0 && time.Since(rep.Started) > opts.Budget {
+			rep.Next = cur
+			return rep
+		}
+		ns := namespaces[cur.Namespace]
+		list, err := s.listRunning(ctx, ns, cur.Continue, page)
+		if err != nil {
+			rep.Errors = append(rep.Errors, err)
+			rep.Next = cur
+			return rep
+		}
+		for i := range list.Items {
+			wf := &list.Items[i]
+			if s.Scope.Check(wf.Namespace, wf.Labels) != nil {
+				continue
+			}
+			rep.Workflows++
+			found, err := s.sweepWorkflow(ctx, wf)
+			rep.Findings = append(rep.Findings, found...)
+			if err != nil {
+				rep.Errors = append(rep.Errors, err)
+			}
+		}
+		if opts.Progress != nil {
+			opts.Progress(Progress{Namespace: ns, Scanned: rep.Workflows, Found: len(rep.Findings)})
+		}
+		if list.Continue != "" {
+			cur.Continue = list.Continue
+			continue
+		}
+		cur = Cursor{Namespace: cur.Namespace + 1}
+	}
+	return rep
+}
+
+// listRunning lists one page of Running workflows of our controller. A continue token the API
+// server has compacted away (410) is replaced by the one it offers for an inconsistent
+// continuation, else the namespace starts over: a sweep never stalls on an old cursor.
+func (s *Sweeper) listRunning(ctx context.Context, ns, cont string, limit int64) (*wfv1.WorkflowList, error) {
+	sel := workflowmeta.LabelPhase + "=" + string(wfv1.WorkflowRunning)
+	if s.Scope.InstanceID != "" {
+		sel += "," + workflowmeta.LabelInstanceID + "=" + s.Scope.InstanceID
+	} else {
+		sel += ",!" + workflowmeta.LabelInstanceID
+	}
+	opts := metav1.ListOptions{LabelSelector: sel, Limit: limit, Continue: cont}
+	list, err := s.Argo.ArgoprojV1alpha1().Workflows(ns).List(ctx, opts)
+	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+		opts.Continue = ""
+		var se apierrors.APIStatus
+		if errors.As(err, &se) {
+			opts.Continue = se.Status().ListMeta.Continue
+		}
+		list, err = s.Argo.ArgoprojV1alpha1().Workflows(ns).List(ctx, opts)
+	}
+	if err != nil {
+		where := "all namespaces"
+		if ns != "" {
+			where = "namespace " + ns
+		}
+		return nil, fmt.Errorf("listing Running workflows in %s: %w", where, err)
+	}
+	return list, nil
+}
+
+// sweepWorkflow finds a workflow's candidates and repairs each: one LIST of its pods (by the
+// workflow label), then the ladder for each candidate.
+func (s *Sweeper) sweepWorkflow(ctx context.Context, wf *wfv1.Workflow) ([]Finding, error) {
+	pods, err := s.Kube.CoreV1().Pods(wf.Namespace).List(ctx, metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow + "=" + wf.Name})
+	if err != nil {
+		return nil, fmt.Errorf("listing pods of workflow %s/%s: %w", wf.Namespace, wf.Name, err)
+	}
+	now := s.now()
+	cands := Candidates(wf, podsOf(pods), now, s.Grace)
+	running := time.Duration(0)
+	if !wf.Status.StartedAt.IsZero() {
+		running = now.Sub(wf.Status.StartedAt.Time)
+	}
+	var out []Finding
+	var errs []error
+	for _, c := range cands {
+		res, err := s.Repairer.Repair(ctx, c.Target)
+		out = append(out, Finding{Candidate: c, RunningFor: running, Result: res, Err: err})
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func podsOf(l *corev1.PodList) []corev1.Pod {
+	if l == nil {
+		return nil
+	}
+	return l.Items
+}
+
+// namespaces returns the namespaces to list: the ones asked for, else the scope's, else ""
+// (every namespace, in one paginated list; excluded ones are dropped as read).
+func (s *Sweeper) namespaces(asked []string) []string {
+	var out []string
+	for _, ns := range asked {
+		if ns == "" || s.Scope.NamespaceAllowed(ns) {
+			out = append(out, ns)
+		}
+	}
+	if len(asked) == 0 {
+		out = slices.Clone(s.Scope.Namespaces)
+	}
+	if len(out) == 0 && len(asked) == 0 {
+		out = []string{""}
+	}
+	return out
+}
+
+func (s *Sweeper) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,245 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"function/audit"
+	"function/handlers/record"
+	"function/test/e2e/cluster"
+	"function/test/e2e/scenario"
+	"function/workflowmeta"
+)
+
+// TestSweep proves the safety net on the real control plane, with Argo ADH_E2E_SWEEP_ARGO
+// (default v3.5.10, which never heals a workflow whose pod was deleted): a workflow pod is
+// force-deleted while no event source runs, so the function never hears of it.
+//  1. `argo-disruption-handler sweep --dry-run -A -o json` lists the workflow, the node and the
+//     ladder step, exits 1, and changes nothing (the task result stays incomplete, no record);
+//  2. a PingSource CloudEvent posted to the function (as the broker delivers it) repairs it: the
+//     task result is completed, the record written, and the workflow leaves Running at the
+//     controller's next reconcile;
+//  3. the audit run again finds nothing and exits 0.
+func TestSweep(t *testing.T) {
+	version := env("ADH_E2E_SWEEP_ARGO", "v3.5.10")
+	ctx := context.Background()
+	root, _ := filepath.Abs("../..")
+	bin, err := scenario.BuildFunction(ctx, root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: version, Nodes: 1, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopSignal := c.StopOnSignal(nil)
+	defer stopSignal()
+	defer func() {
+		c.Stop()
+		if t.Failed() {
+			t.Logf("logs kept in %s", c.LogDir())
+		}
+	}()
+	e, err := scenario.NewEnv(c, version, 120*time.Second, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stateNS = "adh-state"
+	for _, ns := range []string{nsWith, stateNS} {
+		if err := e.EnsureNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settings := map[string]string{"ADH_NAMESPACES": nsWith, "ADH_STATE_NAMESPACE": stateNS, "ADH_SWEEP_GRACE": "30s"}
+	fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fn.Stop()
+
+	wf, err := e.Submit(ctx, "sweep-", scenario.Spec{Namespace: nsWith, Node: cluster.NodeName(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := e.RunningPod(ctx, wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeID, err := e.Gate(ctx, wf, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(11 * time.Second) // past Argo's RECENTLY_STARTED_POD_DURATION
+	deleted, err := e.Delete(ctx, pod, scenario.Force)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let the controller do all it does by itself (node Error "pod deleted"; the gate holds).
+	time.Sleep(12 * time.Second)
+	var report []string
+
+	// 1. The audit, dry run, over every namespace.
+	rows, code, stderr := runAudit(ctx, t, bin, c.Kubeconfig(), settings, "--dry-run", "-A", "-o", "json")
+	report = append(report, fmt.Sprintf("`sweep --dry-run -A -o json` (pod deleted %s ago, no event delivered): exit %d, %d row(s); stderr %q", since(deleted), code, len(rows), strings.TrimSpace(stderr)))
+	if code != audit.ExitStuck || len(rows) != 1 {
+		t.Fatalf("audit: exit %d, rows %+v, want exit 1 and one row\n%s", code, rows, stderr)
+	}
+	r := rows[0]
+	if r.Workflow != wf.Name || r.NodeID != nodeID || r.PodState != "gone" || !r.DryRun || len(r.Steps) == 0 || r.Steps[0] != "complete-task-result" {
+		t.Errorf("audit row %+v", r)
+	}
+	tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(nsWith).Get(ctx, nodeID, metav1.GetOptions{})
+	if err != nil || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
+		t.Fatalf("after the dry run: task result %v (err %v), want still \"false\"", tr.Labels, err)
+	}
+	if cur, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{}); err != nil || record.HasRecord(cur, nodeID) || cur.Status.Phase != "Running" {
+		t.Fatalf("after the dry run: workflow %s phase %s record %v (err %v)", wf.Name, cur.Status.Phase, record.HasRecord(cur, nodeID), err)
+	}
+	if evs, _ := e.Kube.CoreV1().Events(nsWith).List(ctx, metav1.ListOptions{FieldSelector: "source=" + workflowmeta.Component}); evs != nil && len(evs.Items) > 0 {
+		t.Errorf("dry run created %d Event(s)", len(evs.Items))
+	}
+
+	// 2. The next ping.
+	pinged := time.Now()
+	if status := ping(t, fn.URL); status != http.StatusOK {
+		t.Fatalf("ping answered %d", status)
+	}
+	report = append(report, fmt.Sprintf("PingSource event → answered 200 in %s", since(pinged)))
+	var completedAt time.Duration
+	if err := waitFor(ctx, 10*time.Second, func() bool {
+		tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(nsWith).Get(ctx, nodeID, metav1.GetOptions{})
+		if err == nil && tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true" {
+			completedAt = time.Since(pinged)
+			return true
+		}
+		return false
+	}); err != nil {
+		t.Fatalf("task result %s not completed after the ping", nodeID)
+	}
+	var final string
+	if err := waitFor(ctx, 60*time.Second, func() bool {
+		cur, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
+		if err == nil && cur.Status.Phase.Completed() {
+			final = fmt.Sprintf("%s %q", cur.Status.Phase, cur.Status.Message)
+			return true
+		}
+		return false
+	}); err != nil {
+		t.Errorf("workflow %s still Running 60 s after the ping", wf.Name)
+	}
+	report = append(report, fmt.Sprintf("ping → task result completed %.2f s, workflow %s %s after the ping", completedAt.Seconds(), final, since(pinged)))
+	cur, _ := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
+	if rec, ok := record.Recorded(cur)[nodeID]; !ok || !strings.Contains(rec.Trigger, "sweep") {
+		t.Errorf("record %+v, want one by the sweep", rec)
+	}
+	lease, err := e.Kube.CoordinationV1().Leases(stateNS).Get(ctx, "argo-disruption-handler-sweep", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity != nil {
+		t.Errorf("sweep lease after the run: %+v (err %v), want released", lease, err)
+	}
+
+	// What the function counted, as Prometheus reads it.
+	body := getMetrics(t, fn.MetricsURL())
+	for _, want := range []string{
+		`argo_disruption_handler_events_total{outcome="handled",type="dev.knative.sources.ping"} 1`,
+		`argo_disruption_handler_repairs_total{action="complete-task-result",dry_run="false",reason="unknown"} 1`,
+		`argo_disruption_handler_sweep_stuck_workflow_nodes 1`,
+		`argo_disruption_handler_sweep_workflows_scanned 1`,
+		`argo_disruption_handler_api_request_duration_seconds_count{code="200",resource="workflowtaskresults",verb="patch"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	report = append(report, "/metrics after the ping: events_total{ping,handled} 1, repairs_total{complete-task-result} 1, sweep_stuck_workflow_nodes 1")
+
+	// 3. Nothing left.
+	rows, code, stderr = runAudit(ctx, t, bin, c.Kubeconfig(), settings, "--dry-run", "-A")
+	report = append(report, fmt.Sprintf("`sweep --dry-run -A` after the repair: exit %d, %d row(s)", code, len(rows)))
+	if code != audit.ExitClean {
+		t.Errorf("second audit: exit %d\n%s", code, stderr)
+	}
+	for _, l := range report {
+		t.Log(l)
+	}
+	if out := os.Getenv("ADH_E2E_SWEEP_REPORT"); out != "" {
+		doc := fmt.Sprintf("Argo %s, measured %s:\n", version, time.Now().UTC().Format("2006-01-02 15:04 MST"))
+		for _, l := range report {
+			doc += "- " + l + "\n"
+		}
+		_ = os.WriteFile(out, []byte(doc), 0o644)
+	}
+}
+
+func getMetrics(t *testing.T, url string) string {
+	t.Helper()
+	if url == "" {
+		t.Fatal("the function logged no metrics address")
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// runAudit runs `bin sweep args…` and decodes its JSON rows (table output gives none).
+func runAudit(ctx context.Context, t *testing.T, bin, kubeconfig string, settings map[string]string, args ...string) ([]audit.Row, int, string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"sweep", "--kubeconfig", kubeconfig}, args...)...)
+	cmd.Env = os.Environ()
+	for k, v := range settings {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var rows []audit.Row
+	if len(bytes.TrimSpace(out.Bytes())) > 0 && bytes.HasPrefix(bytes.TrimSpace(out.Bytes()), []byte("[")) {
+		if err := json.Unmarshal(out.Bytes(), &rows); err != nil {
+			t.Fatalf("audit output: %v\n%s", err, out.String())
+		}
+	}
+	return rows, code, errOut.String()
+}
+
+// ping posts a PingSource CloudEvent in binary mode, as the broker's Trigger delivers it.
+func ping(t *testing.T, url string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"sweep":"running-workflows"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Ce-Specversion", "1.0")
+	req.Header.Set("Ce-Id", fmt.Sprintf("ping-%d", time.Now().UnixNano()))
+	req.Header.Set("Ce-Source", "/apis/v1/namespaces/argo-disruption-handler/pingsources/argo-disruption-handler-sweep")
+	req.Header.Set("Ce-Type", "dev.knative.sources.ping")
+	req.Header.Set("Ce-Time", time.Now().UTC().Format(time.RFC3339Nano))
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
