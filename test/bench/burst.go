@@ -1,0 +1,407 @@
+//go:build e2e
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"function/test/e2e/cluster"
+	"function/workflowmeta"
+)
+
+// proxied is one delivery attempt the adapter made, as the counting proxy saw it.
+type proxied struct {
+	Start   time.Time
+	Took    time.Duration
+	Type    string
+	ID      string
+	Subject string
+	Status  int
+}
+
+// countingProxy sits between the ApiServerSource adapter and the function process and records
+// every delivery attempt (the adapter retries 503s itself: each attempt is one request).
+type countingProxy struct {
+	rp   *httputil.ReverseProxy
+	mu   sync.Mutex
+	reqs []proxied
+}
+
+func newCountingProxy(target string) (*countingProxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, err
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}
+	return &countingProxy{rp: rp}, nil
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(s int) { w.status = s; w.ResponseWriter.WriteHeader(s) }
+
+func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	p.rp.ServeHTTP(sw, r)
+	rec := proxied{Start: start, Took: time.Since(start), Type: r.Header.Get("Ce-Type"), ID: r.Header.Get("Ce-Id"), Subject: r.Header.Get("Ce-Subject"), Status: sw.status}
+	p.mu.Lock()
+	p.reqs = append(p.reqs, rec)
+	p.mu.Unlock()
+}
+
+func (p *countingProxy) since(t time.Time) []proxied {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []proxied
+	for _, r := range p.reqs {
+		if !r.Start.Before(t) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (p *countingProxy) lastRequest() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.reqs) == 0 {
+		return time.Time{}
+	}
+	return p.reqs[len(p.reqs)-1].Start
+}
+
+type burstResult struct {
+	Label        string
+	ArgoEnv      map[string]string // the controller's environment during this burst
+	Namespace    string
+	Workflows    int
+	FnEnv        map[string]string
+	SetupTook    time.Duration
+	DeleteWindow time.Duration // first delete sent → last delete accepted
+	DeleteErrors int
+	Bound        time.Duration
+	// Per workflow, from the first deletion: task result completed by the function, workflow
+	// phase left Running.
+	Repaired    map[string]time.Duration
+	LeftRunning map[string]time.Duration
+	Phases      map[string]int
+	Lost        []string // workflows whose task result never got completed
+	Requests    []proxied
+	FnLog       fnLogStats
+	AdapterFail int
+	RSSBefore   memory
+	RSSMax      int64
+	End         memory
+	Took        time.Duration
+}
+
+// fnLogStats counts the function's own log lines written during the burst.
+type fnLogStats struct {
+	Repaired, LostRace int
+	Failed             map[int]int // "event failed" by status
+	Refused            map[int]int // "event refused" by status
+}
+
+func parseFnLog(path string, from time.Time) fnLogStats {
+	st := fnLogStats{Failed: map[int]int{}, Refused: map[int]int{}}
+	f, err := os.Open(path)
+	if err != nil {
+		return st
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var rec struct {
+			Timestamp string `json:"timestamp"`
+			Msg       string `json:"msg"`
+			Status    int    `json:"status"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) != nil {
+			continue
+		}
+		ts, err := time.Parse("2006-01-02T15:04:05.000Z0700", rec.Timestamp)
+		if err != nil || ts.Before(from.Truncate(time.Millisecond)) {
+			continue
+		}
+		switch {
+		case rec.Msg == "repaired":
+			st.Repaired++
+		case strings.HasPrefix(rec.Msg, "lost a race"):
+			st.LostRace++
+		case strings.HasPrefix(rec.Msg, "event failed"):
+			st.Failed[rec.Status]++
+		case strings.HasPrefix(rec.Msg, "event refused"):
+			st.Refused[rec.Status]++
+		}
+	}
+	return st
+}
+
+// countFrom counts the lines containing s in path after byte offset off.
+func countFrom(path string, off int64, s string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return 0
+	}
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), s) {
+			n++
+		}
+	}
+	return n
+}
+
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// tracker records, from informers, when each workflow left Running and when each task result
+// was completed by the function.
+type tracker struct {
+	mu          sync.Mutex
+	t0          time.Time
+	started     bool
+	repaired    map[string]time.Duration // by workflow
+	leftRunning map[string]time.Duration
+	phase       map[string]string
+}
+
+func (t *tracker) onWorkflow(obj any) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.phase[u.GetName()] = phase
+	if !t.started {
+		return
+	}
+	if _, seen := t.leftRunning[u.GetName()]; !seen && phase != "" && phase != "Running" && phase != "Pending" {
+		t.leftRunning[u.GetName()] = time.Since(t.t0)
+	}
+}
+
+func (t *tracker) onTaskResult(obj any) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	if u.GetLabels()[workflowmeta.LabelReportOutputsCompleted] != "true" || u.GetAnnotations()[workflowmeta.AnnotationRepaired] == "" {
+		return
+	}
+	wf := u.GetLabels()[workflowmeta.LabelWorkflow]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, seen := t.repaired[wf]; !seen && t.started {
+		t.repaired[wf] = time.Since(t.t0)
+	}
+}
+
+func (t *tracker) counts() (int, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.repaired), len(t.leftRunning)
+}
+
+// runBurst: n workflows with one running pod each; the function runs as its own process (the
+// binary), fed by the real adapter through the counting proxy; every pod is force-deleted at
+// once; the bench follows the task results and the workflows until all moved or the bound.
+func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[string]string, bound time.Duration) (*burstResult, *fnProcess, error) {
+	res := &burstResult{Namespace: ns, Workflows: n, FnEnv: fnEnv, Bound: bound}
+	if err := e.ensureNamespace(ctx, ns); err != nil {
+		return nil, nil, err
+	}
+	env := map[string]string{"ADH_NAMESPACES": ns, "ADH_LOG_LEVEL": "info"}
+	for k, v := range fnEnv {
+		env[k] = v
+	}
+	fn, err := execFunction(bin, e.c.Kubeconfig(), filepath.Join(e.c.LogDir(), "function-"+ns+".log"), env)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, _, err := fn.waitReady(20 * time.Second); err != nil {
+		return nil, fn, err
+	}
+	proxy, err := newCountingProxy(fn.URL)
+	if err != nil {
+		return nil, fn, err
+	}
+	proxyURL, stopProxy, err := serve(proxy)
+	if err != nil {
+		return nil, fn, err
+	}
+	defer stopProxy()
+	if err := e.c.StartAdapter(proxyURL, []string{ns}, workflowmeta.LabelWorkflow); err != nil {
+		return nil, fn, err
+	}
+	vs, took, err := e.prepare(ctx, ns, "burst", n)
+	if err != nil {
+		return nil, fn, err
+	}
+	res.SetupTook = took
+
+	tr := &tracker{repaired: map[string]time.Duration{}, leftRunning: map[string]time.Duration{}, phase: map[string]string{}}
+	stopFollow := make(chan struct{})
+	defer close(stopFollow)
+	<-e.follow(ns, cluster.WorkflowGVR, tr.onWorkflow, stopFollow)
+	<-e.follow(ns, cluster.WorkflowTaskResultGVR, tr.onTaskResult, stopFollow)
+
+	waitGrace(ctx, vs)
+	// The adapter delivers one event at a time: let the set-up's add/update events drain first.
+	waitQuiet(ctx, proxy.lastRequest, 3*time.Second, 60*time.Second)
+	res.RSSBefore, _ = readMemory(fn.pid())
+	adapterLog := filepath.Join(e.c.LogDir(), "adapter.log")
+	adapterOff := fileSize(adapterLog)
+
+	var rssMu sync.Mutex
+	rssStop := make(chan struct{})
+	rssDone := make(chan struct{})
+	go func() {
+		defer close(rssDone)
+		for {
+			if m, err := readMemory(fn.pid()); err == nil {
+				rssMu.Lock()
+				res.RSSMax = max(res.RSSMax, m.RSS)
+				rssMu.Unlock()
+			}
+			select {
+			case <-rssStop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+
+	e.logf("burst: deleting %d pods at once", n)
+	t0 := time.Now()
+	tr.mu.Lock()
+	tr.t0, tr.started = t0, true
+	tr.mu.Unlock()
+	var mu sync.Mutex
+	var last time.Time
+	_ = parallel(len(vs), 64, func(i int) error {
+		at, err := e.deletePod(ctx, ns, vs[i].Pod)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			res.DeleteErrors++
+			return err
+		}
+		if at.After(last) {
+			last = at
+		}
+		return nil
+	})
+	res.DeleteWindow = last.Sub(t0)
+	e.logf("burst: %d pods deleted in %.2fs", n, res.DeleteWindow.Seconds())
+
+	lastLog := time.Now()
+	for time.Since(t0) < bound {
+		r, l := tr.counts()
+		if r >= n && l >= n {
+			break
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			e.logf("burst: +%.0fs: %d task results completed, %d workflows left Running", time.Since(t0).Seconds(), r, l)
+			lastLog = time.Now()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res.Took = time.Since(t0)
+	// Deliveries still in flight (retries) are counted up to here.
+	time.Sleep(2 * time.Second)
+	close(rssStop)
+	<-rssDone
+	res.End, _ = readMemory(fn.pid())
+	res.Requests = proxy.since(t0)
+	res.FnLog = parseFnLog(fn.Log, t0)
+	res.AdapterFail = countFrom(adapterLog, adapterOff, "failed to send cloudevent")
+
+	tr.mu.Lock()
+	res.Repaired, res.LeftRunning = copyMap(tr.repaired), copyMap(tr.leftRunning)
+	res.Phases = map[string]int{}
+	for _, v := range vs {
+		res.Phases[tr.phase[v.Workflow]]++
+	}
+	tr.mu.Unlock()
+	for _, v := range vs {
+		if _, ok := res.Repaired[v.Workflow]; !ok && !e.taskResultCompleted(ctx, ns, v.NodeID) {
+			res.Lost = append(res.Lost, v.Workflow)
+		}
+	}
+	e.logf("burst: %d/%d repaired, %d/%d left Running after %.1fs; lost %d", len(res.Repaired), n, len(res.LeftRunning), n, res.Took.Seconds(), len(res.Lost))
+	return res, fn, nil
+}
+
+// follow lists then watches one resource of ns until stop, calling on for every object listed,
+// added or modified; a closed watch is re-listed. (A hand-written loop: client-go's informers
+// would need a go.mod change.)
+func (e *env) follow(ns string, gvr schema.GroupVersionResource, on func(any), stop <-chan struct{}) (synced <-chan struct{}) {
+	ri := e.dyn.Resource(gvr).Namespace(ns)
+	ready := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-stop; cancel() }()
+	go func() {
+		first := true
+		for ctx.Err() == nil {
+			list, err := ri.List(ctx, metav1.ListOptions{})
+			if err != nil {
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+			for i := range list.Items {
+				on(&list.Items[i])
+			}
+			if first {
+				close(ready)
+				first = false
+			}
+			w, err := ri.Watch(ctx, metav1.ListOptions{ResourceVersion: list.GetResourceVersion(), AllowWatchBookmarks: true})
+			if err != nil {
+				continue
+			}
+			for ev := range w.ResultChan() {
+				if ev.Type == watch.Added || ev.Type == watch.Modified {
+					on(ev.Object)
+				}
+			}
+			w.Stop()
+		}
+	}()
+	return ready
+}

@@ -1,0 +1,445 @@
+//go:build e2e
+
+// Command bench measures what issue 6 asks ("What to measure") on this machine and writes
+// docs/BENCHMARKS.md: every figure beside its target, the machine, and how to reproduce.
+// Targets are read from the report, never asserted.
+//
+//	go run -tags e2e ./test/bench                       # everything (~10 min here)
+//	go run -tags e2e ./test/bench -parts micro,cold -out -   # a subset, report on stdout
+//
+// Parts:
+//   - micro:      Go benchmarks (go test -bench, parsed): the irrelevant event, a 5,000-node
+//     compressed workflow (fake clientsets, production wiring).
+//   - repairs:    on the local real control plane (test/e2e/cluster: etcd, kube-apiserver,
+//     kube-controller-manager, kwok, the real Argo controller, the real ApiServerSource adapter),
+//     the handler built in-process as function.Start builds it, its clients counting every API
+//     call: pods of real workflows deleted one by one, each delete event delivered by the
+//     adapter → API calls per repair, event received → task result patched.
+//   - compressed: the same in-process handler on workflows with 5,000 compressed nodes stored in
+//     the real API server.
+//   - cold:       exec of the built binary (cmd/argo-disruption-handler) → readiness → first
+//     event (a real delete event captured from the adapter) handled; binary size; RSS.
+//   - burst:      N workflows with one running pod each, all pods force-deleted at once, the
+//     binary fed by the real adapter (through a counting proxy) → until all left Running.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"function/config"
+	"function/test/e2e/cluster"
+	"function/workflowmeta"
+)
+
+const (
+	nsLat   = "bench-repairs"
+	nsBig   = "bench-compressed"
+	nsBurst = "bench-burst"
+)
+
+type options struct {
+	Parts          map[string]bool
+	Out            string
+	Argo           string
+	ArgoEnv        map[string]string
+	Nodes          int
+	Repairs        int
+	ColdTrials     int
+	CompressedRuns int
+	BigNodes       int
+	Burst          int
+	BurstBound     time.Duration
+	Bursts         []burstConfig
+	BurstsSpec     string
+	Count          int
+	Benchtime      string
+	Bigtime        string
+	Keep           bool
+	Source         string
+}
+
+// phase is one timed step of the command itself.
+type phase struct {
+	Name string
+	Took time.Duration
+	Load string // load average when it ended
+}
+
+// result is everything one run measured.
+type result struct {
+	Opts       options
+	Machine    machine
+	Started    time.Time
+	Took       time.Duration
+	Phases     []phase
+	Micro      *microResult
+	Latency    *latencyResult
+	Compressed *compressedResult
+	Cold       *coldResult
+	Bursts     []*burstResult
+	ArgoEnv    map[string]string // the controller's environment as started
+	StackLock  time.Duration     // waited for another stack to stop
+	StackStart time.Duration
+	Errors     []string
+}
+
+func main() {
+	var o options
+	parts := flag.String("parts", "micro,repairs,compressed,cold,burst", "comma-separated parts to run")
+	flag.StringVar(&o.Out, "out", "docs/BENCHMARKS.md", `report file ("-": stdout), relative to the module root`)
+	flag.StringVar(&o.Argo, "argo", "v3.5.10", "Argo workflow-controller version (built by test/e2e/build-bins.sh)")
+	argoEnv := flag.String("argo-env", "", "extra controller environment, K=V,K=V (e.g. ARGO_QPS=50,ARGO_BURST=100)")
+	flag.IntVar(&o.Nodes, "nodes", 10, "kwok Nodes (110 pods each)")
+	flag.IntVar(&o.Repairs, "repairs", 200, "sequential repairs for the API-call count and the latency")
+	flag.IntVar(&o.ColdTrials, "cold", 5, "cold starts")
+	flag.IntVar(&o.CompressedRuns, "compressed-runs", 5, "repairs of a compressed workflow on the real API server")
+	flag.IntVar(&o.BigNodes, "big-nodes", 5000, "nodes of the compressed workflow (real API server part)")
+	flag.IntVar(&o.Burst, "burst", 500, "workflows in the burst")
+	flag.DurationVar(&o.BurstBound, "burst-bound", 4*time.Minute, "how long the burst is followed")
+	bursts := flag.String("bursts", defaultBursts, `burst configurations separated by ";": "default", or "fn:K=V,… argo:K=V,…" (function environment; controller environment, applied by restarting it)`)
+	flag.IntVar(&o.Count, "count", 5, "go test -count for the micro benchmarks")
+	flag.StringVar(&o.Benchtime, "benchtime", "1s", "go test -benchtime for the fast micro benchmarks")
+	flag.StringVar(&o.Bigtime, "bigtime", "10x", "go test -benchtime for the 5,000-node micro benchmarks")
+	flag.StringVar(&o.Source, "source", "", "describes the measured code when it is not a git checkout (e.g. an export of a commit)")
+	flag.BoolVar(&o.Keep, "keep", false, "keep the stack's directory (logs of every process and of the function) after the run")
+	flag.Parse()
+	o.Parts = map[string]bool{}
+	for _, p := range strings.Split(*parts, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			o.Parts[p] = true
+		}
+	}
+	o.ArgoEnv = map[string]string{}
+	for _, kv := range strings.Split(*argoEnv, ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
+			o.ArgoEnv[k] = v
+		}
+	}
+	var err error
+	o.BurstsSpec = *bursts
+	if o.Bursts, err = parseBursts(*bursts); err != nil {
+		fatal(err)
+	}
+	if err := chdirRoot(); err != nil {
+		fatal(err)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	r := run(ctx, o)
+	if err := writeReport(r); err != nil {
+		fatal(err)
+	}
+	if len(r.Errors) > 0 {
+		fmt.Fprintln(os.Stderr, "bench: errors:\n  "+strings.Join(r.Errors, "\n  "))
+		os.Exit(1)
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// chdirRoot moves to the module root (the folder of go.mod), where the paths of the command are.
+func chdirRoot() error {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return err
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return fmt.Errorf("run inside the module (go env GOMOD is empty)")
+	}
+	return os.Chdir(filepath.Dir(gomod))
+}
+
+func run(ctx context.Context, o options) *result {
+	r := &result{Opts: o, Started: time.Now()}
+	r.Machine = readMachine(runtime.NumCPU())
+	if o.Source != "" {
+		r.Machine.GitHead, r.Machine.GitDirty = o.Source, nil
+	}
+	mark := time.Now()
+	step := func(name string) {
+		r.Phases = append(r.Phases, phase{Name: name, Took: time.Since(mark), Load: loadAvg()})
+		logf("%s: %.1fs (load %s)", name, time.Since(mark).Seconds(), loadAvg())
+		mark = time.Now()
+	}
+	fail := func(part string, err error) {
+		r.Errors = append(r.Errors, part+": "+err.Error())
+		logf("%s FAILED: %v", part, err)
+	}
+	defer func() { r.Took = time.Since(r.Started) }()
+
+	if o.Parts["micro"] {
+		logf("micro: go test -bench (compiles the benchmark binaries first)")
+		m, err := runMicro(ctx, o.Count, o.Benchtime, o.Bigtime)
+		r.Micro = m
+		if err != nil {
+			fail("micro", err)
+		}
+		step("micro benchmarks (go test: build + run)")
+	}
+	if !(o.Parts["repairs"] || o.Parts["compressed"] || o.Parts["cold"] || o.Parts["burst"]) {
+		return r
+	}
+	tmp, err := os.MkdirTemp("", "adh-bench-")
+	if err != nil {
+		fail("setup", err)
+		return r
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "argo-disruption-handler")
+	if o.Parts["cold"] || o.Parts["burst"] {
+		start := time.Now()
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/argo-disruption-handler").CombinedOutput()
+		if err != nil {
+			fail("build", fmt.Errorf("%v\n%s", err, out))
+			return r
+		}
+		r.Cold = &coldResult{Binary: bin, BuildTook: time.Since(start)}
+		if st, err := os.Stat(bin); err == nil {
+			r.Cold.BinaryBytes = st.Size()
+		}
+		step("go build ./cmd/argo-disruption-handler")
+	}
+
+	if err := exec.CommandContext(ctx, "test/e2e/build-bins.sh", "etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-"+o.Argo).Run(); err != nil {
+		fail("build-bins", err)
+		return r
+	}
+	step("test/e2e/build-bins.sh (cached binaries)")
+	r.ArgoEnv = o.ArgoEnv
+	begin := time.Now()
+	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: o.Argo, Nodes: o.Nodes, ArgoEnv: o.ArgoEnv, KeepDir: true, Logf: logf})
+	if err != nil {
+		fail("cluster", err)
+		return r
+	}
+	stopSignal := c.StopOnSignal(nil)
+	defer func() {
+		stopSignal()
+		c.Stop()
+		if len(r.Errors) == 0 && !o.Keep {
+			_ = os.RemoveAll(c.Dir())
+		} else {
+			logf("logs kept in %s", c.LogDir())
+		}
+	}()
+	for _, t := range c.Timings {
+		if t.Phase == "total" {
+			r.StackStart = t.Duration
+		}
+	}
+	r.StackLock = time.Since(begin) - r.StackStart
+	step("control plane start (etcd, kube-apiserver, kcm, kwok, Argo " + o.Argo + ")")
+	e, err := newEnv(c, o.Nodes, logf)
+	if err != nil {
+		fail("cluster", err)
+		return r
+	}
+
+	var coldEvents []captured
+	if o.Parts["repairs"] || o.Parts["cold"] {
+		lat, evs, err := repairsPhase(ctx, e, o, step)
+		if err != nil {
+			fail("repairs", err)
+		}
+		if o.Parts["repairs"] {
+			r.Latency = lat
+		}
+		coldEvents = evs
+	}
+	if o.Parts["compressed"] && ctx.Err() == nil {
+		ip, err := newInProcess(c.Kubeconfig(), filepath.Join(c.LogDir(), "function-compressed.log"), func(cfg *config.Config) {
+			cfg.InstanceID, cfg.Namespaces = foreignInstance, []string{nsBig}
+		})
+		if err == nil {
+			r.Compressed, err = runCompressed(ctx, e, ip, nsBig, o.BigNodes, o.CompressedRuns)
+		}
+		if err != nil {
+			fail("compressed", err)
+		}
+		step(fmt.Sprintf("compressed: %d repairs of %d-node workflows", o.CompressedRuns, o.BigNodes))
+	}
+	if o.Parts["cold"] && ctx.Err() == nil && r.Cold != nil {
+		r.Cold.Trials, err = runCold(ctx, e, bin, c.Kubeconfig(), c.LogDir(), nsLat, coldEvents)
+		if err != nil {
+			fail("cold", err)
+		}
+		step(fmt.Sprintf("cold: %d starts of the binary", len(coldEvents)))
+	}
+	if o.Parts["burst"] {
+		current := o.ArgoEnv
+		for i, bc := range o.Bursts {
+			if ctx.Err() != nil {
+				break
+			}
+			env := merged(o.ArgoEnv, bc.ArgoEnv)
+			if !sameEnv(env, current) {
+				if err := c.RestartArgo(ctx, o.Argo, env); err != nil {
+					fail("burst", err)
+					break
+				}
+				current = env
+			}
+			b, fn, err := runBurst(ctx, e, bin, fmt.Sprintf("%s-%d", nsBurst, i+1), o.Burst, bc.FnEnv, o.BurstBound)
+			fn.stop()
+			if b != nil {
+				b.Label, b.ArgoEnv = bc.Label, env
+				r.Bursts = append(r.Bursts, b)
+			}
+			if err != nil {
+				fail("burst", err)
+			}
+			step(fmt.Sprintf("burst %d (%s): %d workflows (set-up, deletion, follow-up)", i+1, bc.Label, o.Burst))
+		}
+	}
+	return r
+}
+
+// burstConfig is one burst's settings.
+type burstConfig struct {
+	Label   string
+	FnEnv   map[string]string
+	ArgoEnv map[string]string
+}
+
+// defaultBursts: what a default installation does, then both clients' rates raised (the
+// controller per Argo's scaling advice) to see what the machine itself allows.
+const defaultBursts = "default; fn:ADH_KUBE_QPS=400,ADH_KUBE_BURST=800 argo:ARGO_QPS=200,ARGO_BURST=400"
+
+func parseBursts(spec string) ([]burstConfig, error) {
+	var out []burstConfig
+	for _, one := range strings.Split(spec, ";") {
+		one = strings.TrimSpace(one)
+		if one == "" {
+			continue
+		}
+		bc := burstConfig{Label: one, FnEnv: map[string]string{}, ArgoEnv: map[string]string{}}
+		if one != "default" {
+			for _, f := range strings.Fields(one) {
+				kind, kvs, ok := strings.Cut(f, ":")
+				if !ok || (kind != "fn" && kind != "argo") {
+					return nil, fmt.Errorf("burst configuration %q: want fn:K=V,… or argo:K=V,…", one)
+				}
+				for _, kv := range strings.Split(kvs, ",") {
+					k, v, ok := strings.Cut(kv, "=")
+					if !ok {
+						return nil, fmt.Errorf("burst configuration %q: %q is not K=V", one, kv)
+					}
+					if kind == "fn" {
+						bc.FnEnv[k] = v
+					} else {
+						bc.ArgoEnv[k] = v
+					}
+				}
+			}
+		}
+		out = append(out, bc)
+	}
+	return out, nil
+}
+
+func merged(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+func sameEnv(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// repairsPhase: the in-process handler behind a sink fed by the adapter; o.Repairs pods deleted
+// one at a time (figures 2, 3), then o.ColdTrials more whose delete events are captured for the
+// cold starts.
+func repairsPhase(ctx context.Context, e *env, o options, step func(string)) (*latencyResult, []captured, error) {
+	ip, err := newInProcess(e.c.Kubeconfig(), filepath.Join(e.c.LogDir(), "function-inprocess.log"), func(cfg *config.Config) {
+		cfg.Namespaces = []string{nsLat}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	s := newSink(ip.h)
+	url, stop, err := serve(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer stop()
+	if err := e.c.StartAdapter(url, []string{nsLat}, workflowmeta.LabelWorkflow); err != nil {
+		return nil, nil, err
+	}
+	defer e.c.StopAdapter()
+	repairs := 0
+	if o.Parts["repairs"] {
+		repairs = o.Repairs
+	}
+	cold := 0
+	if o.Parts["cold"] {
+		cold = o.ColdTrials
+	}
+	vs, took, err := e.prepare(ctx, nsLat, "rep", repairs+cold)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, v := range vs[repairs:] {
+		s.capture[v.Pod] = true
+	}
+	waitGrace(ctx, vs)
+	waitQuiet(ctx, s.lastRequest, 2*time.Second, 60*time.Second)
+	step(fmt.Sprintf("repairs: set-up of %d workflows (submit → pods Running → task results)", len(vs)))
+	var lat *latencyResult
+	if repairs > 0 {
+		lat, err = runLatency(ctx, e, s, nsLat, vs[:repairs])
+		if err != nil {
+			return nil, nil, err
+		}
+		lat.SetupTook = took
+		lat.LogPath = filepath.Join(e.c.LogDir(), "function-inprocess.log")
+		step(fmt.Sprintf("repairs: %d pods deleted one by one, each repaired", repairs))
+	}
+	var evs []captured
+	for _, v := range vs[repairs:] {
+		ch := s.expect(v.Pod)
+		if _, err := e.deletePod(ctx, nsLat, v.Pod); err != nil {
+			return lat, nil, err
+		}
+		select {
+		case <-ch:
+		case <-time.After(30 * time.Second):
+			return lat, nil, fmt.Errorf("no delete event for pod %s", v.Pod)
+		}
+		s.mu.Lock()
+		evs = append(evs, captured{v: v, raw: s.captured[v.Pod]})
+		s.mu.Unlock()
+	}
+	return lat, evs, nil
+}

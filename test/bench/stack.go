@@ -1,0 +1,214 @@
+//go:build e2e
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
+
+	"function/test/e2e/cluster"
+	"function/workflowmeta"
+)
+
+// env is the bench's view of the running stack, with admin clients that are not rate limited
+// (the bench must be able to delete 500 pods within a second).
+type env struct {
+	c     *cluster.Cluster
+	kube  kubernetes.Interface
+	argo  argoclient.Interface
+	dyn   dynamic.Interface
+	nodes int
+	logf  func(string, ...any)
+}
+
+func newEnv(c *cluster.Cluster, nodes int, logf func(string, ...any)) (*env, error) {
+	rc := c.RESTConfig()
+	rc.QPS, rc.Burst = 2000, 4000
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	argo, err := argoclient.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	return &env{c: c, kube: kube, argo: argo, dyn: dyn, nodes: nodes, logf: logf}, nil
+}
+
+func (e *env) ensureNamespace(ctx context.Context, ns string) error {
+	_, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+// victim is a workflow whose one pod runs, with the task result its wait container would have
+// created: what a disruption takes away.
+type victim struct {
+	Workflow, WorkflowUID, Pod, NodeID string
+	Running                            time.Time // when the bench saw the pod Running
+}
+
+// parallel runs f(i) for i in [0,n) on `workers` goroutines and returns the first error.
+func parallel(n, workers int, f func(i int) error) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	next := make(chan int)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
+
+// workflowObject is a one-step workflow whose container would sleep for an hour, pinned to a
+// kwok Node (there is no scheduler).
+func workflowObject(ns, name, node string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+		"metadata": map[string]any{"name": name, "namespace": ns},
+		"spec": map[string]any{
+			"entrypoint":   "main",
+			"podSpecPatch": fmt.Sprintf(`{"nodeName":%q}`, node),
+			"templates": []any{map[string]any{
+				"name":      "main",
+				"container": map[string]any{"image": "public.ecr.aws/docker/library/alpine:3.20", "command": []any{"sh", "-c", "sleep 3600"}},
+			}},
+		},
+	}}
+}
+
+// prepare submits n workflows named <prefix>-<i> in ns, waits for every pod to run, and creates
+// each node's incomplete task result as the wait container does at start. It returns the
+// victims in name order and how long the controller and kwok took.
+func (e *env) prepare(ctx context.Context, ns, prefix string, n int) ([]victim, time.Duration, error) {
+	if err := e.ensureNamespace(ctx, ns); err != nil {
+		return nil, 0, err
+	}
+	begin := time.Now()
+	err := parallel(n, 16, func(i int) error {
+		obj := workflowObject(ns, fmt.Sprintf("%s-%04d", prefix, i), cluster.NodeName(i%e.nodes))
+		_, err := e.dyn.Resource(cluster.WorkflowGVR).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("submitting workflows in %s: %w", ns, err)
+	}
+	e.logf("%s: %d workflows submitted in %.1fs; waiting for their pods to run", ns, n, time.Since(begin).Seconds())
+	running := map[string]victim{}
+	deadline := time.Now().Add(10 * time.Minute)
+	lastReport := time.Now()
+	for len(running) < n {
+		if time.Now().After(deadline) {
+			return nil, 0, fmt.Errorf("%s: only %d of %d pods Running after 10 min", ns, len(running), n)
+		}
+		pods, err := e.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow})
+		if err == nil {
+			for _, p := range pods.Items {
+				wf := p.Labels[workflowmeta.LabelWorkflow]
+				if _, seen := running[wf]; seen || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+					continue
+				}
+				v := victim{Workflow: wf, Pod: p.Name, NodeID: p.Annotations[workflowmeta.AnnotationNodeID], Running: time.Now()}
+				for _, o := range p.OwnerReferences {
+					if o.Kind == "Workflow" {
+						v.WorkflowUID = string(o.UID)
+					}
+				}
+				running[wf] = v
+			}
+		}
+		if time.Since(lastReport) > 15*time.Second {
+			e.logf("%s: %d/%d pods Running", ns, len(running), n)
+			lastReport = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	took := time.Since(begin)
+	out := make([]victim, 0, n)
+	for _, v := range running {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Workflow < out[j].Workflow })
+	err = parallel(len(out), 16, func(i int) error {
+		v := out[i]
+		return e.c.CreateTaskResult(ctx, ns, v.Workflow, v.WorkflowUID, v.NodeID, false)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("creating task results in %s: %w", ns, err)
+	}
+	e.logf("%s: %d pods Running and task results created in %.1fs", ns, n, time.Since(begin).Seconds())
+	return out, took, nil
+}
+
+// startGrace is how long a pod must have run before its deletion: Argo's podReconciliation
+// ignores nodes for 10 s after they start (RECENTLY_STARTED_POD_DURATION).
+const startGrace = 11 * time.Second
+
+// waitGrace sleeps until every victim's pod has run for startGrace.
+func waitGrace(ctx context.Context, vs []victim) {
+	var last time.Time
+	for _, v := range vs {
+		if v.Running.After(last) {
+			last = v.Running
+		}
+	}
+	if d := time.Until(last.Add(startGrace)); d > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
+}
+
+// deletePod force-deletes a pod (grace 0, as PodGC, Karpenter's deadline or kubectl --force do)
+// and returns when the API server accepted it.
+func (e *env) deletePod(ctx context.Context, ns, name string) (time.Time, error) {
+	zero := int64(0)
+	err := e.kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	return time.Now(), err
+}
+
+// taskResultCompleted reports whether the node's task result is complete by our repair.
+func (e *env) taskResultCompleted(ctx context.Context, ns, nodeID string) bool {
+	tr, err := e.argo.ArgoprojV1alpha1().WorkflowTaskResults(ns).Get(ctx, nodeID, metav1.GetOptions{})
+	return err == nil && tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true" && tr.Annotations[workflowmeta.AnnotationRepaired] != ""
+}
