@@ -71,7 +71,7 @@ func TestDisruptionSignals(t *testing.T) {
 			podC := workflowPod("etl-c", "etl-c-333", otherNode.Name, false)
 			kube := kubefake.NewSimpleClientset(podA, podC, spotNode, otherNode)
 			fieldSelectingPods(kube)
-			argo := argofake.NewSimpleClientset(wfA, trA, wfC, trC)
+			argo := fakeArgo(wfA, trA, wfC, trC)
 			h := handlerOver(kube, argo)
 			ctx := context.Background()
 			for _, f := range tc.fixtures {
@@ -121,7 +121,7 @@ func TestDisruptionSignals(t *testing.T) {
 func TestWarningReadBackByRepair(t *testing.T) {
 	wf, tr := gatedWorkflow(fxWF, fxNode)
 	kube := kubefake.NewSimpleClientset()
-	argo := argofake.NewSimpleClientset(wf, tr)
+	argo := fakeArgo(wf, tr)
 	h := handlerOver(kube, argo)
 	e := eventingtest.Load(t, "pod-delete-evicted.json")
 	var pod map[string]any

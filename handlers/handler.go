@@ -171,6 +171,10 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", eventing.ErrMalformed, err)
 	}
+	// The event carried this pod incarnation (its UID, its Workflow's UID) and the scope was
+	// checked on its labels above: the repair may take its four-call path, which goes on only if
+	// the pod is gone when read.
+	t.FromPodEvent = pc.Pod != nil
 	_, err = h.Repairer.Repair(ctx, t)
 	return err
 }

@@ -25,6 +25,7 @@ import (
 
 	"function/eventing"
 	"function/eventing/eventingtest"
+	"function/handlers/apifake"
 	"function/eventing/families"
 	"function/handlers/lookup"
 	"function/handlers/repair"
@@ -54,7 +55,7 @@ func (c *apiCounter) reactor(fail error) k8stesting.ReactionFunc {
 
 func runningWorkflow() *wfv1.Workflow {
 	return &wfv1.Workflow{
-		ObjectMeta: metav1.ObjectMeta{Name: fxWF, Namespace: fxNS, UID: "0d7f6c1e-5b0e-4f55-9c55-0b9c1a3e8f21", ResourceVersion: "9"},
+		ObjectMeta: metav1.ObjectMeta{Name: fxWF, Namespace: fxNS, UID: fxWFUID, ResourceVersion: "9"},
 		Status: wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, TaskResultsCompletionStatus: map[string]bool{fxNode: false},
 			Nodes: wfv1.Nodes{fxNode: {ID: fxNode, Type: wfv1.NodeTypePod, Phase: wfv1.NodeRunning}}},
 	}
@@ -62,7 +63,18 @@ func runningWorkflow() *wfv1.Workflow {
 
 func incompleteTaskResult() *wfv1.WorkflowTaskResult {
 	return &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: fxNode, Namespace: fxNS, ResourceVersion: "5",
-		Labels: map[string]string{workflowmeta.LabelWorkflow: fxWF, workflowmeta.LabelReportOutputsCompleted: "false"}}}
+		Labels:          map[string]string{workflowmeta.LabelWorkflow: fxWF, workflowmeta.LabelReportOutputsCompleted: "false"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: fxWF, UID: fxWFUID}}}}
+}
+
+// fxWFUID is the UID of the fixtures' workflow (their pods' ownerReference).
+const fxWFUID = "0d7f6c1e-5b0e-4f55-9c55-0b9c1a3e8f21"
+
+// fakeArgo is the Argo fake clientset answering JSON patches as kube-apiserver does.
+func fakeArgo(objs ...runtime.Object) *argofake.Clientset {
+	c := argofake.NewSimpleClientset(objs...)
+	apifake.JSONPatchLikeAPIServer(c)
+	return c
 }
 
 // newHandler returns a handler over fake clientsets holding the argo objects, counting every API
@@ -70,7 +82,7 @@ func incompleteTaskResult() *wfv1.WorkflowTaskResult {
 func newHandler(t testing.TB, fail error, argoObjs ...runtime.Object) (*Handler, *apiCounter, *argofake.Clientset) {
 	t.Helper()
 	calls := &apiCounter{}
-	kube, argo := kubefake.NewSimpleClientset(), argofake.NewSimpleClientset(argoObjs...)
+	kube, argo := kubefake.NewSimpleClientset(), fakeArgo(argoObjs...)
 	kube.PrependReactor("*", "*", calls.reactor(fail))
 	argo.PrependReactor("*", "*", calls.reactor(fail))
 	return handlerOver(kube, argo), calls, argo

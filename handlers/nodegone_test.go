@@ -10,7 +10,6 @@ import (
 	kubefake "k8s.io/client-go/kubernetes/fake"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
-	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 
 	"function/eventing/eventingtest"
 	"function/handlers/record"
@@ -75,7 +74,7 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 			live := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-2-9.eu-west-1.compute.internal"}}
 			kube := kubefake.NewSimpleClientset(podA, podB, podC, live)
 			fieldSelectingPods(kube)
-			argo := argofake.NewSimpleClientset(wfA, trA, wfB, trB, wfC, trC)
+			argo := fakeArgo(wfA, trA, wfB, trB, wfC, trC)
 			h := handlerOver(kube, argo)
 			ctx := context.Background()
 			// Twice: a re-delivery writes nothing more and fails nothing.

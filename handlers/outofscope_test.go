@@ -15,7 +15,6 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
-	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 
 	"function/clients"
 	"function/config"
@@ -71,18 +70,20 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 		repaired  bool
 		wantWrite bool
 	}{
-		{name: "in scope: repaired", status: 200, maxCalls: 6, repaired: true, wantWrite: true},
+		{name: "in scope: repaired", status: 200, maxCalls: 4, repaired: true, wantWrite: true},
 		{name: "namespace not in ADH_NAMESPACES", cfg: func(c *config.Config) { c.Namespaces = []string{"ml-jobs"} }, status: 200},
 		{name: "namespace in ADH_EXCLUDED_NAMESPACES", cfg: func(c *config.Config) { c.ExcludedNamespaces = []string{fxNS} }, status: 200},
-		{name: "workflow of another controller instance (none configured)", wf: withInstance("team-b"), status: 200, maxCalls: 1},
+		// The pod lacks the label its workflow has (not what Argo writes): its task result, labelled
+		// by the executor, fails the conditional patch; the workflow is then read and skipped.
+		{name: "workflow of another controller instance (none configured)", wf: withInstance("team-b"), status: 200, maxCalls: 3},
 		{name: "workflow of another controller instance (ours configured)", cfg: func(c *config.Config) { c.InstanceID = "team-a" }, wf: withInstance("team-b"), status: 200, maxCalls: 1},
 		{name: "workflow without instance label while ours is configured", cfg: func(c *config.Config) { c.InstanceID = "team-a" }, status: 200, maxCalls: 1},
 		{name: "pod and workflow of another instance, ours configured", cfg: func(c *config.Config) { c.InstanceID = "team-a" }, wf: withInstance("team-b"),
 			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-b"}, status: 200},
 		{name: "pod of our instance, its workflow of another", cfg: func(c *config.Config) { c.InstanceID = "team-a" }, wf: withInstance("team-b"),
-			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 1},
+			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 3},
 		{name: "our instance configured, on the pod and the workflow: repaired", cfg: func(c *config.Config) { c.InstanceID = "team-a" }, wf: withInstance("team-a"),
-			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 6, repaired: true, wantWrite: true},
+			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 4, repaired: true, wantWrite: true},
 		{name: "source not in the allow-list", cfg: func(c *config.Config) { c.AllowedSources = []string{"https://kubernetes.default.svc"} },
 			status: 403, msg: `CloudEvent source not allowed: "https://10.96.0.1:443"`},
 		{name: "source only shares a prefix with an exact entry", cfg: func(c *config.Config) { c.AllowedSources = []string{"https://10.96.0.1"} },
@@ -90,9 +91,9 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 		{name: "forged source", cfg: func(c *config.Config) { c.AllowedSources = []string{apiServer} }, source: "https://attacker.example/10.96.0.1:443",
 			status: 403, msg: "attacker.example"},
 		{name: "source allowed exactly: repaired", cfg: func(c *config.Config) { c.AllowedSources = []string{"arn:aws:sqs:eu-west-1:1:q", apiServer} },
-			status: 200, maxCalls: 6, repaired: true, wantWrite: true},
+			status: 200, maxCalls: 4, repaired: true, wantWrite: true},
 		{name: "source allowed by prefix: repaired", cfg: func(c *config.Config) { c.AllowedSources = []string{"https://10.96.*"} },
-			status: 200, maxCalls: 6, repaired: true, wantWrite: true},
+			status: 200, maxCalls: 4, repaired: true, wantWrite: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,7 +109,11 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 				tc.wf(wf)
 			}
 			calls := &verbLog{}
-			kube, argo := kubefake.NewSimpleClientset(), argofake.NewSimpleClientset(wf, incompleteTaskResult())
+			tr := incompleteTaskResult()
+			if id, ok := wf.Labels[workflowmeta.LabelInstanceID]; ok {
+				tr.Labels[workflowmeta.LabelInstanceID] = id // as the executor writes it
+			}
+			kube, argo := kubefake.NewSimpleClientset(), fakeArgo(wf, tr)
 			kube.PrependReactor("*", "*", calls.reactor)
 			argo.PrependReactor("*", "*", calls.reactor)
 			h := New(cfg, &clients.Set{Kube: kube, Argo: argo}, zap.NewNop().Sugar())
@@ -137,8 +142,9 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 			if n := len(calls.verbs); n > tc.maxCalls {
 				t.Errorf("%d API calls %v, want at most %d", n, calls.verbs, tc.maxCalls)
 			}
-			if w := calls.writes(); (len(w) > 0) != tc.wantWrite {
-				t.Errorf("writes %v, want any: %v", w, tc.wantWrite)
+			// A conditional patch the API server refused (422) writes nothing: judge by the state.
+			if evs, _ := kube.CoreV1().Events(fxNS).List(context.Background(), metav1.ListOptions{}); (len(evs.Items) > 0) != tc.wantWrite {
+				t.Errorf("events %d, want any: %v (calls %v)", len(evs.Items), tc.wantWrite, calls.verbs)
 			}
 			tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(context.Background(), fxNode, metav1.GetOptions{})
 			if err != nil {

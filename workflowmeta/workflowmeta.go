@@ -43,9 +43,12 @@ const (
 const (
 	// Domain prefixes every key we own.
 	Domain = "argo-disruption-handler.dev"
-	// AnnotationDisruption is on a Workflow: JSON object, node ID → Record, of the disruptions we
-	// repaired (the most recent ones; see record.MaxRecords).
-	AnnotationDisruption = Domain + "/disruption"
+	// AnnotationDisruptionPrefix starts the Workflow annotations that record our repairs, one per
+	// node: <prefix><the node ID's hash suffix> → Record JSON (record.AnnotationKey).
+	AnnotationDisruptionPrefix = Domain + "/disruption."
+	// LabelRepaired is on a task result we completed (value: the ladder step), set in the same
+	// patch: the proof from which a re-delivered event finishes a record a crash interrupted.
+	LabelRepaired = Domain + "/repaired"
 	// AnnotationRepaired is on an object we repaired (task result, pod), written in the same
 	// patch as the repair: the proof from which a re-delivered event finishes recording.
 	AnnotationRepaired = Domain + "/repaired"

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,8 +19,9 @@ import (
 	"function/workflowmeta"
 )
 
-// MaxRecords bounds the disruption annotation: the oldest records beyond it are dropped, so a
-// workflow that loses hundreds of pods does not grow without bound.
+// MaxRecords bounds the warnings annotation: the oldest warnings beyond it are dropped, so a
+// workflow that loses hundreds of pods does not grow without bound. (Repair records take one
+// annotation per repaired node.)
 const MaxRecords = 20
 
 // EventReason is the Kubernetes Event reason on the Workflow.
@@ -55,29 +57,41 @@ func Parse(s string) (Record, error) {
 }
 
 // Recorded returns the records on a workflow, keyed by node ID. A damaged annotation (edited by
-// hand) reads as empty rather than blocking repairs: it is rewritten whole on the next record.
+// hand) is skipped rather than blocking repairs: it is rewritten on the next record of its node.
 func Recorded(wf *wfv1.Workflow) map[string]Record {
 	out := map[string]Record{}
-	if s, ok := wf.Annotations[workflowmeta.AnnotationDisruption]; ok {
-		_ = json.Unmarshal([]byte(s), &out)
+	for k, v := range wf.Annotations {
+		if !strings.HasPrefix(k, workflowmeta.AnnotationDisruptionPrefix) {
+			continue
+		}
+		if r, err := Parse(v); err == nil && r.NodeID != "" {
+			out[r.NodeID] = r
+		}
 	}
 	return out
 }
 
 // HasRecord reports whether the workflow already records a repair of nodeID.
 func HasRecord(wf *wfv1.Workflow, nodeID string) bool {
-	_, ok := Recorded(wf)[nodeID]
-	return ok
+	r, err := Parse(wf.Annotations[AnnotationKey(wf.Name, nodeID)])
+	return err == nil && r.NodeID == nodeID
 }
 
-// AnnotationWith returns the disruption annotation value with rec added (replacing an older
-// record of the same node), keeping the MaxRecords newest.
-func AnnotationWith(wf *wfv1.Workflow, rec Record) string {
-	all := Recorded(wf)
-	all[rec.NodeID] = rec
-	keepNewest(all, func(r Record) time.Time { return r.Time })
-	b, _ := json.Marshal(all)
-	return string(b)
+// AnnotationKey is the Workflow annotation holding the record of one node:
+// argo-disruption-handler.dev/disruption.<the node ID's hash suffix>. One key per node lets a
+// record be written with a merge patch of that key alone — no read of the other records, no
+// resourceVersion race with the controller, which updates the workflow right after our task
+// result write.
+func AnnotationKey(workflow, nodeID string) string {
+	if nodeID == workflow {
+		return workflowmeta.AnnotationDisruptionPrefix + "root"
+	}
+	if rest, ok := strings.CutPrefix(nodeID, workflow+"-"); ok && rest != "" && len(rest) <= 20 && strings.Trim(rest, "0123456789") == "" {
+		return workflowmeta.AnnotationDisruptionPrefix + rest
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(nodeID))
+	return fmt.Sprintf("%sx%016x", workflowmeta.AnnotationDisruptionPrefix, h.Sum64())
 }
 
 // keepNewest drops the oldest entries of m beyond MaxRecords, so an annotation does not grow

@@ -2,38 +2,60 @@ package record
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
 	"function/workflowmeta"
 )
 
-func TestAnnotationsKeepTheNewest(t *testing.T) {
+func TestRecordsOnePerNode(t *testing.T) {
 	wf := &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: "wf", Namespace: "argo", UID: "u", Annotations: map[string]string{}}}
 	t0 := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
 	for i := range 25 {
 		at := t0.Add(time.Duration(i) * time.Minute)
-		wf.Annotations[workflowmeta.AnnotationDisruption] = AnnotationWith(wf, Record{NodeID: fmt.Sprintf("wf-%d", i), Reason: "r", Time: at})
+		id := fmt.Sprintf("wf-%d", 1000000+i)
+		wf.Annotations[AnnotationKey(wf.Name, id)] = Record{NodeID: id, Reason: "r", Time: at}.Marshal()
 		wf.Annotations[workflowmeta.AnnotationWarnings] = WarningsWith(wf, fmt.Sprintf("pod-%d", i), Warning{Reason: "r", Time: at})
 	}
 	recs, warns := Recorded(wf), Warnings(wf)
-	if len(recs) != MaxRecords || len(warns) != MaxRecords {
-		t.Fatalf("%d records, %d warnings, want %d each", len(recs), len(warns), MaxRecords)
+	if len(recs) != 25 || len(warns) != MaxRecords {
+		t.Fatalf("%d records, %d warnings, want 25 and %d", len(recs), len(warns), MaxRecords)
 	}
-	if _, ok := recs["wf-4"]; ok {
-		t.Error("oldest record kept")
+	if !HasRecord(wf, "wf-1000024") || HasRecord(wf, "wf-2") {
+		t.Error("HasRecord")
 	}
 	if _, ok := warns["pod-24"]; !ok {
 		t.Error("newest warning dropped")
 	}
-	// A hand-damaged annotation reads as empty and is rewritten whole.
-	wf.Annotations[workflowmeta.AnnotationDisruption] = "{not json"
-	if HasRecord(wf, "wf-24") || len(Recorded(wf)) != 0 {
-		t.Error("damaged annotation not read as empty")
+	// A hand-damaged annotation reads as no record of that node only.
+	wf.Annotations[AnnotationKey(wf.Name, "wf-1000024")] = "{not json"
+	if HasRecord(wf, "wf-1000024") || len(Recorded(wf)) != 24 {
+		t.Error("damaged annotation not skipped")
+	}
+}
+
+func TestAnnotationKeys(t *testing.T) {
+	long := strings.Repeat("w", 250)
+	cases := []struct{ wf, node, want string }{
+		{"nightly-etl-7k2xq", "nightly-etl-7k2xq-1571963540", "argo-disruption-handler.dev/disruption.1571963540"},
+		{"nightly-etl-7k2xq", "nightly-etl-7k2xq", "argo-disruption-handler.dev/disruption.root"},
+		{long, long + "-4294967295", "argo-disruption-handler.dev/disruption.4294967295"},
+		{"wf", "other-123", ""}, // not of this workflow's form: hashed
+	}
+	for _, c := range cases {
+		got := AnnotationKey(c.wf, c.node)
+		if c.want != "" && got != c.want {
+			t.Errorf("AnnotationKey(%q, %q) = %q, want %q", c.wf, c.node, got, c.want)
+		}
+		if errs := validation.IsQualifiedName(got); len(errs) > 0 {
+			t.Errorf("%q is not a valid annotation key: %v", got, errs)
+		}
 	}
 }
 

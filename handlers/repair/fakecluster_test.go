@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 
+	"function/handlers/apifake"
 	"function/handlers/nodestatus"
 	"function/handlers/scope"
 	"function/workflowmeta"
@@ -96,8 +98,19 @@ func (c *fakeCluster) react(tracker k8stesting.ObjectTracker) k8stesting.Reactio
 }
 
 func (c *fakeCluster) patch(tracker k8stesting.ObjectTracker, a k8stesting.PatchActionImpl) (bool, runtime.Object, error) {
+	if a.GetPatchType() == types.JSONPatchType {
+		// Test operations are the precondition; a failed one is 422, as kube-apiserver answers.
+		handled, obj, err := apifake.Apply(tracker, a)
+		switch {
+		case err != nil:
+			c.refused()
+		case len(a.PatchOptions.DryRun) == 0:
+			c.bumpRV(tracker, a)
+		}
+		return handled, obj, err
+	}
 	if a.GetPatchType() != types.MergePatchType {
-		return true, nil, fmt.Errorf("fake cluster: only merge patches are expected, got %s", a.GetPatchType())
+		return true, nil, fmt.Errorf("fake cluster: only merge and JSON patches are expected, got %s", a.GetPatchType())
 	}
 	cur, err := tracker.Get(a.GetResource(), a.GetNamespace(), a.GetName())
 	if err != nil {
@@ -136,16 +149,36 @@ func (c *fakeCluster) patch(tracker k8stesting.ObjectTracker, a k8stesting.Patch
 	return true, obj, nil
 }
 
+// bumpRV gives the object just written by a JSON patch a new resourceVersion.
+func (c *fakeCluster) bumpRV(tracker k8stesting.ObjectTracker, a k8stesting.PatchActionImpl) {
+	cur, err := tracker.Get(a.GetResource(), a.GetNamespace(), a.GetName())
+	if err != nil {
+		return
+	}
+	m, _ := meta.Accessor(cur)
+	rv, _ := strconv.Atoi(m.GetResourceVersion())
+	m.SetResourceVersion(strconv.Itoa(rv + 1))
+	_ = tracker.Update(a.GetResource(), cur, a.GetNamespace())
+}
+
 func (c *fakeCluster) Calls() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]string(nil), c.calls...)
 }
 
+// refused marks the last call as a write the API server refused: it changed nothing.
+func (c *fakeCluster) refused() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls[len(c.calls)-1] += " (refused)"
+}
+
+// writes are the calls that changed something (refused conditional writes excluded).
 func (c *fakeCluster) writes() []string {
 	var out []string
 	for _, s := range c.Calls() {
-		if s[:3] != "get" && s[:4] != "list" {
+		if s[:3] != "get" && s[:4] != "list" && !strings.HasSuffix(s, " (refused)") {
 			out = append(out, s)
 		}
 	}

@@ -190,7 +190,7 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 	switch {
 	case len(p.Actions) > 0:
 		p.Record = !record.HasRecord(wf, t.NodeID)
-	case tr != nil && tr.Annotations[workflowmeta.AnnotationRepaired] != "" && !record.HasRecord(wf, t.NodeID):
+	case tr != nil && (tr.Labels[workflowmeta.LabelRepaired] != "" || tr.Annotations[workflowmeta.AnnotationRepaired] != "") && !record.HasRecord(wf, t.NodeID):
 		// An earlier delivery repaired the task result and stopped before recording.
 		p.Record = true
 	default:

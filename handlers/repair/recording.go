@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"strings"
 
+	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"knative.dev/pkg/logging"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
@@ -18,14 +19,19 @@ import (
 // newRecord describes the repair about to be made. When the plan only finishes the recording of
 // an earlier delivery, the record is the one that delivery left on the task result.
 func (r *Repairer) newRecord(t Target, obs *Observation, p Plan) record.Record {
+	actions := make([]string, len(p.Actions))
+	for i, a := range p.Actions {
+		actions[i] = string(a)
+	}
 	if len(p.Actions) == 0 && obs.TaskResult != nil {
 		if prev, err := record.Parse(obs.TaskResult.Annotations[workflowmeta.AnnotationRepaired]); err == nil && prev.NodeID != "" {
 			return prev
 		}
-	}
-	actions := make([]string, len(p.Actions))
-	for i, a := range p.Actions {
-		actions[i] = string(a)
+		// The four-call path marks the task result with a label only: the record is rebuilt
+		// from the signal, with the step the label names.
+		if step := obs.TaskResult.Labels[workflowmeta.LabelRepaired]; step != "" {
+			actions = []string{step}
+		}
 	}
 	reason, message := t.Reason, t.Message
 	if reason == "" {
@@ -33,7 +39,7 @@ func (r *Repairer) newRecord(t Target, obs *Observation, p Plan) record.Record {
 	}
 	// A warning recorded on the workflow for this pod (the pod itself may be gone with its
 	// annotation) names the disruption better than the Kubernetes-side cause.
-	if w, ok := record.Warnings(obs.Workflow)[t.PodName]; ok && !strings.Contains(message, w.Message) {
+	if w, ok := warningOf(obs.Workflow, t.PodName); ok && !strings.Contains(message, w.Message) {
 		reason, message = w.Reason, withCause(w.Message, reason)
 	}
 	return record.Record{
@@ -55,27 +61,32 @@ func (r *Repairer) createEvent(ctx context.Context, wf *wfv1.Workflow, rec recor
 	return nil
 }
 
-// annotateWorkflow adds rec to the Workflow's disruption annotation. The patch races the
-// controller, which updates the workflow right after our task-result write; on 409 only the
-// workflow is re-read (not the whole observation), up to Attempts times.
+// annotateWorkflow writes rec as the node's own annotation on the Workflow. The key is ours and
+// one per node, so the merge patch needs no read of the other records and no resourceVersion: it
+// cannot lose anyone's update (the controller, whose full Update races it right after our task
+// result write, gets 409 and re-applies its own diff), and it never loses a race itself. The UID
+// keeps it off a workflow re-created under the same name. A workflow gone meanwhile has nothing
+// left to record on.
 func (r *Repairer) annotateWorkflow(ctx context.Context, wf *wfv1.Workflow, rec record.Record) error {
-	what := fmt.Sprintf("recording disruption of node %s on workflow %s/%s", rec.NodeID, wf.Namespace, wf.Name)
-	for attempt := 1; ; attempt++ {
-		patch := mergePatch(patchMeta{
-			ResourceVersion: wf.ResourceVersion,
-			Annotations:     map[string]string{workflowmeta.AnnotationDisruption: record.AnnotationWith(wf, rec)},
-		}, nil)
-		_, err := r.Argo.ArgoprojV1alpha1().Workflows(wf.Namespace).Patch(ctx, wf.Name, types.MergePatchType, patch, r.patchOptions())
-		if !apierrors.IsConflict(err) || attempt >= max(r.Attempts, 1) {
-			return writeErr(err, what)
-		}
-		latest, err := r.Argo.ArgoprojV1alpha1().Workflows(wf.Namespace).Get(ctx, wf.Name, metav1.GetOptions{})
-		if err != nil {
-			return writeErr(err, what)
-		}
-		if record.HasRecord(latest, rec.NodeID) {
-			return nil
-		}
-		wf = latest
+	patch := mergePatch(patchMeta{
+		UID:         wf.UID,
+		Annotations: map[string]string{record.AnnotationKey(wf.Name, rec.NodeID): rec.Marshal()},
+	}, nil)
+	_, err := r.Argo.ArgoprojV1alpha1().Workflows(wf.Namespace).Patch(ctx, wf.Name, types.MergePatchType, patch, r.patchOptions())
+	if apierrors.IsNotFound(err) || (wf.UID != "" && (apierrors.IsInvalid(err) || apierrors.IsConflict(err))) {
+		logging.FromContext(ctx).Infow("record not written: the workflow is gone or was re-created", zap.Error(err))
+		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("recording disruption of node %s on workflow %s/%s: %w", rec.NodeID, wf.Namespace, wf.Name, err)
+	}
+	return nil
+}
+
+func warningOf(wf *wfv1.Workflow, pod string) (record.Warning, bool) {
+	if wf == nil {
+		return record.Warning{}, false
+	}
+	w, ok := record.Warnings(wf)[pod]
+	return w, ok
 }

@@ -67,6 +67,18 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 	log := logging.FromContext(ctx).With(
 		zap.String("workflow", t.Namespace+"/"+t.Workflow), zap.String("node", t.NodeID),
 		zap.String("pod", t.PodName), zap.String("reason", t.Reason), zap.Bool("dryRun", r.DryRun))
+	if fastEligible(t) {
+		res, done, err := r.fastComplete(ctx, t)
+		if done {
+			if err == nil {
+				log.Infow("repaired", zap.Any("actions", res.Done), zap.Bool("recorded", res.Recorded), zap.Bool("fastPath", true))
+				for _, a := range res.Done {
+					r.Metrics.Repair(string(a), t.Reason, r.DryRun)
+				}
+			}
+			return res, err
+		}
+	}
 	res := Result{Target: t, DryRun: r.DryRun}
 	for res.Attempts < max(r.Attempts, 1) {
 		res.Attempts++

@@ -380,11 +380,48 @@ func TestRepairLadder(t *testing.T) {
 			check: taskResultCompleted("EvictionByEvictionAPI"),
 		},
 		{
-			name: "a 409 on the record annotation: re-read the workflow only",
-			objs: []runtime.Object{workflow(), taskResult("false")}, target: target(evicted),
-			failNext: map[string]error{"patch workflows": apierrors.NewConflict(schema.GroupResource{Resource: "workflows"}, testWF, errors.New("modified"))},
-			want:     []Action{CompleteTaskResult}, record: true, calls: 8,
-			check: taskResultCompleted("EvictionByEvictionAPI"),
+			name: "four-call path: delete event of an evicted pod, task result incomplete",
+			objs: []runtime.Object{workflow(), taskResult("false")}, target: deleted(target(evicted, terminating, failed)),
+			want: []Action{CompleteTaskResult}, record: true, calls: 4,
+			check: func(t *testing.T, c *fakeCluster) {
+				got := c.Calls()
+				recorded("EvictionByEvictionAPI")(t, c)
+				if !slices.Equal(got, []string{"get pods/" + testPod, "patch workflowtaskresults/" + testNodeID,
+					"create events/" + record.Event(c.getWF(t), record.Record{NodeID: testNodeID}, "").Name, "patch workflows/" + testWF}) {
+					t.Errorf("calls %v", got)
+				}
+				if tr := c.getTR(t); tr.Labels[workflowmeta.LabelRepaired] != string(CompleteTaskResult) || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+					t.Errorf("task result labels %v", tr.Labels)
+				}
+			},
+		},
+		{
+			name: "four-call path: the pod was re-created under the same name: full path, left alone",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(reincarnated), hostNode()}, target: deleted(target(evicted)),
+			skip: "pod is running", check: nothingWritten,
+		},
+		{
+			name: "four-call path: task result already complete, record missing (a crash between): full path records",
+			objs: []runtime.Object{workflow(), func() runtime.Object {
+				tr := taskResult("true")
+				tr.Labels[workflowmeta.LabelRepaired] = string(CompleteTaskResult)
+				return tr
+			}()}, target: deleted(target(evicted)),
+			record: true, check: recorded("EvictionByEvictionAPI"),
+		},
+		{
+			name: "four-call path: task result of another controller instance: refused by the test, full path skips",
+			objs: []runtime.Object{workflow(withLabel(workflowmeta.LabelInstanceID, "team-b")), func() runtime.Object {
+				tr := taskResult("false")
+				tr.Labels[workflowmeta.LabelInstanceID] = "team-b"
+				return tr
+			}()}, target: deleted(target(evicted)),
+			skip: "instance-id", check: taskResultLabel("false"),
+		},
+		{
+			name: "four-call path: no task result: full path creates it",
+			objs: []runtime.Object{workflow()}, target: deleted(target(evicted)),
+			want: []Action{CreateTaskResult}, record: true, check: taskResultCompleted("EvictionByEvictionAPI"),
 		},
 	}
 	for _, tc := range cases {
@@ -507,4 +544,11 @@ func all(checks ...func(*testing.T, *fakeCluster)) func(*testing.T, *fakeCluster
 			ch(t, c)
 		}
 	}
+}
+
+// deleted marks a target as a Resource-mode delete event gives it: the pod incarnation gone,
+// the Workflow's UID from the pod's ownerReference.
+func deleted(t Target) Target {
+	t.FromPodEvent, t.WorkflowUID = true, testWFUID
+	return t
 }

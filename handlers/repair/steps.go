@@ -45,7 +45,10 @@ func (r *Repairer) createOptions() metav1.CreateOptions {
 
 // patchMeta is the metadata part of a merge patch.
 type patchMeta struct {
-	ResourceVersion string            `json:"resourceVersion"`
+	// ResourceVersion is the precondition of every patch that depends on what was read; only
+	// the record annotation, a key of our own, is written without it (UID instead).
+	ResourceVersion string            `json:"resourceVersion,omitempty"`
+	UID             types.UID         `json:"uid,omitempty"`
 	Labels          map[string]string `json:"labels,omitempty"`
 	Annotations     map[string]string `json:"annotations,omitempty"`
 	// Finalizers is a pointer so that an empty list is sent as [] (merge patch replaces lists).
@@ -82,7 +85,7 @@ func writeErr(err error, what string) error {
 func (r *Repairer) completeTaskResult(ctx context.Context, tr *wfv1.WorkflowTaskResult, rec record.Record) error {
 	patch := mergePatch(patchMeta{
 		ResourceVersion: tr.ResourceVersion,
-		Labels:          map[string]string{workflowmeta.LabelReportOutputsCompleted: "true"},
+		Labels:          map[string]string{workflowmeta.LabelReportOutputsCompleted: "true", workflowmeta.LabelRepaired: string(CompleteTaskResult)},
 		Annotations:     map[string]string{workflowmeta.AnnotationRepaired: rec.Marshal()},
 	}, nil)
 	_, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(tr.Namespace).Patch(ctx, tr.Name, types.MergePatchType, patch, r.patchOptions())
@@ -178,7 +181,7 @@ func (r *Repairer) markNodeError(ctx context.Context, wf *wfv1.Workflow, nodeID 
 	}}}
 	m := patchMeta{ResourceVersion: wf.ResourceVersion}
 	if annotate {
-		m.Annotations = map[string]string{workflowmeta.AnnotationDisruption: record.AnnotationWith(wf, rec)}
+		m.Annotations = map[string]string{record.AnnotationKey(wf.Name, nodeID): rec.Marshal()}
 	}
 	patch := mergePatch(m, status)
 	_, err := r.Argo.ArgoprojV1alpha1().Workflows(wf.Namespace).Patch(ctx, wf.Name, types.MergePatchType, patch, r.patchOptions())

@@ -2,6 +2,7 @@ package repair
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +32,12 @@ type Target struct {
 	// HostDown says the pod's machine is known to be gone (its EC2 instance terminated) even if
 	// the Node object still exists: no pod on it can report any more.
 	HostDown bool
+	// WorkflowUID is the Workflow's UID from the pod's ownerReference ("" when unknown).
+	WorkflowUID types.UID
+	// FromPodEvent says an event carried this pod incarnation (Resource mode) and the caller
+	// checked the scope on its labels: the repair may take its four-call path (fastComplete),
+	// which goes on only when the pod is gone.
+	FromPodEvent bool
 	// MachineGone says the machine is terminated (instance terminated or stopped, NodeClaim
 	// deleted, Karpenter-managed Node deleted): none of the pod's containers runs any more, so the
 	// pod object left behind may be deleted at once, as PodGC would after its 40 s quarantine.
@@ -73,6 +80,11 @@ func TargetFromPod(pod *corev1.Pod, seen time.Time, trigger string) (Target, err
 	}
 	if pod.DeletionTimestamp != nil {
 		t.DeletedAt = pod.DeletionTimestamp.Time
+	}
+	for _, o := range pod.OwnerReferences {
+		if o.Kind == "Workflow" && strings.HasPrefix(o.APIVersion, "argoproj.io/") && o.Name == t.Workflow {
+			t.WorkflowUID = o.UID
+		}
 	}
 	t.Reason, t.Message = DisruptionReason(pod)
 	if w, ok := record.PodWarning(pod); ok {

@@ -1,0 +1,105 @@
+package repair
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"knative.dev/pkg/logging"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"function/workflowmeta"
+)
+
+// fastEligible reports whether the target may take the four-call path: an event carried this
+// pod incarnation (scope checked by the caller on its labels) and named its Workflow's UID.
+func fastEligible(t Target) bool {
+	return t.FromPodEvent && t.PodName != "" && t.WorkflowUID != "" && t.PodUID != ""
+}
+
+// fastComplete is ladder step 1 for the case that matters most — a workflow pod deleted under
+// a running step (Karpenter consolidation, a drain), its delete event (or the update that set
+// its deletionTimestamp, when the pod is already gone on reading) in hand — in four API calls
+// instead of six, with no read of the Workflow or the task result:
+//
+//  1. GET the pod: the one read no precondition can replace. Argo 3.7 re-creates the pod of an
+//     Error-but-unfulfilled node under the same name, and a late event must not complete the task
+//     result of that new incarnation (its executor never resets the label). A pod found at all
+//     sends the target down the full path.
+//  2. PATCH the task result with a JSON patch whose test operations are step 1's condition and
+//     our scope, checked by the API server itself: its labels are exactly what the executor
+//     writes (workflows 3.5–3.7 workflow/executor/taskresult.go) with "false" and, for the
+//     instance ID, ours (or none) — the executor copies its controller's instanceID there — and
+//     it belongs to this Workflow (ownerReferences[0].uid). It sets the label "true" and our
+//     repaired label. A failed test (422: already complete, unlabelled, another controller's,
+//     another workflow's, or labelled by someone else) or no task result (404) sends the target
+//     down the full path, which reads everything and decides.
+//  3. POST the Kubernetes Event (name derived from the workflow UID and node: a duplicate is
+//     AlreadyExists).
+//  4. PATCH the node's record annotation onto the Workflow (a key of its own, UID-guarded).
+//
+// What the full path reads the Workflow for is covered: scope by the pod's labels (the caller),
+// a finished workflow by the gate (its task results are complete, so the test fails), a deleted
+// one by garbage collection of its task results (404). done is false when the full path must
+// decide.
+func (r *Repairer) fastComplete(ctx context.Context, t Target) (res Result, done bool, err error) {
+	res = Result{Target: t, DryRun: r.DryRun, Attempts: 1}
+	_, err = r.Kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		return res, false, nil
+	case !apierrors.IsNotFound(err):
+		return res, true, fmt.Errorf("reading pod %s/%s: %w", t.Namespace, t.PodName, err)
+	}
+	plan := Plan{Actions: []Action{CompleteTaskResult}, Record: true}
+	wf := &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: t.Workflow, Namespace: t.Namespace, UID: t.WorkflowUID}}
+	rec := r.newRecord(t, &Observation{}, plan)
+	_, err = r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Patch(ctx, t.NodeID, types.JSONPatchType, completeIfIncomplete(t, r.Scope.InstanceID), r.patchOptions())
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
+		logging.FromContext(ctx).Debugw("task result not incomplete as expected: full path", zap.Error(err))
+		return res, false, nil
+	case err != nil:
+		return res, true, fmt.Errorf("completing task result %s/%s: %w", t.Namespace, t.NodeID, err)
+	}
+	res.Plan, res.Done = plan, []Action{CompleteTaskResult}
+	if err := r.createEvent(ctx, wf, rec); err != nil {
+		return res, true, err
+	}
+	if err := r.annotateWorkflow(ctx, wf, rec); err != nil {
+		return res, true, err
+	}
+	res.Recorded = true
+	return res, true, nil
+}
+
+// completeIfIncomplete is the JSON patch of fastComplete's step 2.
+func completeIfIncomplete(t Target, instanceID string) []byte {
+	expected := map[string]string{
+		workflowmeta.LabelWorkflow:               t.Workflow,
+		workflowmeta.LabelReportOutputsCompleted: "false",
+	}
+	if instanceID != "" {
+		expected[workflowmeta.LabelInstanceID] = instanceID
+	}
+	completed := "/metadata/labels/" + jsonPointerEscape(workflowmeta.LabelReportOutputsCompleted)
+	ops := []map[string]any{
+		{"op": "test", "path": "/metadata/labels", "value": expected},
+		{"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": string(t.WorkflowUID)},
+		{"op": "replace", "path": completed, "value": "true"},
+		{"op": "add", "path": "/metadata/labels/" + jsonPointerEscape(workflowmeta.LabelRepaired), "value": string(CompleteTaskResult)},
+	}
+	b, _ := json.Marshal(ops) // maps of strings: cannot fail
+	return b
+}
+
+// jsonPointerEscape escapes a key for a JSON pointer (RFC 6901).
+func jsonPointerEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
