@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -107,13 +108,20 @@ type burstResult struct {
 	LeftRunning map[string]time.Duration
 	Phases      map[string]int
 	Lost        []string // workflows whose task result never got completed
-	Requests    []proxied
-	FnLog       fnLogStats
-	AdapterFail int
-	RSSBefore   memory
-	RSSMax      int64
-	End         memory
-	Took        time.Duration
+	// Recreated are workflows whose pod the controller re-created under the same name (their
+	// node was still Pending in its status): the step re-runs, the function rightly leaves it.
+	Recreated []string
+	// WatchersClosed is how many watches the API server closed for unresponsiveness meanwhile
+	// (apiserver_terminated_watchers_total): a closed watch re-lists, and deletions in the gap
+	// produce no event.
+	WatchersClosed int
+	Requests       []proxied
+	FnLog          fnLogStats
+	AdapterFail    int
+	RSSBefore      memory
+	RSSMax         int64
+	End            memory
+	Took           time.Duration
 }
 
 // fnLogStats counts the function's own log lines written during the burst.
@@ -307,6 +315,7 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 		}
 	}()
 
+	closedBefore := e.terminatedWatchers(ctx)
 	e.logf("burst: deleting %d pods at once", n)
 	t0 := time.Now()
 	tr.mu.Lock()
@@ -360,12 +369,37 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	}
 	tr.mu.Unlock()
 	for _, v := range vs {
-		if _, ok := res.Repaired[v.Workflow]; !ok && !e.taskResultCompleted(ctx, ns, v.NodeID) {
+		if _, ok := res.Repaired[v.Workflow]; ok || e.repairedOrDone(ctx, ns, v) {
+			continue
+		}
+		if e.recreated(ctx, ns, v) {
+			res.Recreated = append(res.Recreated, v.Workflow)
+		} else {
 			res.Lost = append(res.Lost, v.Workflow)
 		}
 	}
+	res.WatchersClosed = e.terminatedWatchers(ctx) - closedBefore
 	e.logf("burst: %d/%d repaired, %d/%d left Running after %.1fs; lost %d", len(res.Repaired), n, len(res.LeftRunning), n, res.Took.Seconds(), len(res.Lost))
 	return res, fn, nil
+}
+
+// terminatedWatchers is the API server's apiserver_terminated_watchers_total, all resources.
+func (e *env) terminatedWatchers(ctx context.Context) int {
+	raw, err := e.kube.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, "apiserver_terminated_watchers_total{") {
+			f := strings.Fields(l)
+			var v float64
+			if _, err := fmt.Sscan(f[len(f)-1], &v); err == nil {
+				n += int(v)
+			}
+		}
+	}
+	return n
 }
 
 // follow lists then watches one resource of ns until stop, calling on for every object listed,

@@ -151,7 +151,7 @@ func runLatency(ctx context.Context, e *env, s *sink, ns string, vs []victim) (*
 		}
 	}
 	for _, v := range vs {
-		if e.taskResultCompleted(ctx, ns, v.NodeID) {
+		if e.repairedOrDone(ctx, ns, v) {
 			res.Repaired++
 		}
 	}

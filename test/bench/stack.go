@@ -62,8 +62,8 @@ func (e *env) ensureNamespace(ctx context.Context, ns string) error {
 // victim is a workflow whose one pod runs, with the task result its wait container would have
 // created: what a disruption takes away.
 type victim struct {
-	Workflow, WorkflowUID, Pod, NodeID string
-	Running                            time.Time // when the bench saw the pod Running
+	Workflow, WorkflowUID, Pod, PodUID, NodeID string
+	Running                                    time.Time // when the bench saw the pod Running
 }
 
 // parallel runs f(i) for i in [0,n) on `workers` goroutines and returns the first error.
@@ -112,9 +112,10 @@ func workflowObject(ns, name, node string) *unstructured.Unstructured {
 	}}
 }
 
-// prepare submits n workflows named <prefix>-<i> in ns, waits for every pod to run, and creates
-// each node's incomplete task result as the wait container does at start. It returns the
-// victims in name order and how long the controller and kwok took.
+// prepare submits n workflows named <prefix>-<i> in ns, waits for every pod to run, creates
+// each node's incomplete task result as the wait container does at start, and waits for the
+// controller to have every node Running. It returns the victims in name order and how long that
+// took.
 func (e *env) prepare(ctx context.Context, ns, prefix string, n int) ([]victim, time.Duration, error) {
 	if err := e.ensureNamespace(ctx, ns); err != nil {
 		return nil, 0, err
@@ -143,7 +144,7 @@ func (e *env) prepare(ctx context.Context, ns, prefix string, n int) ([]victim, 
 				if _, seen := running[wf]; seen || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 					continue
 				}
-				v := victim{Workflow: wf, Pod: p.Name, NodeID: p.Annotations[workflowmeta.AnnotationNodeID], Running: time.Now()}
+				v := victim{Workflow: wf, Pod: p.Name, PodUID: string(p.UID), NodeID: p.Annotations[workflowmeta.AnnotationNodeID], Running: time.Now()}
 				for _, o := range p.OwnerReferences {
 					if o.Kind == "Workflow" {
 						v.WorkflowUID = string(o.UID)
@@ -162,7 +163,6 @@ func (e *env) prepare(ctx context.Context, ns, prefix string, n int) ([]victim, 
 		case <-time.After(time.Second):
 		}
 	}
-	took := time.Since(begin)
 	out := make([]victim, 0, n)
 	for _, v := range running {
 		out = append(out, v)
@@ -176,7 +176,75 @@ func (e *env) prepare(ctx context.Context, ns, prefix string, n int) ([]victim, 
 		return nil, 0, fmt.Errorf("creating task results in %s: %w", ns, err)
 	}
 	e.logf("%s: %d pods Running and task results created in %.1fs", ns, n, time.Since(begin).Seconds())
-	return out, took, nil
+	// The controller must have caught up too: a node it still has as Pending gets a new pod when
+	// its pod vanishes (Argo re-runs the step), which is not the disruption measured here. With
+	// its default rate (20 QPS) it lags kwok by tens of seconds after hundreds of submissions.
+	if err := e.waitNodesRunning(ctx, ns, out); err != nil {
+		return nil, 0, err
+	}
+	e.logf("%s: the controller has every node Running after %.1fs", ns, time.Since(begin).Seconds())
+	return out, time.Since(begin), nil
+}
+
+// waitNodesRunning waits until the controller's status of every victim's workflow has its node
+// Running.
+func (e *env) waitNodesRunning(ctx context.Context, ns string, vs []victim) error {
+	deadline := time.Now().Add(10 * time.Minute)
+	lastReport := time.Now()
+	for {
+		wfs, err := e.argo.ArgoprojV1alpha1().Workflows(ns).List(ctx, metav1.ListOptions{})
+		if err == nil {
+			phase := map[string]string{}
+			for _, wf := range wfs.Items {
+				if n, ok := wf.Status.Nodes[wf.Name]; ok {
+					phase[wf.Name] = string(n.Phase)
+				}
+				for _, n := range wf.Status.Nodes {
+					if n.Type == "Pod" {
+						phase[wf.Name] = string(n.Phase)
+					}
+				}
+			}
+			running := 0
+			for _, v := range vs {
+				if phase[v.Workflow] == "Running" {
+					running++
+				}
+			}
+			if running == len(vs) {
+				return nil
+			}
+			if time.Since(lastReport) > 15*time.Second {
+				e.logf("%s: the controller has %d/%d nodes Running", ns, running, len(vs))
+				lastReport = time.Now()
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: the controller did not see every node Running within 10 min", ns)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// repairedOrDone reports whether the node's task result was completed by our repair, or the
+// workflow has finished (the controller deletes a finished workflow's task results; on the
+// controllers measured here it cannot finish while the task result is incomplete).
+func (e *env) repairedOrDone(ctx context.Context, ns string, v victim) bool {
+	if e.taskResultCompleted(ctx, ns, v.NodeID) {
+		return true
+	}
+	wf, err := e.argo.ArgoprojV1alpha1().Workflows(ns).Get(ctx, v.Workflow, metav1.GetOptions{})
+	return err == nil && wf.Status.Phase.Completed()
+}
+
+// recreated reports whether the controller made a new pod under the victim's name.
+func (e *env) recreated(ctx context.Context, ns string, v victim) bool {
+	p, err := e.kube.CoreV1().Pods(ns).Get(ctx, v.Pod, metav1.GetOptions{})
+	return err == nil && string(p.UID) != v.PodUID
 }
 
 // startGrace is how long a pod must have run before its deletion: Argo's podReconciliation
