@@ -229,7 +229,7 @@ func (t *tracker) onTaskResult(obj any) {
 	if !ok {
 		return
 	}
-	if u.GetLabels()[workflowmeta.LabelReportOutputsCompleted] != "true" || u.GetAnnotations()[workflowmeta.AnnotationRepaired] == "" {
+	if !completedByUs(u.GetLabels(), u.GetAnnotations()) {
 		return
 	}
 	wf := u.GetLabels()[workflowmeta.LabelWorkflow]
@@ -340,7 +340,7 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	e.logf("burst: %d pods deleted in %.2fs", n, res.DeleteWindow.Seconds())
 
 	lastLog := time.Now()
-	for time.Since(t0) < bound {
+	for time.Since(t0) < bound && ctx.Err() == nil {
 		r, l := tr.counts()
 		if r >= n && l >= n {
 			break

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -278,5 +279,21 @@ func (e *env) deletePod(ctx context.Context, ns, name string) (time.Time, error)
 // taskResultCompleted reports whether the node's task result is complete by our repair.
 func (e *env) taskResultCompleted(ctx context.Context, ns, nodeID string) bool {
 	tr, err := e.argo.ArgoprojV1alpha1().WorkflowTaskResults(ns).Get(ctx, nodeID, metav1.GetOptions{})
-	return err == nil && tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true" && tr.Annotations[workflowmeta.AnnotationRepaired] != ""
+	return err == nil && completedByUs(tr.Labels, tr.Annotations)
+}
+
+// completedByUs reports whether a task result is complete and carries one of the function's own
+// keys (argo-disruption-handler.dev/…, label or annotation, whichever the repair writes).
+func completedByUs(labels, annotations map[string]string) bool {
+	if labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+		return false
+	}
+	for _, m := range []map[string]string{labels, annotations} {
+		for k := range m {
+			if strings.HasPrefix(k, workflowmeta.Domain+"/") {
+				return true
+			}
+		}
+	}
+	return false
 }

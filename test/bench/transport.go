@@ -14,13 +14,14 @@ import (
 
 // call is one HTTP request the function's clients made to the API server.
 type call struct {
-	Method string
-	Path   string
-	Query  string
-	Status int
-	Err    string
-	Start  time.Time
-	End    time.Time // response headers received
+	Method      string
+	ContentType string // of the request body (the patch type)
+	Path        string
+	Query       string
+	Status      int
+	Err         string
+	Start       time.Time
+	End         time.Time // response headers received
 }
 
 // Resource is the API resource the path names ("workflowtaskresults", "pods"…).
@@ -84,7 +85,7 @@ type countingTransport struct {
 func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := t.next.RoundTrip(req)
-	c := call{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery, Start: start, End: time.Now()}
+	c := call{Method: req.Method, ContentType: req.Header.Get("Content-Type"), Path: req.URL.Path, Query: req.URL.RawQuery, Start: start, End: time.Now()}
 	if resp != nil {
 		c.Status = resp.StatusCode
 	}
@@ -103,30 +104,38 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 // explain says why the handler makes a call, by method and resource; the bench lists whatever
 // happens, and this only annotates it (an unknown call is shown as such).
 func explain(c call) string {
+	patch := ""
+	switch {
+	case strings.Contains(c.ContentType, "json-patch"):
+		patch = " (JSON patch: test operations checked by the API server, no read needed)"
+	case strings.Contains(c.ContentType, "merge-patch"):
+		patch = " (merge patch)"
+	}
+	switch {
+	case c.Status == http.StatusConflict:
+		return "409 Conflict: lost a race, a re-read follows"
+	case c.Status == http.StatusUnprocessableEntity && c.Method == http.MethodPatch:
+		return "422: a test operation failed (the object is not as expected): the full path reads and decides"
+	}
 	switch c.Key() {
 	case "GET workflows":
-		return "read the Workflow: scope (namespace, instance ID), phase, the gate (taskResultsCompletionStatus / nodes), existing records"
+		return "read the Workflow: scope (namespace, instance ID), phase, the gate, existing records"
 	case "GET pods":
 		return "is the pod really gone, or re-created under the same name (a live pod may still report)?"
 	case "GET nodes":
 		return "the pod's Node: is its host gone?"
 	case "GET workflowtaskresults":
-		return "the node's task result: its label and resourceVersion (precondition of the patch)"
-	case "LIST workflowtaskresults", "GET workflowtaskresults (list)":
-		return "find the task result by pod name (Reference mode)"
+		return "the node's task result: its label and resourceVersion"
 	case "PATCH workflowtaskresults":
-		return "THE REPAIR: label report-outputs-completed=true + repaired annotation (merge patch with resourceVersion)"
+		return "THE REPAIR: label report-outputs-completed=true + our marker" + patch
 	case "POST workflowtaskresults":
-		return "THE REPAIR (step 2): create the missing task result, already complete"
+		return "THE REPAIR (ladder step 2): create the missing task result, already complete"
 	case "PATCH pods":
-		return "release the status finalizer / record a warning on the pod"
+		return "release the status finalizer / record a warning on the pod" + patch
 	case "POST events":
-		return "Kubernetes Event PodDisrupted on the Workflow (deterministic name)"
+		return "Kubernetes Event PodDisrupted on the Workflow (deterministic name: a re-delivery gets AlreadyExists)"
 	case "PATCH workflows":
-		return "disruption record annotation on the Workflow (merge patch with resourceVersion)"
-	}
-	if c.Status == http.StatusConflict {
-		return "conflict (409): lost a race, re-read follows"
+		return "the disruption record annotation on the Workflow" + patch
 	}
 	return "(not explained by the bench: see the handler code)"
 }
