@@ -25,6 +25,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -89,6 +90,7 @@ type result struct {
 	Bursts     []*burstResult
 	ArgoEnv    map[string]string // the controller's environment as started
 	StackLock  time.Duration     // waited for another stack to stop
+	StackDir   string            // kept with -keep
 	StackStart time.Duration
 	Errors     []string
 }
@@ -138,6 +140,13 @@ func main() {
 	r := run(ctx, o)
 	if err := writeReport(r); err != nil {
 		fatal(err)
+	}
+	if r.StackDir != "" {
+		// Every measurement, raw, beside the kept logs (for a closer look).
+		if b, err := json.MarshalIndent(r, "", " "); err == nil {
+			_ = os.WriteFile(filepath.Join(r.StackDir, "bench-result.json"), b, 0o644)
+			logf("raw results in %s", filepath.Join(r.StackDir, "bench-result.json"))
+		}
 	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintln(os.Stderr, "bench: errors:\n  "+strings.Join(r.Errors, "\n  "))
@@ -240,6 +249,7 @@ func run(ctx context.Context, o options) *result {
 		if len(r.Errors) == 0 && !o.Keep {
 			_ = os.RemoveAll(c.Dir())
 		} else {
+			r.StackDir = c.Dir()
 			logf("logs kept in %s", c.LogDir())
 		}
 	}()

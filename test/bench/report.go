@@ -387,9 +387,13 @@ func writeLatency(w writer, r *result) {
 		return
 	}
 	var recvPatch, recvDone, delRecv, delPatch []time.Duration
+	byCalls := map[int][]time.Duration{}
 	statuses := map[int]int{}
 	for _, x := range l.Deletions {
 		d := x.repair()
+		if t, ok := patchedAt(d.Calls); ok {
+			byCalls[len(d.Calls)] = append(byCalls[len(d.Calls)], t.Sub(d.Recv))
+		}
 		statuses[d.Status]++
 		recvDone = append(recvDone, d.Done.Sub(d.Recv))
 		if t0, ok := l.Deleted[d.Pod]; ok {
@@ -419,6 +423,15 @@ func writeLatency(w writer, r *result) {
 	} {
 		p50, p99, mx := durs(row.ds)
 		w("| %s | %d | %s | %s | %s |\n", row.name, len(row.ds), ms(p50), ms(p99), ms(mx))
+	}
+	var ns []int
+	for n := range byCalls {
+		ns = append(ns, n)
+	}
+	sort.Ints(ns)
+	for _, n := range ns {
+		p50, p99, mx := durs(byCalls[n])
+		w("| event received → task result patched, repairs of %d calls | %d | %s | %s | %s |\n", n, len(byCalls[n]), ms(p50), ms(p99), ms(mx))
 	}
 	w("\nAnswers of the repairing events: %v; delete events not received within 30 s: %d; task results completed afterwards (checked on the API\n", statuses, l.Missing)
 	w("server): %d of %d. All events the sink got: %v.\n\n", l.Repaired, l.Workflows, l.SinkTypes)
@@ -506,6 +519,21 @@ func writeOneBurst(w writer, r *result, bu *burstResult) {
 		took = append(took, q.Took)
 	}
 	p50, p99, mx := durs(took)
+	var firstDel, lastDel time.Time
+	for _, q := range bu.Requests {
+		if q.Type == typeDelete {
+			if firstDel.IsZero() {
+				firstDel = q.Start
+			}
+			lastDel = q.Start
+		}
+	}
+	if !lastDel.IsZero() && len(bu.Requests) > 0 {
+		t0 := bu.Requests[0].Start
+		w("The adapter delivers one event at a time (one watch per resource and namespace, the sink's answer awaited):\n")
+		w("the last delete event reached the function %s after the first delivery of the window (%.0f deliveries/s).\n",
+			secs(lastDel.Sub(t0)), float64(len(bu.Requests))/lastDel.Sub(t0).Seconds())
+	}
 	w("Deliveries from the first deletion to the end (counting proxy): **%d** attempts, %d distinct events; by type %v;\n", len(bu.Requests), len(ids), byType)
 	w("answers %v (**%d × 503**); time in the function per delivery p50 %s, p99 %s, max %s. The function's log over\n", byStatus, byStatus[http.StatusServiceUnavailable], ms(p50), ms(p99), ms(mx))
 	w("the same window: %d \"repaired\", %d \"lost a race\", \"event failed\" by status %v, \"event refused\" %v; the adapter\n", bu.FnLog.Repaired, bu.FnLog.LostRace, bu.FnLog.Failed, bu.FnLog.Refused)
