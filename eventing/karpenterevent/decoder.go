@@ -53,6 +53,9 @@ func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := eventing.CheckObjects(e, data); err != nil {
+		return nil, err
+	}
 	var ev corev1.Event
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return nil, eventing.Malformed(e, "data is not an Event: %v", err)

@@ -6,9 +6,11 @@ package podresource
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"function/eventing"
 	"function/workflowmeta"
@@ -45,6 +47,9 @@ func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
 	if !bytes.Contains(data, workflowLabelTail) {
 		return eventing.Ignore{Reason: "pod without the " + workflowmeta.LabelWorkflow + " label"}, nil
 	}
+	if err := eventing.CheckObjects(e, data); err != nil {
+		return nil, err
+	}
 	var pod corev1.Pod
 	if err := json.Unmarshal(data, &pod); err != nil {
 		return nil, eventing.Malformed(e, "data is not a Pod: %v", err)
@@ -54,6 +59,14 @@ func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
 	}
 	if pod.Name == "" || pod.Namespace == "" {
 		return nil, eventing.Malformed(e, "pod has no metadata.name or metadata.namespace")
+	}
+	// As the API server validates them: a name no pod can have (bytes that were not UTF-8 read as
+	// U+FFFD, a path) is refused here rather than sent to the API server.
+	if msgs := validation.IsDNS1123Subdomain(pod.Name); len(msgs) > 0 {
+		return nil, eventing.Malformed(e, "pod name %q: %s", pod.Name, strings.Join(msgs, "; "))
+	}
+	if msgs := validation.IsDNS1123Label(pod.Namespace); len(msgs) > 0 {
+		return nil, eventing.Malformed(e, "namespace %q: %s", pod.Namespace, strings.Join(msgs, "; "))
 	}
 	if _, ok := pod.Labels[workflowmeta.LabelWorkflow]; !ok {
 		// The key appeared elsewhere (an annotation value, an env var): not a workflow pod.
