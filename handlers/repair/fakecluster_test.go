@@ -350,3 +350,11 @@ func target(opts ...podOpt) Target {
 	}
 	return t
 }
+
+func withNodeMessage(m string) wfOpt {
+	return func(wf *wfv1.Workflow) {
+		n := wf.Status.Nodes[testNodeID]
+		n.Message = m
+		wf.Status.Nodes[testNodeID] = n
+	}
+}

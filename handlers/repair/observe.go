@@ -30,6 +30,9 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 	}
 	o.Workflow = wf
 	if WorkflowSkip(wf, r.Scope) != "" || repairedBefore(wf, t) {
+		if lateRecordCandidate(wf, t, r.Scope) {
+			o.Nodes, o.Storage, _ = nodestatus.Nodes(wf)
+		}
 		return o, nil
 	}
 	if o.Nodes, o.Storage, err = nodestatus.Nodes(wf); err != nil {

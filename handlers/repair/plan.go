@@ -3,6 +3,7 @@ package repair
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -120,6 +121,9 @@ func otherFinalizers(p *corev1.Pod) bool {
 // inputs give the same plan, which is what makes every step safe to re-run.
 func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 	if why := WorkflowSkip(o.Workflow, pol.Scope); why != "" {
+		if lateRecord(t, o, pol.Scope) {
+			return Plan{Record: true, Note: "workflow already finished: the disruption is recorded only"}
+		}
 		return Plan{Skip: why}
 	}
 	if repairedBefore(o.Workflow, t) {
@@ -197,6 +201,27 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 		p.Skip = "nothing to repair: the task result is complete or not awaited"
 	}
 	return p
+}
+
+// lateRecordCandidate reports whether a finished workflow may still lack the record of this
+// pod's disruption: a repair that completed the task result lets the controller finish the
+// workflow (and delete its task results) within a reconcile, so a delivery that failed after the
+// repair write (its Event POST, say) finds the workflow finished when it comes back.
+func lateRecordCandidate(wf *wfv1.Workflow, t Target, s scope.Scope) bool {
+	return wf != nil && wf.DeletionTimestamp == nil && wf.Status.Phase.Completed() && t.PodUID != "" &&
+		s.Check(wf.Namespace, wf.Labels) == nil && !record.HasRecord(wf, t.NodeID)
+}
+
+// lateRecord decides the record-only plan for such a workflow: the node this pod ran ended the
+// way the controller ends a node whose pod vanished (Error or Failed, "pod deleted"), so the why
+// of it belongs on the workflow even though nothing is left to repair.
+func lateRecord(t Target, o *Observation, s scope.Scope) bool {
+	if !lateRecordCandidate(o.Workflow, t, s) {
+		return false
+	}
+	n, ok := o.Nodes[t.NodeID]
+	return ok && n.Type == wfv1.NodeTypePod && (n.Phase == wfv1.NodeError || n.Phase == wfv1.NodeFailed) &&
+		strings.HasPrefix(n.Message, PodDeletedMessage)
 }
 
 // lastResort decides ladder step 4. Only inline nodes are ever written; only a Pod node still

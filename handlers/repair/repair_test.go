@@ -380,6 +380,29 @@ func TestRepairLadder(t *testing.T) {
 			check: taskResultCompleted("EvictionByEvictionAPI"),
 		},
 		{
+			// The repair's task-result write went through, its Event POST failed; the controller
+			// finished the workflow and deleted its task results before the re-delivery.
+			name: "workflow finished after our repair, record missing: record only",
+			objs: []runtime.Object{workflow(withPhase(wfv1.WorkflowFailed), withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))},
+			target: target(evicted), record: true,
+			check: func(t *testing.T, c *fakeCluster) {
+				rec, ok := record.Recorded(c.getWF(t))[testNodeID]
+				if !ok || rec.Reason != "EvictionByEvictionAPI" || len(c.events(t)) != 1 {
+					t.Errorf("record %+v (%v), events %d", rec, ok, len(c.events(t)))
+				}
+			},
+		},
+		{
+			name: "workflow finished, its node Succeeded: nothing to record",
+			objs: []runtime.Object{workflow(withPhase(wfv1.WorkflowSucceeded), withNodePhase(wfv1.NodeSucceeded))},
+			target: target(evicted), skip: "already Succeeded", check: nothingWritten,
+		},
+		{
+			name: "workflow finished, a sweep-like target (no pod UID): nothing",
+			objs: []runtime.Object{workflow(withPhase(wfv1.WorkflowFailed), withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))},
+			target: func() Target { t := target(evicted); t.PodUID = ""; return t }(), skip: "already Failed", check: nothingWritten,
+		},
+		{
 			name: "four-call path: delete event of an evicted pod, task result incomplete",
 			objs: []runtime.Object{workflow(), taskResult("false")}, target: deleted(target(evicted, terminating, failed)),
 			want: []Action{CompleteTaskResult}, record: true, calls: 4,

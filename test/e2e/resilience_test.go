@@ -78,9 +78,9 @@ func TestResilience(t *testing.T) {
 // has finished the workflow (and deleted its task results). The event re-delivered once the API
 // is back must still record why the workflow failed: the annotation and the Event.
 //
-// Not in test/run.sh: on the repair code of 2026-11-27 it fails — a re-delivery finds the
-// workflow finished and stops (repair.WorkflowSkip before anything else), so the record is lost.
-// Run it with: go test -tags e2e -run TestRecordAfterWorkflowEnds -v ./test/e2e/
+// It found that a re-delivery stopped at the finished workflow (repair.WorkflowSkip) and lost the
+// record; the repair now records a finished workflow's node that ended "pod deleted" when the
+// event's pod incarnation has no record yet (repair.lateRecord). In test/run.sh.
 func TestRecordAfterWorkflowEnds(t *testing.T) {
 	ctx := context.Background()
 	s := startStack(t, nsFault)
