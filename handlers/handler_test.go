@@ -25,8 +25,8 @@ import (
 
 	"function/eventing"
 	"function/eventing/eventingtest"
-	"function/handlers/apifake"
 	"function/eventing/families"
+	"function/handlers/apifake"
 	"function/handlers/lookup"
 	"function/handlers/repair"
 	"function/handlers/scope"

@@ -382,8 +382,8 @@ func TestRepairLadder(t *testing.T) {
 		{
 			// The repair's task-result write went through, its Event POST failed; the controller
 			// finished the workflow and deleted its task results before the re-delivery.
-			name: "workflow finished after our repair, record missing: record only",
-			objs: []runtime.Object{workflow(withPhase(wfv1.WorkflowFailed), withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))},
+			name:   "workflow finished after our repair, record missing: record only",
+			objs:   []runtime.Object{workflow(withPhase(wfv1.WorkflowFailed), withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))},
 			target: target(evicted), record: true,
 			check: func(t *testing.T, c *fakeCluster) {
 				rec, ok := record.Recorded(c.getWF(t))[testNodeID]
@@ -393,13 +393,13 @@ func TestRepairLadder(t *testing.T) {
 			},
 		},
 		{
-			name: "workflow finished, its node Succeeded: nothing to record",
-			objs: []runtime.Object{workflow(withPhase(wfv1.WorkflowSucceeded), withNodePhase(wfv1.NodeSucceeded))},
+			name:   "workflow finished, its node Succeeded: nothing to record",
+			objs:   []runtime.Object{workflow(withPhase(wfv1.WorkflowSucceeded), withNodePhase(wfv1.NodeSucceeded))},
 			target: target(evicted), skip: "already Succeeded", check: nothingWritten,
 		},
 		{
-			name: "workflow finished, a sweep-like target (no pod UID): nothing",
-			objs: []runtime.Object{workflow(withPhase(wfv1.WorkflowFailed), withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))},
+			name:   "workflow finished, a sweep-like target (no pod UID): nothing",
+			objs:   []runtime.Object{workflow(withPhase(wfv1.WorkflowFailed), withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))},
 			target: func() Target { t := target(evicted); t.PodUID = ""; return t }(), skip: "already Failed", check: nothingWritten,
 		},
 		{
