@@ -113,6 +113,7 @@ func main() {
 	flag.StringVar(&o.Benchtime, "benchtime", "1s", "go test -benchtime for the fast micro benchmarks")
 	flag.StringVar(&o.Bigtime, "bigtime", "10x", "go test -benchtime for the 5,000-node micro benchmarks")
 	flag.StringVar(&o.Source, "source", "", "describes the measured code when it is not a git checkout (e.g. an export of a commit)")
+	render := flag.String("render", "", "write the report from a kept bench-result.json instead of measuring (after a change of the report's wording)")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the stack's directory (logs of every process and of the function) after the run")
 	flag.Parse()
 	o.Parts = map[string]bool{}
@@ -134,6 +135,21 @@ func main() {
 	}
 	if err := chdirRoot(); err != nil {
 		fatal(err)
+	}
+	if *render != "" {
+		b, err := os.ReadFile(*render)
+		if err != nil {
+			fatal(err)
+		}
+		var r result
+		if err := json.Unmarshal(b, &r); err != nil {
+			fatal(fmt.Errorf("%s: %w", *render, err))
+		}
+		r.Opts.Out = o.Out
+		if err := writeReport(&r); err != nil {
+			fatal(err)
+		}
+		return
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
