@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/flowcontrol"
 
 	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
 )
@@ -55,6 +56,13 @@ func RESTConfig(o Options) (*rest.Config, error) {
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst, cfg.Timeout = o.QPS, o.Burst, o.Timeout
+	// One token bucket for the Kubernetes, Argo and dynamic clientsets together: each would
+	// otherwise build its own from QPS/Burst, and the function's load on the API server would be
+	// three times the setting (measured in docs/BENCHMARKS.md: the Argo clientset alone bound a
+	// 500-pod burst).
+	if o.QPS > 0 && o.Burst > 0 {
+		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(o.QPS, o.Burst)
+	}
 	if o.UserAgent != "" {
 		cfg.UserAgent = o.UserAgent
 	}

@@ -15,7 +15,7 @@ func TestLoad(t *testing.T) {
 	}{
 		{"defaults", nil, func(c *Config) bool {
 			return !c.DryRun && c.MaxBodyBytes == 4<<20 && c.EventTimeout == 10*time.Second && c.NodeErrorGrace == time.Minute &&
-				len(c.Namespaces) == 0 && len(c.ExcludedNamespaces) == 1 && c.KubeQPS == 50
+				len(c.Namespaces) == 0 && len(c.ExcludedNamespaces) == 1 && c.KubeQPS == 100 && c.KubeBurst == 200
 		}, nil},
 		{"lists are trimmed", map[string]string{"ADH_NAMESPACES": " argo, ml-jobs ,", "ADH_DRY_RUN": "true"}, func(c *Config) bool {
 			return c.DryRun && len(c.Namespaces) == 2 && c.Namespaces[1] == "ml-jobs"

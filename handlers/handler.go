@@ -167,6 +167,15 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 		log.Debugw("ignored", zap.String("why", why))
 		return nil
 	}
+	if pc.Pod != nil && forceDeleting(pod, deleted) {
+		// A deletion with grace period 0 is an update (deletionTimestamp set) and, at once, the
+		// delete: the watch delivers both, in order, and the delete repairs in four calls. Acting
+		// on the update as well raced the API server's own removal of the pod (the read found it
+		// on 27 of 200 pods in docs/BENCHMARKS.md, sending those down the six-call path) and cost
+		// the delete three more calls. A lost delete event is the sweep's.
+		log.Debugw("ignored", zap.String("why", "force-deleted: its delete event follows"))
+		return nil
+	}
 	t, err := repair.TargetFromPod(pod, seenOr(pc.Seen), trigger)
 	if err != nil {
 		return fmt.Errorf("%w: %v", eventing.ErrMalformed, err)
@@ -177,6 +186,13 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	t.FromPodEvent = pc.Pod != nil
 	_, err = h.Repairer.Repair(ctx, t)
 	return err
+}
+
+// forceDeleting reports whether an update shows a pod deleted with grace period 0, not yet
+// removed (no finalizer holds it: the API server removes it right after this update).
+func forceDeleting(pod *corev1.Pod, deleted bool) bool {
+	g := pod.DeletionGracePeriodSeconds
+	return !deleted && pod.DeletionTimestamp != nil && g != nil && *g == 0 && len(pod.Finalizers) == 0
 }
 
 // nodeGone repairs every workflow pod still bound to a Node that no longer exists. No pod event

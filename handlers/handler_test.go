@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -214,5 +215,34 @@ func TestStatusOf(t *testing.T) {
 		if got := StatusOf(c.err); got != c.want {
 			t.Errorf("StatusOf(%v) = %d, want %d", c.err, got, c.want)
 		}
+	}
+}
+
+// A force deletion arrives as an update (deletionTimestamp, grace 0) then the delete: the update
+// costs nothing, the delete repairs.
+func TestForceDeleteUpdateWaitsForTheDelete(t *testing.T) {
+	del := eventingtest.Load(t, "pod-delete-forced.json")
+	upd := del.Clone()
+	upd.SetType("dev.knative.apiserver.resource.update")
+	var pod map[string]any
+	if err := json.Unmarshal(upd.Data(), &pod); err != nil {
+		t.Fatal(err)
+	}
+	md := pod["metadata"].(map[string]any)
+	md["deletionTimestamp"], md["deletionGracePeriodSeconds"] = "2026-11-26T09:21:11Z", 0
+	if err := upd.SetData("application/json", pod); err != nil {
+		t.Fatal(err)
+	}
+	h, calls, argo := newHandler(t, nil, runningWorkflow(), incompleteTaskResult())
+	if _, res := h.Handle(context.Background(), upd); res != nil || calls.n.Load() != 0 {
+		t.Fatalf("update: %v after %d API calls, want 200 after none", res, calls.n.Load())
+	}
+	if _, res := h.Handle(context.Background(), del); res != nil {
+		t.Fatal(res)
+	}
+	n := calls.n.Load()
+	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(context.Background(), fxNode, metav1.GetOptions{})
+	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || n != 4 {
+		t.Errorf("delete: task result %v after %d calls, want completed after 4", tr.Labels, n)
 	}
 }

@@ -50,8 +50,15 @@ func fastEligible(t Target) bool {
 // decide.
 func (r *Repairer) fastComplete(ctx context.Context, t Target) (res Result, done bool, err error) {
 	res = Result{Target: t, DryRun: r.DryRun, Attempts: 1}
-	_, err = r.Kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
+	pod, err := r.Kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
 	switch {
+	case err == nil && pod.UID == t.PodUID && pod.DeletionTimestamp != nil && !Terminal(pod) && !t.HostDown:
+		// Still terminating (a graceful eviction: the kubelet runs the pod's shutdown, the wait
+		// container may yet report): its delete event will follow, or, on a Node that is gone,
+		// the Node's event or the sweep. One call, instead of the full path's five that would
+		// decide the same.
+		res.Plan = Plan{Skip: "pod terminating: its delete event will follow"}
+		return res, true, nil
 	case err == nil:
 		return res, false, nil
 	case !apierrors.IsNotFound(err):

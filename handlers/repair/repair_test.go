@@ -403,6 +403,11 @@ func TestRepairLadder(t *testing.T) {
 			target: func() Target { t := target(evicted); t.PodUID = ""; return t }(), skip: "already Failed", check: nothingWritten,
 		},
 		{
+			name: "four-call path: the pod is still terminating (graceful eviction): one read, wait for its delete",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(terminating, evicted), hostNode()}, target: deleted(target(terminating, evicted)),
+			skip: "its delete event will follow", calls: 1, check: nothingWritten,
+		},
+		{
 			name: "four-call path: delete event of an evicted pod, task result incomplete",
 			objs: []runtime.Object{workflow(), taskResult("false")}, target: deleted(target(evicted, terminating, failed)),
 			want: []Action{CompleteTaskResult}, record: true, calls: 4,
