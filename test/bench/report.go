@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
+
+	"function/config"
 )
 
 func verdict(ok bool) string {
@@ -485,7 +488,7 @@ func writeOneBurst(w writer, r *result, bu *burstResult) {
 	if len(fnEnv) == 0 {
 		fnEnv = []string{"defaults"}
 	}
-	w("| function | `ADH_NAMESPACES=%s ADH_LOG_LEVEL=info` + %s (config defaults: `ADH_KUBE_QPS` 50, `ADH_KUBE_BURST` 100) |\n", bu.Namespace, strings.Join(fnEnv, " "))
+	w("| function | `ADH_NAMESPACES=%s ADH_LOG_LEVEL=info` + %s (config defaults: `ADH_KUBE_QPS` %s, `ADH_KUBE_BURST` %s, one token bucket for all clients) |\n", bu.Namespace, strings.Join(fnEnv, " "), configDefault("KubeQPS"), configDefault("KubeBurst"))
 	w("| followed for | %s |\n\n", secs(bu.Bound))
 
 	rep, left := values(bu.Repaired), values(bu.LeftRunning)
@@ -647,4 +650,13 @@ func writeCommand(w writer, r *result) {
 		}
 		w("\n")
 	}
+}
+
+// configDefault is the default of a config.Config field, from its envconfig tag.
+func configDefault(field string) string {
+	f, ok := reflect.TypeOf(config.Config{}).FieldByName(field)
+	if !ok {
+		return "?"
+	}
+	return f.Tag.Get("default")
 }
