@@ -36,18 +36,6 @@ func (l *verbLog) reactor(a k8stesting.Action) (bool, runtime.Object, error) {
 	return false, nil, nil
 }
 
-func (l *verbLog) writes() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, v := range l.verbs {
-		if !strings.HasPrefix(v, "get ") && !strings.HasPrefix(v, "list ") {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 // TestOutOfScopeIsNeverWritten: a workflow outside ADH_NAMESPACES, one owned by another Argo
 // controller instance, and an event from a source missing from ADH_ALLOWED_SOURCES are never
 // written, whatever the event says; the same event in scope is repaired (so the refusal is the
