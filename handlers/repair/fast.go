@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"knative.dev/pkg/logging"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
@@ -48,7 +47,7 @@ func fastEligible(t Target) bool {
 // a finished workflow by the gate (its task results are complete, so the test fails), a deleted
 // one by garbage collection of its task results (404). done is false when the full path must
 // decide.
-func (r *Repairer) fastComplete(ctx context.Context, t Target) (res Result, done bool, err error) {
+func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredLogger) (res Result, done bool, err error) {
 	res = Result{Target: t, DryRun: r.DryRun, Attempts: 1}
 	pod, err := r.Kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
 	switch {
@@ -65,12 +64,13 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target) (res Result, done
 		return res, true, fmt.Errorf("reading pod %s/%s: %w", t.Namespace, t.PodName, err)
 	}
 	plan := Plan{Actions: []Action{CompleteTaskResult}, Record: true}
+	log.Infow("repair plan", zap.Any("actions", plan.Actions), zap.Bool("record", plan.Record), zap.Bool("fastPath", true))
 	wf := &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: t.Workflow, Namespace: t.Namespace, UID: t.WorkflowUID}}
 	rec := r.newRecord(t, &Observation{}, plan)
 	_, err = r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Patch(ctx, t.NodeID, types.JSONPatchType, completeIfIncomplete(t, r.Scope.InstanceID), r.patchOptions())
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
-		logging.FromContext(ctx).Debugw("task result not incomplete as expected: full path", zap.Error(err))
+		log.Debugw("task result not incomplete as expected: full path", zap.Error(err))
 		return res, false, nil
 	case err != nil:
 		return res, true, fmt.Errorf("completing task result %s/%s: %w", t.Namespace, t.NodeID, err)

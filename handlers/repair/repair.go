@@ -68,7 +68,7 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 		zap.String("workflow", t.Namespace+"/"+t.Workflow), zap.String("node", t.NodeID),
 		zap.String("pod", t.PodName), zap.String("reason", t.Reason), zap.Bool("dryRun", r.DryRun))
 	if fastEligible(t) {
-		res, done, err := r.fastComplete(ctx, t)
+		res, done, err := r.fastComplete(ctx, t, log)
 		if done {
 			if err == nil {
 				log.Infow("repaired", zap.Any("actions", res.Done), zap.Bool("recorded", res.Recorded), zap.Bool("fastPath", true))

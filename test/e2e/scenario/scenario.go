@@ -236,12 +236,14 @@ func (w *watch) note(format string, args ...any) {
 }
 
 // repairSeen returns when the task result became complete through our write (it carries our
-// marker), or -1 when not within timeout.
+// marker: the repaired label of the four-call path, or the full path's annotation), or -1 when
+// not within timeout.
 func (w *watch) repairSeen(ctx context.Context, timeout time.Duration) time.Duration {
 	seen := time.Duration(-1)
 	_ = poll(ctx, 20*time.Millisecond, timeout, func() (bool, error) {
 		tr, err := w.env.Argo.ArgoprojV1alpha1().WorkflowTaskResults(w.wf.Namespace).Get(ctx, w.nodeID, metav1.GetOptions{})
-		if err == nil && tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true" && tr.Annotations[workflowmeta.AnnotationRepaired] != "" {
+		if err == nil && tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true" &&
+			(tr.Labels[workflowmeta.LabelRepaired] != "" || tr.Annotations[workflowmeta.AnnotationRepaired] != "") {
 			seen = time.Since(w.t0)
 			w.note("task result %s completed by the function", w.nodeID)
 			return true, nil
