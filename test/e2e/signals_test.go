@@ -36,28 +36,8 @@ import (
 func TestDisruptionSignals(t *testing.T) {
 	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.3")
 	ctx := context.Background()
-	root, _ := filepath.Abs("../..")
-	bin, err := scenario.BuildFunction(ctx, root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: version, Nodes: 2, Logf: t.Logf,
-		ArgoEnv: map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopSignal := c.StopOnSignal(nil)
-	defer stopSignal()
-	defer func() {
-		c.Stop()
-		if t.Failed() {
-			t.Logf("logs kept in %s", c.LogDir())
-		}
-	}()
-	e, err := scenario.NewEnv(c, version, 150*time.Second, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: version, Nodes: 2,
+		ArgoEnv: map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}}, 150*time.Second)
 	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
 		t.Fatal(err)
 	}

@@ -38,27 +38,7 @@ import (
 func TestSweep(t *testing.T) {
 	version := env("ADH_E2E_SWEEP_ARGO", "v3.5.10")
 	ctx := context.Background()
-	root, _ := filepath.Abs("../..")
-	bin, err := scenario.BuildFunction(ctx, root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: version, Nodes: 1, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopSignal := c.StopOnSignal(nil)
-	defer stopSignal()
-	defer func() {
-		c.Stop()
-		if t.Failed() {
-			t.Logf("logs kept in %s", c.LogDir())
-		}
-	}()
-	e, err := scenario.NewEnv(c, version, 120*time.Second, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: version, Nodes: 1}, 120*time.Second)
 	const stateNS = "adh-state"
 	for _, ns := range []string{nsWith, stateNS} {
 		if err := e.EnsureNamespace(ctx, ns); err != nil {
