@@ -43,6 +43,12 @@ type Config struct {
 	// one requeue (10 s) on every version, so this only fires when the controller did not.
 	NodeErrorGrace time.Duration `envconfig:"NODE_ERROR_GRACE" default:"60s" desc:"how long a Running Pod node may have no pod before we mark it Error (last resort)"`
 
+	// ControllerWait bounds how long one event waits, re-reading the Workflow, for the Argo
+	// controller to see a pod go before the task result is completed (a pod the function removed,
+	// or whose last status would be read as success). Past it, the pod's delete event or the
+	// sweep finishes the repair.
+	ControllerWait time.Duration `envconfig:"CONTROLLER_WAIT" default:"5s" desc:"how long one event waits for the controller to see a removed pod go before completing its task result"`
+
 	// ConflictRetries bounds the re-read/re-decide loop when a write gets 409 Conflict.
 	ConflictRetries int `envconfig:"CONFLICT_RETRIES" default:"5" desc:"re-read and re-decide this many times on 409 Conflict before answering 503"`
 
@@ -125,6 +131,9 @@ func (c *Config) Validate() error {
 		// Argo's podReconciliation ignores pods for RECENTLY_STARTED_POD_DURATION (10 s);
 		// acting earlier would race the controller's own decision.
 		bad("NODE_ERROR_GRACE", "%s is shorter than 10s (the controller's own grace)", c.NodeErrorGrace)
+	}
+	if c.ControllerWait < 0 || c.ControllerWait >= c.EventTimeout {
+		bad("CONTROLLER_WAIT", "%s is outside [0s, ADH_EVENT_TIMEOUT)", c.ControllerWait)
 	}
 	if c.ConflictRetries < 1 || c.ConflictRetries > 50 {
 		bad("CONFLICT_RETRIES", "%d is outside 1..50", c.ConflictRetries)

@@ -56,19 +56,47 @@ type NodeGone struct {
 	NodeName string
 	// ProviderID is the cloud instance, e.g. aws:///eu-west-1a/i-0abc123 ("" when unknown).
 	ProviderID string
-	// MachineGone says the machine behind it is known to be terminated, not only the object
-	// deleted: a NodeClaim keeps its finalizer until its instance is terminated, and Karpenter
-	// removes its finalizer from a Node it manages only after terminating the instance. A plain
-	// Node delete (kubectl delete node) proves nothing: a live kubelet registers the Node again.
-	MachineGone bool
-	Seen        time.Time
+	// Machine is what the delete claims about the machine: MachineTerminated for a NodeClaim
+	// (its finalizer waits for the instance) or a Node Karpenter manages (its finalizer is removed
+	// after the instance is terminated); MachineUnknown for a plain Node delete, which a live
+	// kubelet undoes by registering again.
+	Machine Machine
+	Seen    time.Time
+}
+
+// Machine is what a signal claims about the machine behind a Node. It is a claim, never a
+// proof: the repair acts on it only once the API server confirms that the Node is gone, because
+// an event may be late, about an earlier Node of the same name, or forged.
+type Machine int
+
+// What a signal can claim about a machine, from least to most.
+const (
+	// MachineUnknown: the signal says nothing about the machine.
+	MachineUnknown Machine = iota
+	// MachineStopping: the instance is shutting down or stopping; its kubelet may still run the
+	// pods' graceful shutdown.
+	MachineStopping
+	// MachineTerminated: the instance is terminated or stopped; none of its pods' containers
+	// runs any more.
+	MachineTerminated
+)
+
+func (m Machine) String() string {
+	switch m {
+	case MachineStopping:
+		return "stopping"
+	case MachineTerminated:
+		return "terminated"
+	}
+	return "unknown"
 }
 
 func (*NodeGone) signal() {}
 
 // Disruption is a reason for pods to go away, announced by Karpenter or the cloud: it names the
 // pod, Node, NodeClaim or instances it is about. The handler records it where users look, and
-// when Terminal (the machine is gone) repairs the workflows whose pods were on it.
+// when it claims the machine is stopping or terminated, runs the repair for the pods that were
+// on it (which acts only where the API server confirms their Node is gone).
 type Disruption struct {
 	// Source is who said it: "karpenter", "aws.ec2", "aws.health".
 	Source string
@@ -80,13 +108,10 @@ type Disruption struct {
 	NodeName              string
 	NodeClaimName         string
 	InstanceIDs           []string
-	// Terminal means the machine is already gone (instance terminated, shutting down, stopped):
-	// no pod on it can report any more.
-	Terminal bool
-	// Gone means the instance is terminated or stopped: no container of its pods runs any more
-	// (shutting-down still runs the kubelet's graceful shutdown).
-	Gone bool
-	Seen time.Time
+	// Machine is what the message claims about the instance (EC2 state changes); MachineUnknown
+	// for a warning of a disruption still to come.
+	Machine Machine
+	Seen    time.Time
 }
 
 func (*Disruption) signal() {}

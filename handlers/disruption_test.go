@@ -58,8 +58,9 @@ func TestDisruptionSignals(t *testing.T) {
 		{"Karpenter DisruptionTerminating on the Node", []string{"karpenter-event-node-disruption-terminating.json"}, "DisruptionTerminating", false},
 		{"EC2 spot warning via IntegrationSource: found by providerID", []string{"ec2-spot-interruption-integrationsource.json"}, "SpotInterruptionWarning", false},
 		{"AWS Health scheduled change", []string{"aws-health-scheduled-change-triggermesh-events.json"}, "ScheduledChange", false},
-		// The instance is terminated: the pod left Running on it is deleted, its task result completed.
-		{"EC2 instance terminated: recorded, orphaned pod deleted, task result completed", []string{"ec2-terminated-triggermesh-sqs.json"}, "InstanceTerminated", true},
+		// The message claims the instance terminated, but its Node still exists: the API server
+		// does not confirm it, so only the warning is written (the Node's delete event repairs).
+		{"EC2 instance terminated while its Node remains: recorded, nothing deleted or completed", []string{"ec2-terminated-triggermesh-sqs.json"}, "InstanceTerminated", false},
 		{"informative Karpenter event: nothing", []string{"karpenter-event-unconsolidatable.json"}, "", false},
 		{"the same warning twice: one Event", []string{"karpenter-event-node-spot-interrupted.json", "karpenter-event-node-spot-interrupted.json"}, "SpotInterrupted", false},
 	}
@@ -119,9 +120,8 @@ func TestDisruptionSignals(t *testing.T) {
 
 // The reason a warning left on the pod is what the repair records when the pod is then deleted.
 func TestWarningReadBackByRepair(t *testing.T) {
-	wf, tr := gatedWorkflow(fxWF, fxNode)
 	kube := kubefake.NewSimpleClientset()
-	argo := fakeArgo(wf, tr)
+	argo := fakeArgo(runningWorkflow(), incompleteTaskResult())
 	h := handlerOver(kube, argo)
 	e := eventingtest.Load(t, "pod-delete-evicted.json")
 	var pod map[string]any

@@ -180,6 +180,16 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", eventing.ErrMalformed, err)
 	}
+	if repair.WaitReported(pod) {
+		// Exit 0 of wait is not proof of its label flip: read the task result.
+		switch done, err := h.Repairer.TaskResultComplete(ctx, t.Namespace, t.NodeID); {
+		case err != nil:
+			return err
+		case done:
+			log.Debugw("ignored", zap.String("why", "wait container exited 0 and its task result is complete"))
+			return nil
+		}
+	}
 	// The event carried this pod incarnation (its UID, its Workflow's UID) and the scope was
 	// checked on its labels above: the repair may take its four-call path, which goes on only if
 	// the pod is gone when read.
@@ -197,10 +207,20 @@ func forceDeleting(pod *corev1.Pod, deleted bool) bool {
 
 // nodeGone repairs every workflow pod still bound to a Node that no longer exists. No pod event
 // may ever come for them: a pod held by Argo's status finalizer on a vanished Node is not
-// updated until PodGC gets to it, and a re-listed watch reports nothing of what it missed.
+// updated until PodGC gets to it, and a re-listed watch reports nothing of what it missed. The
+// delete event is only a claim: a Node of that name that exists now (a late re-delivery after a
+// new machine took the name, a NodeClaim whose Node remains) proves the pods bound to the name
+// live, and nothing is done.
 func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
 	log := logging.FromContext(ctx).With(zap.String("node", g.NodeName), zap.String("kind", g.Kind), zap.String("providerID", g.ProviderID))
 	ctx = logging.WithLogger(ctx, log)
+	switch _, err := h.Repairer.Kube.CoreV1().Nodes().Get(ctx, g.NodeName, metav1.GetOptions{}); {
+	case err == nil:
+		log.Infow("node exists: the delete event is about an earlier node of that name, or its machine still runs; nothing done")
+		return nil
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("reading node %s named by a %s delete: %w", g.NodeName, g.Kind, err)
+	}
 	message := fmt.Sprintf("%s %s deleted", g.Kind, g.NodeName)
 	if g.ProviderID != "" {
 		message += " (" + g.ProviderID + ")"
@@ -209,18 +229,14 @@ func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
 	if err != nil {
 		return err
 	}
-	return h.repairPods(ctx, pods, seenOr(g.Seen), "node delete event", host{down: g.MachineGone, gone: g.MachineGone}, "NodeDeleted", message)
+	return h.repairPods(ctx, pods, seenOr(g.Seen), "node delete event", g.NodeName, g.Machine, "NodeDeleted", message)
 }
 
-// host is what a signal proves about the machine behind a Node (see repair.Target).
-type host struct {
-	// down: its kubelet is gone (the Node object may remain). gone: it is terminated.
-	down, gone bool
-}
-
-// repairPods runs the repair for each workflow pod of a machine that is gone. reason and
-// message stand in when nothing better is known about a pod.
-func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, seen time.Time, trigger string, hs host, reason, message string) error {
+// repairPods runs the repair for each workflow pod a signal says lost its machine. reason and
+// message stand in when nothing better is known about a pod. node, when not "", is the Node the
+// signal named; machine is what it claims of the machine (the repair confirms the Node is gone
+// before acting on it).
+func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, seen time.Time, trigger, node string, machine eventing.Machine, reason, message string) error {
 	log := logging.FromContext(ctx)
 	var errs []error
 	for i := range pods {
@@ -236,7 +252,7 @@ func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, seen time.T
 		if err != nil {
 			continue
 		}
-		t.HostDown, t.MachineGone = hs.down, hs.gone
+		t.NodeName, t.Machine = node, machine
 		if t.Reason == record.UnknownReason {
 			t.Reason, t.Message = reason, message
 		}
@@ -301,7 +317,7 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 	var errs []error
 	for i := range pods {
 		pod := &pods[i]
-		if h.Scope.Check(pod.Namespace, pod.Labels) != nil || repair.Terminal(pod) || repair.WaitReported(pod) {
+		if h.Scope.Check(pod.Namespace, pod.Labels) != nil || repair.PodFinished(pod) || repair.WaitReported(pod) {
 			continue
 		}
 		w := record.Warning{Source: d.Source, Reason: d.Reason, Message: d.Message, Node: pod.Spec.NodeName, Time: seenOr(d.Seen).UTC().Truncate(time.Second)}
@@ -310,15 +326,15 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 			continue
 		}
 		log.Infow("disruption recorded", zap.String("pod", pod.Namespace+"/"+pod.Name), zap.String("workflow", pod.Labels[workflowmeta.LabelWorkflow]))
-		if d.Terminal {
+		if d.Machine != eventing.MachineUnknown {
 			// Re-read: the warning annotation is now on the pod, for the repair's record.
 			if fresh, err := h.Repairer.Kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{}); err == nil {
 				pods[i] = *fresh
 			}
 		}
 	}
-	if d.Terminal {
-		errs = append(errs, h.repairPods(ctx, pods, seenOr(d.Seen), d.Source+" "+d.Reason, host{down: true, gone: d.Gone}, d.Reason, d.Message))
+	if d.Machine != eventing.MachineUnknown {
+		errs = append(errs, h.repairPods(ctx, pods, seenOr(d.Seen), d.Source+" "+d.Reason, "", d.Machine, d.Reason, d.Message))
 	}
 	return errors.Join(errs...)
 }
@@ -422,7 +438,7 @@ func oneLine(err error) string {
 func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
 	sc := scope.Scope{Namespaces: cfg.Namespaces, Excluded: cfg.ExcludedNamespaces, InstanceID: cfg.InstanceID}
 	r := repair.New(cs.Kube, cs.Argo, repair.Policy{Scope: sc, NodeErrorGrace: cfg.NodeErrorGrace})
-	r.DryRun, r.Attempts, r.InstanceID = cfg.DryRun, cfg.ConflictRetries, cfg.InstanceID
+	r.DryRun, r.Attempts, r.InstanceID, r.ControllerWait = cfg.DryRun, cfg.ConflictRetries, cfg.InstanceID, cfg.ControllerWait
 	return &Handler{
 		Registry:       families.Registry(),
 		Repairer:       r,

@@ -62,9 +62,11 @@ func runningWorkflow() *wfv1.Workflow {
 	}
 }
 
-func incompleteTaskResult() *wfv1.WorkflowTaskResult {
+func incompleteTaskResult() *wfv1.WorkflowTaskResult { return taskResultLabelled("false") }
+
+func taskResultLabelled(completed string) *wfv1.WorkflowTaskResult {
 	return &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: fxNode, Namespace: fxNS, ResourceVersion: "5",
-		Labels:          map[string]string{workflowmeta.LabelWorkflow: fxWF, workflowmeta.LabelReportOutputsCompleted: "false"},
+		Labels:          map[string]string{workflowmeta.LabelWorkflow: fxWF, workflowmeta.LabelReportOutputsCompleted: completed},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: fxWF, UID: fxWFUID}}}}
 }
 
@@ -121,7 +123,11 @@ func TestHandleFixtures(t *testing.T) {
 		// Answered without any API call: the cheap path.
 		{"pod-delete-nonworkflow.json", unavailable, nil, 200, 0, false},
 		{"pod-update-running.json", unavailable, nil, 200, 0, false},
-		{"pod-delete-completed.json", unavailable, nil, 200, 0, false},
+		// wait exited 0: one read of the task result, since its exit code comes before its flip.
+		{"pod-delete-completed.json", nil, []runtime.Object{runningWorkflow(), taskResultLabelled("true")}, 200, 1, true}, // already complete: read, not written
+		{"pod-delete-completed.json", nil, nil, 200, 1, false},
+		{"pod-delete-completed.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-delete-completed.json", unavailable, nil, 503, 1, false},
 		{"pod-delete-agent.json", unavailable, nil, 200, 0, false},
 		// Relevant: repaired when the API answers, 503 when it does not.
 		{"pod-delete-evicted.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
@@ -242,7 +248,7 @@ func TestForceDeleteUpdateWaitsForTheDelete(t *testing.T) {
 	}
 	n := calls.n.Load()
 	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(context.Background(), fxNode, metav1.GetOptions{})
-	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || n != 4 {
-		t.Errorf("delete: task result %v after %d calls, want completed after 4", tr.Labels, n)
+	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || n != 5 {
+		t.Errorf("delete: task result %v after %d calls, want completed after 5", tr.Labels, n)
 	}
 }

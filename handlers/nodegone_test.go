@@ -2,12 +2,16 @@ package handlers
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/runtime"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
@@ -21,7 +25,8 @@ const goneNode = "ip-10-0-1-23.eu-west-1.compute.internal"
 func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: wf + "-main-" + nodeID[len(wf)+1:], Namespace: fxNS, UID: types.UID("uid-" + wf), ResourceVersion: "3",
-			Labels:      map[string]string{workflowmeta.LabelWorkflow: wf},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf, UID: types.UID("wfuid-" + wf)}},
+			Labels:          map[string]string{workflowmeta.LabelWorkflow: wf},
 			Annotations: map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
 		Spec:   corev1.PodSpec{NodeName: host},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
@@ -41,7 +46,8 @@ func gatedWorkflow(name, nodeID string) (*wfv1.Workflow, *wfv1.WorkflowTaskResul
 		Status:     wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, TaskResultsCompletionStatus: map[string]bool{nodeID: false}},
 	}
 	tr := &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: nodeID, Namespace: fxNS, ResourceVersion: "5",
-		Labels: map[string]string{workflowmeta.LabelWorkflow: name, workflowmeta.LabelReportOutputsCompleted: "false"}}}
+		Labels:          map[string]string{workflowmeta.LabelWorkflow: name, workflowmeta.LabelReportOutputsCompleted: "false"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: name, UID: wf.UID}}}}
 	return wf, tr
 }
 
@@ -51,20 +57,24 @@ func gatedWorkflow(name, nodeID string) (*wfv1.Workflow, *wfv1.WorkflowTaskResul
 // a NodeClaim), then its task result completed; after a plain Node delete (a live kubelet could
 // register the Node again) it is left for PodGC, since completing its task result while it exists
 // could let the controller read PodGC's Failed status as success. Pods on other Nodes are never
-// touched.
+// touched. A delete event for a name whose Node exists now (a late re-delivery after a new
+// machine took the name, a NodeClaim whose Node remains) touches nothing at all.
 func TestNodeGoneRepairsItsPods(t *testing.T) {
 	cases := []struct {
-		fixture   string
-		runningTR string // etl-a: pod still Running on the gone node
-		runningUp bool   // etl-a's pod still exists
+		fixture    string
+		nodeExists bool   // a Node of the event's name exists on the cluster
+		runningTR  string // etl-a: pod still Running on the gone node
+		runningUp  bool   // etl-a's pod still exists
 	}{
-		{"node-delete-unmanaged.json", "false", true},
-		{"node-ref-delete.json", "false", true},
-		{"node-delete.json", "true", false},
-		{"nodeclaim-delete.json", "true", false},
+		{"node-delete-unmanaged.json", false, "false", true},
+		{"node-ref-delete.json", false, "false", true},
+		{"node-delete.json", false, "true", false},
+		{"nodeclaim-delete.json", false, "true", false},
+		{"node-delete.json", true, "false", true},
+		{"nodeclaim-delete.json", true, "false", true},
 	}
 	for _, tc := range cases {
-		t.Run(tc.fixture, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s node exists=%v", tc.fixture, tc.nodeExists), func(t *testing.T) {
 			wfA, trA := gatedWorkflow("etl-a", "etl-a-111")
 			wfB, trB := gatedWorkflow("etl-b", "etl-b-222")
 			wfC, trC := gatedWorkflow("etl-c", "etl-c-333")
@@ -73,7 +83,11 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 			podC := workflowPod("etl-c", "etl-c-333", "ip-10-0-2-9.eu-west-1.compute.internal", false)
 			live := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-2-9.eu-west-1.compute.internal"}}
 			kube := kubefake.NewSimpleClientset(podA, podB, podC, live)
+			if tc.nodeExists {
+				_ = kube.Tracker().Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: goneNode, UID: "node-uid-new"}})
+			}
 			fieldSelectingPods(kube)
+			deletingOnLastFinalizer(kube)
 			argo := fakeArgo(wfA, trA, wfB, trB, wfC, trC)
 			h := handlerOver(kube, argo)
 			ctx := context.Background()
@@ -86,7 +100,7 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 			for _, c := range []struct {
 				node string
 				want string
-			}{{"etl-a-111", tc.runningTR}, {"etl-b-222", "true"}, {"etl-c-333", "false"}} {
+			}{{"etl-a-111", tc.runningTR}, {"etl-b-222", map[bool]string{false: "true", true: "false"}[tc.nodeExists]}, {"etl-c-333", "false"}} {
 				tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, c.node, metav1.GetOptions{})
 				if err != nil {
 					t.Fatal(err)
@@ -102,13 +116,33 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 				t.Errorf("pod on a live node: %v", err)
 			}
 			b, _ := kube.CoreV1().Pods(fxNS).Get(ctx, podB.Name, metav1.GetOptions{})
+			wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-b", metav1.GetOptions{})
+			if tc.nodeExists {
+				if b == nil || len(b.Finalizers) != 1 || len(record.Recorded(wf)) != 0 {
+					t.Errorf("a Node of that name exists, yet pod %v or records %v were touched", b, record.Recorded(wf))
+				}
+				return
+			}
 			if b != nil && len(b.Finalizers) != 0 {
 				t.Errorf("status finalizer of the pod on the gone node kept: %v", b.Finalizers)
 			}
-			wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-b", metav1.GetOptions{})
 			if rec := record.Recorded(wf)["etl-b-222"]; rec.Reason != "NodeDeleted" {
 				t.Errorf("record = %+v", rec)
 			}
 		})
 	}
+}
+
+// deletingOnLastFinalizer makes the fake remove a pod being deleted once its last finalizer goes,
+// as the API server does.
+func deletingOnLastFinalizer(kube *kubefake.Clientset) {
+	kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pa := a.(k8stesting.PatchActionImpl)
+		gvr := corev1.SchemeGroupVersion.WithResource("pods")
+		cur, err := kube.Tracker().Get(gvr, pa.GetNamespace(), pa.GetName())
+		if err != nil || !strings.Contains(string(pa.GetPatch()), `"finalizers":[]`) || cur.(*corev1.Pod).DeletionTimestamp == nil {
+			return false, nil, nil
+		}
+		return true, cur, kube.Tracker().Delete(gvr, pa.GetNamespace(), pa.GetName())
+	})
 }

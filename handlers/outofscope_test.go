@@ -58,7 +58,7 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 		repaired  bool
 		wantWrite bool
 	}{
-		{name: "in scope: repaired", status: 200, maxCalls: 4, repaired: true, wantWrite: true},
+		{name: "in scope: repaired", status: 200, maxCalls: 5, repaired: true, wantWrite: true},
 		{name: "namespace not in ADH_NAMESPACES", cfg: func(c *config.Config) { c.Namespaces = []string{"ml-jobs"} }, status: 200},
 		{name: "namespace in ADH_EXCLUDED_NAMESPACES", cfg: func(c *config.Config) { c.ExcludedNamespaces = []string{fxNS} }, status: 200},
 		// The pod lacks the label its workflow has (not what Argo writes): its task result, labelled
@@ -71,7 +71,7 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 		{name: "pod of our instance, its workflow of another", cfg: func(c *config.Config) { c.InstanceID = "team-a" }, wf: withInstance("team-b"),
 			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 3},
 		{name: "our instance configured, on the pod and the workflow: repaired", cfg: func(c *config.Config) { c.InstanceID = "team-a" }, wf: withInstance("team-a"),
-			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 4, repaired: true, wantWrite: true},
+			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 5, repaired: true, wantWrite: true},
 		{name: "source not in the allow-list", cfg: func(c *config.Config) { c.AllowedSources = []string{"https://kubernetes.default.svc"} },
 			status: 403, msg: `CloudEvent source not allowed: "https://10.96.0.1:443"`},
 		{name: "source only shares a prefix with an exact entry", cfg: func(c *config.Config) { c.AllowedSources = []string{"https://10.96.0.1"} },
@@ -79,9 +79,9 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 		{name: "forged source", cfg: func(c *config.Config) { c.AllowedSources = []string{apiServer} }, source: "https://attacker.example/10.96.0.1:443",
 			status: 403, msg: "attacker.example"},
 		{name: "source allowed exactly: repaired", cfg: func(c *config.Config) { c.AllowedSources = []string{"arn:aws:sqs:eu-west-1:1:q", apiServer} },
-			status: 200, maxCalls: 4, repaired: true, wantWrite: true},
+			status: 200, maxCalls: 5, repaired: true, wantWrite: true},
 		{name: "source allowed by prefix: repaired", cfg: func(c *config.Config) { c.AllowedSources = []string{"https://10.96.*"} },
-			status: 200, maxCalls: 4, repaired: true, wantWrite: true},
+			status: 200, maxCalls: 5, repaired: true, wantWrite: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

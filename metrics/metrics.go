@@ -38,6 +38,8 @@ type Recorder struct {
 	sweepFound prometheus.Gauge
 	sweepSeen  prometheus.Gauge
 	sweepStuck *prometheus.CounterVec
+	notOurs    prometheus.Counter
+	deadLetter *prometheus.CounterVec
 }
 
 // New registers every metric (and the Go runtime and process collectors).
@@ -60,8 +62,12 @@ func New() *Recorder {
 			Help: "Running workflows the last sweep run scanned."}),
 		sweepStuck: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "sweep_stuck_found_total",
 			Help: "Stuck workflow nodes found by sweeps, by whether the scan completed."}, []string{"complete"}),
+		notOurs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "not_ours_total",
+			Help: "Repair targets whose objects on the cluster are not the ones the signal named (another incarnation, a name that is not the node's): nothing written."}),
+		deadLetter: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "dead_letters_total",
+			Help: "Dead-lettered CloudEvents received back from the broker, by original type and the status the function had answered."}, []string{"type", "code"}),
 	}
-	r.reg.MustRegister(r.events, r.eventTime, r.repairs, r.apiTime, r.sweepTime, r.sweepFound, r.sweepSeen, r.sweepStuck,
+	r.reg.MustRegister(r.events, r.eventTime, r.repairs, r.apiTime, r.sweepTime, r.sweepFound, r.sweepSeen, r.sweepStuck, r.notOurs, r.deadLetter,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }
@@ -90,6 +96,22 @@ func (r *Recorder) Repair(action, reason string, dryRun bool) {
 		return
 	}
 	r.repairs.WithLabelValues(action, reason, strconv.FormatBool(dryRun)).Inc()
+}
+
+// NotOurs counts one target left alone because its objects are not the ones the signal named.
+func (r *Recorder) NotOurs() {
+	if r == nil {
+		return
+	}
+	r.notOurs.Inc()
+}
+
+// DeadLetter counts one dead-lettered event the broker handed back.
+func (r *Recorder) DeadLetter(ceType, code string) {
+	if r == nil {
+		return
+	}
+	r.deadLetter.WithLabelValues(ceType, code).Inc()
 }
 
 // Sweep records one sweep run.

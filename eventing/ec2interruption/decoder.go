@@ -154,9 +154,14 @@ func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
 		if !ok {
 			return eventing.Ignore{Reason: "instance " + det.InstanceID + " is " + det.State}, nil
 		}
-		// Past "stopping" the kubelet is gone with the instance: no pod on it can report.
-		d.Reason, d.Terminal = reason, det.State != "stopping"
-		d.Gone = det.State == "terminated" || det.State == "stopped"
+		// What the state claims about the machine; "stopping" still runs everything.
+		d.Reason = reason
+		switch det.State {
+		case "terminated", "stopped":
+			d.Machine = eventing.MachineTerminated
+		case "shutting-down":
+			d.Machine = eventing.MachineStopping
+		}
 		d.Message = fmt.Sprintf("instance %s is %s", det.InstanceID, det.State)
 	case HealthEvent:
 		var h healthDetail

@@ -35,7 +35,7 @@ func TestDisruptionFixtures(t *testing.T) {
 		{"ec2-rebalance-awssqssource.json", &eventing.Disruption{Source: "aws.ec2", Reason: "RebalanceRecommendation",
 			Message: "rebalance recommendation for " + iid, InstanceIDs: []string{iid}}},
 		{"ec2-terminated-triggermesh-sqs.json", &eventing.Disruption{Source: "aws.ec2", Reason: "InstanceTerminated",
-			Message: "instance " + iid + " is terminated", InstanceIDs: []string{iid}, Terminal: true, Gone: true}},
+			Message: "instance " + iid + " is terminated", InstanceIDs: []string{iid}, Machine: eventing.MachineTerminated}},
 		{"ec2-capacity-reservation-integrationsource.json", &eventing.Disruption{Source: "aws.ec2", Reason: "CapacityReservationInterruption",
 			Message: "capacity reservation interruption of " + iid + " (terminate)", InstanceIDs: []string{iid}}},
 		{"aws-health-scheduled-change-triggermesh-events.json", &eventing.Disruption{Source: "aws.health", Reason: "ScheduledChange",

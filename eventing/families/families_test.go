@@ -35,7 +35,7 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 		{"pod-ref-delete.json", eventing.OpDelete, false, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
 		{"pod-ref-update.json", eventing.OpUpdate, false, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
 		{"node-update.json", "", false, "", "", `kind "Node" of dev.knative.apiserver.resource.update is not handled`},
-		// For Node deletes, wantNS says whether the machine is proven terminated (MachineGone).
+		// For Node deletes, wantNS says whether the machine is proven terminated (Machine: terminated).
 		{"node-ref-delete.json", "node", false, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
 		{"node-delete.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "machine gone", ""},
 		{"node-delete-unmanaged.json", "node", true, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},
@@ -62,8 +62,8 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 				if !ok || g.NodeName != tc.wantName || (g.ProviderID == "aws:///eu-west-1a/i-0abc123def4567890") != tc.wantPod {
 					t.Fatalf("got %#v, want NodeGone{%s}", sig, tc.wantName)
 				}
-				if g.MachineGone != (tc.wantNS == "machine gone") {
-					t.Fatalf("MachineGone = %v, want %v", g.MachineGone, tc.wantNS == "machine gone")
+				if (g.Machine == eventing.MachineTerminated) != (tc.wantNS == "machine gone") {
+					t.Fatalf("Machine = %v, want terminated: %v", g.Machine, tc.wantNS == "machine gone")
 				}
 				return
 			}

@@ -58,7 +58,10 @@ func (d Decoder) Decode(e event.Event) (eventing.Signal, error) {
 	}
 	// A NodeClaim is deleted only once its instance is terminated (its finalizer waits for it),
 	// whatever the mode.
-	g := &eventing.NodeGone{Kind: d.Kind, Seen: e.Time(), MachineGone: d.Kind == "NodeClaim"}
+	g := &eventing.NodeGone{Kind: d.Kind, Seen: e.Time()}
+	if d.Kind == "NodeClaim" {
+		g.Machine = eventing.MachineTerminated
+	}
 	var name string
 	if d.Reference {
 		var ref reference
@@ -79,7 +82,9 @@ func (d Decoder) Decode(e event.Event) (eventing.Signal, error) {
 		}
 		name = obj.Metadata.Name
 		g.ProviderID = obj.Spec.ProviderID
-		g.MachineGone = g.MachineGone || karpenterManaged(obj.Metadata.Labels)
+		if karpenterManaged(obj.Metadata.Labels) {
+			g.Machine = eventing.MachineTerminated
+		}
 		if d.Kind == "NodeClaim" {
 			g.ProviderID = obj.Status.ProviderID
 			g.NodeName = obj.Status.NodeName

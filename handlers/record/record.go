@@ -19,10 +19,45 @@ import (
 	"function/workflowmeta"
 )
 
-// MaxRecords bounds the warnings annotation: the oldest warnings beyond it are dropped, so a
-// workflow that loses hundreds of pods does not grow without bound. (Repair records take one
-// annotation per repaired node.)
+// MaxRecords bounds what a Workflow carries of ours: the warnings annotation keeps the newest
+// MaxRecords warnings, and beyond MaxRecords repair records the oldest are folded into a count
+// (FoldPatch), so a workflow that loses hundreds of pods stays far from Argo's size limit and the
+// API server's 256 KiB annotation limit.
 const MaxRecords = 20
+
+// AnnotationFolded counts the repair records folded away from a Workflow.
+const AnnotationFolded = "argo-disruption-handler.dev/disruptions-folded"
+
+// FoldPatch returns the merge patch that folds the oldest repair records of wf beyond keep into
+// the AnnotationFolded count, preconditioned on wf's resourceVersion; ok is false when there are
+// no more than keep.
+func FoldPatch(wf *wfv1.Workflow, keep int) (patch []byte, ok bool) {
+	type rec struct {
+		key string
+		at  time.Time
+	}
+	var recs []rec
+	for k, v := range wf.Annotations {
+		if !strings.HasPrefix(k, workflowmeta.AnnotationDisruptionPrefix) {
+			continue
+		}
+		r, _ := Parse(v) // a damaged record has a zero time: folded first
+		recs = append(recs, rec{k, r.Time})
+	}
+	if len(recs) <= keep {
+		return nil, false
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].at.Before(recs[j].at) })
+	folded := 0
+	fmt.Sscan(wf.Annotations[AnnotationFolded], &folded)
+	drop := recs[:len(recs)-keep]
+	ann := map[string]any{AnnotationFolded: fmt.Sprint(folded + len(drop))}
+	for _, r := range drop {
+		ann[r.key] = nil
+	}
+	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": wf.ResourceVersion, "annotations": ann}})
+	return b, true
+}
 
 // EventReason is the Kubernetes Event reason on the Workflow.
 const EventReason = "PodDisrupted"

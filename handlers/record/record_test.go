@@ -1,6 +1,7 @@
 package record
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -66,5 +67,41 @@ func TestEventNamesAreStable(t *testing.T) {
 	w := WarningEvent(wf, "p", Warning{Reason: "SpotInterrupted", Time: time.Now()}, "h1")
 	if a.Name != b.Name || a.Name == w.Name || a.InvolvedObject.Kind != "Workflow" || w.Reason != WarningEventReason {
 		t.Fatalf("names %s %s %s", a.Name, b.Name, w.Name)
+	}
+}
+
+// A workflow that loses many pods keeps at most MaxRecords records; the oldest are folded into
+// a count, preconditioned on the version read.
+func TestFoldPatch(t *testing.T) {
+	wf := &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: "wide", ResourceVersion: "42", Annotations: map[string]string{AnnotationFolded: "3", "other": "kept"}}}
+	base := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	for i := range MaxRecords + 2 {
+		id := fmt.Sprintf("wide-%d", 1000+i)
+		wf.Annotations[AnnotationKey("wide", id)] = Record{NodeID: id, Time: base.Add(time.Duration(i) * time.Second)}.Marshal()
+	}
+	if _, ok := FoldPatch(wf, MaxRecords+2); ok {
+		t.Fatal("folded at the bound")
+	}
+	patch, ok := FoldPatch(wf, MaxRecords)
+	if !ok {
+		t.Fatal("not folded past the bound")
+	}
+	var p struct {
+		Metadata struct {
+			ResourceVersion string             `json:"resourceVersion"`
+			Annotations     map[string]*string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(patch, &p); err != nil {
+		t.Fatal(err)
+	}
+	a := p.Metadata.Annotations
+	if p.Metadata.ResourceVersion != "42" || *a[AnnotationFolded] != "5" || len(a) != 3 {
+		t.Fatalf("patch %s", patch)
+	}
+	for _, i := range []int{0, 1} {
+		if v, ok := a[AnnotationKey("wide", fmt.Sprintf("wide-%d", 1000+i))]; !ok || v != nil {
+			t.Errorf("oldest record %d not removed: %s", i, patch)
+		}
 	}
 }

@@ -143,6 +143,10 @@ func (c *fakeCluster) patch(tracker k8stesting.ObjectTracker, a k8stesting.Patch
 	om, _ := meta.Accessor(obj)
 	rv, _ := strconv.Atoi(m.GetResourceVersion())
 	om.SetResourceVersion(strconv.Itoa(rv + 1))
+	if om.GetDeletionTimestamp() != nil && len(om.GetFinalizers()) == 0 {
+		// As kube-apiserver: the last finalizer of an object being deleted removes it.
+		return true, obj, tracker.Delete(a.GetResource(), a.GetNamespace(), a.GetName())
+	}
 	if err := tracker.Update(a.GetResource(), obj, a.GetNamespace()); err != nil {
 		return true, nil, err
 	}
@@ -239,6 +243,7 @@ func withNodePhase(p wfv1.NodePhase) wfOpt {
 		wf.Status.Nodes[testNodeID] = n
 	}
 }
+func withUID(uid types.UID) wfOpt       { return func(wf *wfv1.Workflow) { wf.UID = uid } }
 func withLabel(k, v string) wfOpt { return func(wf *wfv1.Workflow) { wf.Labels[k] = v } }
 func withDeletion() wfOpt {
 	return func(wf *wfv1.Workflow) {
@@ -271,7 +276,10 @@ func with37Synced(wf *wfv1.Workflow) {
 	wf.Status.Nodes[testNodeID] = n
 }
 
-func taskResult(label string) *wfv1.WorkflowTaskResult {
+func taskResult(label string) *wfv1.WorkflowTaskResult { return taskResultOf(testWFUID, label) }
+
+// taskResultOf is the task result the executor of workflow uid's pod made.
+func taskResultOf(uid types.UID, label string) *wfv1.WorkflowTaskResult {
 	labels := map[string]string{workflowmeta.LabelWorkflow: testWF}
 	if label != "" {
 		labels[workflowmeta.LabelReportOutputsCompleted] = label
@@ -279,7 +287,7 @@ func taskResult(label string) *wfv1.WorkflowTaskResult {
 	return &wfv1.WorkflowTaskResult{
 		TypeMeta: metav1.TypeMeta{APIVersion: "argoproj.io/v1alpha1", Kind: "WorkflowTaskResult"},
 		ObjectMeta: metav1.ObjectMeta{Name: testNodeID, Namespace: testNS, ResourceVersion: "50", Labels: labels,
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: testWF, UID: testWFUID}}},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: testWF, UID: uid}}},
 	}
 }
 
@@ -289,7 +297,8 @@ func pod(opts ...podOpt) *corev1.Pod {
 	p := &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{Name: testPod, Namespace: testNS, UID: "pod-uid-1", ResourceVersion: "70",
-			Labels:      map[string]string{workflowmeta.LabelWorkflow: testWF, workflowmeta.LabelCompleted: "false"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: testWF, UID: testWFUID, Controller: ptr(true)}},
+			Labels:          map[string]string{workflowmeta.LabelWorkflow: testWF, workflowmeta.LabelCompleted: "false"},
 			Annotations: map[string]string{workflowmeta.AnnotationNodeID: testNodeID, workflowmeta.AnnotationNodeName: testWF + "[0].extract(0)"}},
 		Spec: corev1.PodSpec{NodeName: testHost, Containers: []corev1.Container{{Name: "main"}, {Name: "wait"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{
@@ -358,3 +367,5 @@ func withNodeMessage(m string) wfOpt {
 		wf.Status.Nodes[testNodeID] = n
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -2,6 +2,7 @@ package repair
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -17,9 +18,11 @@ import (
 )
 
 // fastEligible reports whether the target may take the four-call path: an event carried this
-// pod incarnation (scope checked by the caller on its labels) and named its Workflow's UID.
+// pod incarnation (scope checked by the caller on its labels) and named its Workflow's UID, and
+// the pod's last status cannot be mistaken for the step's outcome (that case needs the
+// Workflow's word that the controller saw the pod go).
 func fastEligible(t Target) bool {
-	return t.FromPodEvent && t.PodName != "" && t.WorkflowUID != "" && t.PodUID != ""
+	return t.FromPodEvent && t.PodName != "" && t.WorkflowUID != "" && t.PodUID != "" && !t.StatusMisleading
 }
 
 // fastComplete is ladder step 1 for the case that matters most — a workflow pod deleted under
@@ -51,7 +54,7 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredL
 	res = Result{Target: t, DryRun: r.DryRun, Attempts: 1}
 	pod, err := r.Kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
 	switch {
-	case err == nil && pod.UID == t.PodUID && pod.DeletionTimestamp != nil && !Terminal(pod) && !t.HostDown:
+	case err == nil && pod.UID == t.PodUID && pod.DeletionTimestamp != nil && !PodFinished(pod):
 		// Still terminating (a graceful eviction: the kubelet runs the pod's shutdown, the wait
 		// container may yet report): its delete event will follow, or, on a Node that is gone,
 		// the Node's event or the sweep. One call, instead of the full path's five that would
@@ -67,13 +70,20 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredL
 	log.Infow("repair plan", zap.Any("actions", plan.Actions), zap.Bool("record", plan.Record), zap.Bool("fastPath", true))
 	wf := &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: t.Workflow, Namespace: t.Namespace, UID: t.WorkflowUID}}
 	rec := r.newRecord(t, &Observation{}, plan)
-	_, err = r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Patch(ctx, t.NodeID, types.JSONPatchType, completeIfIncomplete(t, r.Scope.InstanceID), r.patchOptions())
+	tr, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Patch(ctx, t.NodeID, types.JSONPatchType, completeIfIncomplete(t, r.Scope.InstanceID), r.patchOptions())
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
 		log.Debugw("task result not incomplete as expected: full path", zap.Error(err))
 		return res, false, nil
 	case err != nil:
 		return res, true, fmt.Errorf("completing task result %s/%s: %w", t.Namespace, t.NodeID, err)
+	}
+	if err := r.guardRecreation(ctx, t, tr); errors.Is(err, errRecreated) {
+		log.Infow("completion undone: the pod was re-created under the same name", zap.Error(err))
+		res.Plan = Plan{Skip: err.Error()}
+		return res, true, nil
+	} else if err != nil {
+		return res, true, err
 	}
 	res.Plan, res.Done = plan, []Action{CompleteTaskResult}
 	if err := r.createEvent(ctx, wf, rec); err != nil {

@@ -50,14 +50,15 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 			o.Pod = pod
 		}
 	}
-	// A pod that has not finished can still report unless its Node is gone; a finished one may
-	// be held by the status finalizer, which only a gone Node justifies releasing. Only pods
-	// being deleted, or named by a Node-gone signal, get here, so the read is rare.
-	switch p := o.Pod; {
-	case p == nil || p.Spec.NodeName == "":
-	case t.HostDown:
-		o.HostGone = true
-	case !Terminal(p) || slices.Contains(p.Finalizers, workflowmeta.FinalizerStatus):
+	if p := o.Pod; p != nil && t.PodUID != "" && p.UID != t.PodUID {
+		// Another incarnation holds the name: it is left alone whatever else is read.
+		return o, nil
+	}
+	// Whether the pod's Node exists is asked of the API server, never taken from the signal: a
+	// Node delete or an instance message may be late, about an earlier Node of the same name, or
+	// forged. Only asked when it decides something: the pod's status is not the step's outcome
+	// (can it still report? may it go?), or it holds the status finalizer (may it be released?).
+	if p := o.Pod; p != nil && p.Spec.NodeName != "" && (!statusIsOutcome(p) || slices.Contains(p.Finalizers, workflowmeta.FinalizerStatus)) {
 		if o.HostGone, err = r.nodeGone(ctx, p); err != nil {
 			return nil, err
 		}
@@ -99,4 +100,18 @@ func repairedBefore(wf *wfv1.Workflow, t Target) bool {
 	return slices.ContainsFunc(rec.Actions, func(a string) bool {
 		return a == string(CompleteTaskResult) || a == string(CreateTaskResult) || a == string(MarkNodeError)
 	})
+}
+
+// TaskResultComplete reports whether the node's task result no longer waits: labelled complete,
+// or gone (garbage-collected with a finished workflow). It is the one read a deleted pod whose
+// wait container exited 0 costs: argoexec's exit code comes before its label flip.
+func (r *Repairer) TaskResultComplete(ctx context.Context, namespace, nodeID string) (bool, error) {
+	tr, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(namespace).Get(ctx, nodeID, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("reading task result %s/%s: %w", namespace, nodeID, err)
+	}
+	return tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true", nil
 }

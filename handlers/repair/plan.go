@@ -10,6 +10,7 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
+	"function/eventing"
 	"function/handlers/nodestatus"
 	"function/handlers/record"
 	"function/handlers/scope"
@@ -48,7 +49,8 @@ type Observation struct {
 	Storage nodestatus.Storage
 	// Pod is the pod now under the target's name, nil when gone. It may be a new incarnation.
 	Pod *corev1.Pod
-	// HostGone is true when the pod's Node object was read and does not exist.
+	// HostGone is true when the pod's Node was read and does not exist: the API server's word
+	// that nothing on it can report any more.
 	HostGone bool
 	// TaskResult is the node's WorkflowTaskResult, nil when missing.
 	TaskResult *wfv1.WorkflowTaskResult
@@ -62,6 +64,12 @@ type Plan struct {
 	Record bool
 	// Skip says why nothing is written, when Actions is empty and Record is false.
 	Skip string
+	// NotOurs says the objects read are not the chain the signal named (another incarnation of
+	// the pod, Workflow or task result, or a pod name that is not its node's): nothing is
+	// written, not even a record.
+	NotOurs bool
+	// Await says the task result waits for the controller to see the pod go.
+	Await bool
 	// Note explains a decision not to act yet (e.g. the last-resort grace has not elapsed).
 	Note string
 }
@@ -95,21 +103,18 @@ func WorkflowSkip(wf *wfv1.Workflow, s scope.Scope) string {
 }
 
 // podCanReport reports whether the pod now under the target's name may still run its wait
-// container and write its task result: it exists, has not finished, is bound, and its Node
-// exists. Completing the task result under such a pod would let the workflow finish without its
-// outputs.
+// container and write its task result: it exists, has not finished, and its Node was not found
+// gone. An unscheduled pod counts: it will run. Completing the task result under such a pod
+// would let the workflow finish without its outputs.
 func podCanReport(o *Observation) bool {
 	p := o.Pod
-	return p != nil && !Terminal(p) && p.Spec.NodeName != "" && !o.HostGone
+	return p != nil && !PodFinished(p) && !o.HostGone
 }
 
-// goneOnRelease reports whether releasing the status finalizer deletes the pod at once: it is
-// already force-deleted (grace 0, as PodGC and Karpenter's deadline do) and holds no other
-// finalizer.
-func goneOnRelease(p *corev1.Pod) bool {
-	g := p.DeletionGracePeriodSeconds
-	return p.DeletionTimestamp != nil && g != nil && *g == 0 && !otherFinalizers(p)
-}
+// statusIsOutcome reports whether the pod's status tells what happened to the step: it
+// finished and every container ended. Any other status left behind (Running on a gone host,
+// Failed set by PodGC over running containers) is not the step's outcome.
+func statusIsOutcome(p *corev1.Pod) bool { return PodFinished(p) && ContainersEnded(p) }
 
 // otherFinalizers reports whether the pod holds a finalizer other than Argo's status one: deleting
 // it would then leave the object (and its misleading status) in place.
@@ -118,8 +123,13 @@ func otherFinalizers(p *corev1.Pod) bool {
 }
 
 // Decide computes the plan for target t from observation o at time now. It is pure: the same
-// inputs give the same plan, which is what makes every step safe to re-run.
+// inputs give the same plan, which is what makes every step safe to re-run. The order is the
+// order of doubt: whose objects these are, whether the workflow may be touched, what the pod
+// still does, and only then the task result.
 func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
+	if why := NotOurs(t, o); why != "" {
+		return Plan{Skip: why, NotOurs: true}
+	}
 	if why := WorkflowSkip(o.Workflow, pol.Scope); why != "" {
 		if lateRecord(t, o, pol.Scope) {
 			return Plan{Record: true, Note: "workflow already finished: the disruption is recorded only"}
@@ -129,51 +139,91 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 	if repairedBefore(o.Workflow, t) {
 		return Plan{Skip: "already repaired: the workflow records this pod's repair"}
 	}
-	if podCanReport(o) {
-		if o.Pod.DeletionTimestamp != nil {
-			return Plan{Skip: "pod is terminating on a live node: its wait container may still report"}
-		}
-		return Plan{Skip: "pod is running"}
-	}
 	var p Plan
-	podStays := o.Pod != nil
-	if o.Pod != nil && o.HostGone {
-		// On a gone host the status finalizer guards nothing: the pod's status will never change
-		// again. Released before PodGC deletes the pod (or after, when it is stuck Terminating), it
-		// lets the pod go at once, which is when the controller marks the node.
-		held := slices.Contains(o.Pod.Finalizers, workflowmeta.FinalizerStatus)
-		if held {
-			p.Actions = append(p.Actions, ReleaseStatusFinalizer)
-		}
-		switch {
-		case held && goneOnRelease(o.Pod):
-			podStays = false
-		case t.MachineGone && !otherFinalizers(o.Pod) && !(Terminal(o.Pod) && ContainersEnded(o.Pod)):
-			// The machine is terminated: nothing of the pod runs or will report, and waiting for
-			// PodGC (40 s quarantine, then Failed, then deletion) keeps the workflow Running for
-			// a minute or more. A pod whose containers all ended needs no deletion: its status
-			// is true.
-			p.Actions = append(p.Actions, DeleteOrphanedPod)
-			podStays = false
-		}
-	}
-	if podStays && !(Terminal(o.Pod) && ContainersEnded(o.Pod)) {
-		// The pod object remains with a status that is not the step's outcome: Running on a gone
-		// host, or set Failed by PodGC (or the taint manager) before it deletes the pod, without
-		// the containers ending. Completing the task result while such a pod exists lets the
-		// controller infer the node's phase from that status — Argo 3.6.10 then marks the node
-		// Succeeded ("phase was Failed but main did not have terminated state"), seen on the real
-		// controller. Complete it once the pod is gone (its delete event, or the next signal).
-		if len(p.Actions) > 0 {
-			p.Note = "task result completed once the pod is gone"
-			p.Record = !record.HasRecord(o.Workflow, t.NodeID)
+	if o.Pod != nil {
+		var final bool
+		if p, final = decidePod(t, o); final {
+			p.Record = len(p.Actions) > 0 && !record.HasRecord(o.Workflow, t.NodeID)
 			return p
 		}
-		if o.HostGone {
-			return Plan{Skip: "pod still present on a gone node: waiting for its deletion"}
-		}
-		return Plan{Skip: "pod marked Failed without its containers ending: waiting for its deletion"}
+	} else if why := awaitController(t, o); why != "" {
+		return Plan{Skip: why, Await: true}
 	}
+	return decideTaskResult(t, o, pol, now, p)
+}
+
+// decidePod decides what the pod under the target's name needs. final is true when the run
+// ends there: the pod may still report, is another incarnation, or is removed by this run (the
+// task result then waits for the controller to see it go: completed in the same run, the gate
+// could open while the controller still reads the pod's last status). Otherwise the pod's status
+// is the step's outcome and the task result is decided next, after the actions in p.
+func decidePod(t Target, o *Observation) (p Plan, final bool) {
+	pod := o.Pod
+	switch {
+	case t.PodUID != "" && pod.UID != t.PodUID:
+		return Plan{Skip: fmt.Sprintf("pod re-created under the same name (uid %s, the signal named %s): the new incarnation reports for itself", pod.UID, t.PodUID)}, true
+	case t.NodeName != "" && pod.Spec.NodeName != t.NodeName:
+		return Plan{Skip: fmt.Sprintf("pod is bound to node %q, not to %q the signal named", pod.Spec.NodeName, t.NodeName)}, true
+	case podCanReport(o) && pod.DeletionTimestamp != nil:
+		return Plan{Skip: "pod is terminating on a live node: its wait container may still report"}, true
+	case podCanReport(o):
+		return Plan{Skip: "pod is running"}, true
+	}
+	held := slices.Contains(pod.Finalizers, workflowmeta.FinalizerStatus)
+	if statusIsOutcome(pod) {
+		if held && o.HostGone {
+			// On a gone host the finalizer guards nothing; the pod's status is true, so the task
+			// result may follow in the same run.
+			p.Actions = append(p.Actions, ReleaseStatusFinalizer)
+		}
+		return p, false
+	}
+	if !o.HostGone {
+		return Plan{Skip: "pod marked Failed without its containers ending: waiting for its deletion"}, true
+	}
+	// The pod's status is not the step's outcome and its Node is gone: nothing of it will
+	// report. Released, the status finalizer no longer holds its deletion; a machine claimed
+	// terminated (and its Node confirmed gone) lets the pod be deleted at once, as PodGC does
+	// after its quarantine.
+	if held {
+		p.Actions = append(p.Actions, ReleaseStatusFinalizer)
+	}
+	if t.Machine == eventing.MachineTerminated && !otherFinalizers(pod) {
+		p.Actions = append(p.Actions, DeleteOrphanedPod)
+	}
+	if len(p.Actions) == 0 {
+		return Plan{Skip: "pod still present on a gone node: waiting for its deletion"}, true
+	}
+	p.Note = "task result completed once the controller has seen the pod go"
+	return p, true
+}
+
+// awaitController returns why a gone pod's task result must wait, or "". When the pod's last
+// status was misleading (Failed over running containers), the gate opens only once the Workflow
+// shows that the controller saw the pod go: its node Error or Failed. Opened earlier, a
+// controller whose pod informer lags would still read that status, and Argo 3.6 and 3.7 then
+// mark the node Succeeded.
+func awaitController(t Target, o *Observation) string {
+	if !t.StatusMisleading {
+		return ""
+	}
+	n, ok := o.Nodes[t.NodeID]
+	switch {
+	case o.Nodes == nil:
+		return "pod's last status was misleading and the nodes are offloaded: left to the controller and the sweep"
+	case !ok:
+		return "pod's last status was misleading and its node is not in the workflow"
+	case n.Phase == wfv1.NodeError || n.Phase == wfv1.NodeFailed:
+		return ""
+	case n.Phase == wfv1.NodeSucceeded:
+		return "node marked Succeeded from a status that was not its outcome: left to the controller"
+	}
+	return fmt.Sprintf("waiting for the controller to see the pod go (node %s; the pod's last status was finished over running containers)", n.Phase)
+}
+
+// decideTaskResult decides ladder steps 1, 2 and 4 once no pod can report any more; p holds the
+// pod's actions already decided.
+func decideTaskResult(t Target, o *Observation, pol Policy, now time.Time, p Plan) Plan {
 	wf, tr := o.Workflow, o.TaskResult
 	holds := nodestatus.GateHolds(wf, o.Nodes, t.NodeID)
 	switch {
@@ -183,12 +233,12 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 		// No label at all: the controller's taskResultReconciliation ignores the object, so
 		// the map entry would stay false for ever.
 		p.Actions = append(p.Actions, CompleteTaskResult)
-	case tr == nil && holds:
+	case tr == nil && holds && controllerSawPodGo(o, t.NodeID):
 		p.Actions = append(p.Actions, CreateTaskResult)
 	}
 	if act, note := lastResort(t, o, pol, now); act {
 		p.Actions = append(p.Actions, MarkNodeError)
-	} else {
+	} else if note != "" {
 		p.Note = note
 	}
 	switch {
@@ -201,6 +251,28 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 		p.Skip = "nothing to repair: the task result is complete or not awaited"
 	}
 	return p
+}
+
+// controllerSawPodGo reports whether the workflow shows the node finished, or (compressed or
+// offloaded nodes aside) whether it cannot be read. A task result is created, never merely
+// completed, for a node whose wait container never made one: the node must be past running, or
+// the object would stand in for an executor that may yet start.
+func controllerSawPodGo(o *Observation, nodeID string) bool {
+	if o.Nodes == nil {
+		return o.Storage != nodestatus.Inline
+	}
+	n, ok := o.Nodes[nodeID]
+	return ok && PhaseFulfilled(n.Phase)
+}
+
+// PhaseFulfilled reports whether a node phase is final. NodeStatus.Fulfilled is not used: from
+// Argo 3.7.1 it is false while taskResultSynced is false, which is exactly when the gate holds.
+func PhaseFulfilled(p wfv1.NodePhase) bool {
+	switch p {
+	case wfv1.NodeSucceeded, wfv1.NodeFailed, wfv1.NodeError, wfv1.NodeSkipped, wfv1.NodeOmitted:
+		return true
+	}
+	return false
 }
 
 // lateRecordCandidate reports whether a finished workflow may still lack the record of this

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/pkg/logging"
 
@@ -66,21 +67,53 @@ func (r *Repairer) createEvent(ctx context.Context, wf *wfv1.Workflow, rec recor
 // cannot lose anyone's update (the controller, whose full Update races it right after our task
 // result write, gets 409 and re-applies its own diff), and it never loses a race itself. The UID
 // keeps it off a workflow re-created under the same name. A workflow gone meanwhile has nothing
-// left to record on.
+// left to record on. The answer carries the Workflow, so records beyond record.MaxRecords are
+// folded into a count at no extra read; one the API server refuses as too large is folded first.
 func (r *Repairer) annotateWorkflow(ctx context.Context, wf *wfv1.Workflow, rec record.Record) error {
 	patch := mergePatch(patchMeta{
 		UID:         wf.UID,
 		Annotations: map[string]string{record.AnnotationKey(wf.Name, rec.NodeID): rec.Marshal()},
 	}, nil)
-	_, err := r.Argo.ArgoprojV1alpha1().Workflows(wf.Namespace).Patch(ctx, wf.Name, types.MergePatchType, patch, r.patchOptions())
-	if apierrors.IsNotFound(err) || (wf.UID != "" && (apierrors.IsInvalid(err) || apierrors.IsConflict(err))) {
+	workflows := r.Argo.ArgoprojV1alpha1().Workflows(wf.Namespace)
+	after, err := workflows.Patch(ctx, wf.Name, types.MergePatchType, patch, r.patchOptions())
+	if tooLarge(err) {
+		if cur, gerr := workflows.Get(ctx, wf.Name, metav1.GetOptions{}); gerr == nil && cur.UID == wf.UID {
+			r.fold(ctx, cur, record.MaxRecords/2)
+			after, err = workflows.Patch(ctx, wf.Name, types.MergePatchType, patch, r.patchOptions())
+		}
+	}
+	switch {
+	case apierrors.IsNotFound(err) || wf.UID != "" && (apierrors.IsConflict(err) || uidRefused(err)):
 		logging.FromContext(ctx).Infow("record not written: the workflow is gone or was re-created", zap.Error(err))
 		return nil
-	}
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("recording disruption of node %s on workflow %s/%s: %w", rec.NodeID, wf.Namespace, wf.Name, err)
 	}
+	r.fold(ctx, after, record.MaxRecords)
 	return nil
+}
+
+// fold folds the oldest records of wf beyond keep; losing a race to another writer only
+// postpones it to the next record.
+func (r *Repairer) fold(ctx context.Context, wf *wfv1.Workflow, keep int) {
+	patch, ok := record.FoldPatch(wf, keep)
+	if !ok || r.DryRun {
+		return
+	}
+	if _, err := r.Argo.ArgoprojV1alpha1().Workflows(wf.Namespace).Patch(ctx, wf.Name, types.MergePatchType, patch, r.patchOptions()); err != nil {
+		logging.FromContext(ctx).Infow("records not folded yet", zap.String("workflow", wf.Namespace+"/"+wf.Name), zap.Error(err))
+	}
+}
+
+// uidRefused reports whether a 422 is the API server refusing our metadata.uid: the workflow of
+// that name is another incarnation.
+func uidRefused(err error) bool {
+	return apierrors.IsInvalid(err) && strings.Contains(err.Error(), "metadata.uid")
+}
+
+// tooLarge reports whether a 422 refuses the annotations' size.
+func tooLarge(err error) bool {
+	return apierrors.IsInvalid(err) && strings.Contains(err.Error(), "metadata.annotations") && strings.Contains(err.Error(), "Too long")
 }
 
 func warningOf(wf *wfv1.Workflow, pod string) (record.Warning, bool) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,6 +17,8 @@ import (
 	"knative.dev/pkg/logging"
 
 	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
 	"function/metrics"
 )
@@ -41,6 +44,9 @@ type Repairer struct {
 	Host string
 	// Metrics counts the accepted steps (nil: not counted).
 	Metrics *metrics.Recorder
+	// ControllerWait bounds how long one run re-reads the Workflow for the controller to see a
+	// pod go before opening its gate; past it the pod's delete event or the sweep finishes.
+	ControllerWait time.Duration
 }
 
 // Result is what one Repair did.
@@ -61,12 +67,19 @@ func New(kube kubernetes.Interface, argo argoclient.Interface, pol Policy) *Repa
 }
 
 // Repair observes the target, decides, and applies the plan. A lost race re-reads and
-// re-decides, up to Attempts times. An error wraps the object it is about; a nil error with an
-// empty plan means there was nothing (more) to do.
+// re-decides, up to Attempts times. A pod removed by the run, or a gone pod whose last status
+// was misleading, makes the task result wait for the controller to see the pod go: the
+// Workflow is re-read, with a growing pause, for at most ControllerWait. An error wraps the
+// object it is about; a nil error with an empty plan means there was nothing (more) to do.
 func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 	log := logging.FromContext(ctx).With(
 		zap.String("workflow", t.Namespace+"/"+t.Workflow), zap.String("node", t.NodeID),
 		zap.String("pod", t.PodName), zap.String("reason", t.Reason), zap.Bool("dryRun", r.DryRun))
+	if why := podNameNotNodes(t); why != "" {
+		log.Infow("not ours: nothing written", zap.String("why", why))
+		r.Metrics.NotOurs()
+		return Result{Target: t, DryRun: r.DryRun, Plan: Plan{Skip: why, NotOurs: true}}, nil
+	}
 	if fastEligible(t) {
 		res, done, err := r.fastComplete(ctx, t, log)
 		if done {
@@ -80,53 +93,131 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 		}
 	}
 	res := Result{Target: t, DryRun: r.DryRun}
-	for res.Attempts < max(r.Attempts, 1) {
+	await := newAwait(r.ControllerWait)
+	conflicts, removed := 0, false
+	var applied Plan // the plans of the runs applied so far
+	for {
 		res.Attempts++
 		obs, err := r.Observe(ctx, t)
 		if err != nil {
 			return res, err
 		}
-		res.Plan = Decide(t, obs, r.Policy, r.Now())
-		if res.Plan.Empty() {
-			log.Debugw("nothing to do", zap.String("skip", res.Plan.Skip), zap.String("note", res.Plan.Note))
+		plan := Decide(t, obs, r.Policy, r.Now())
+		switch {
+		case plan.NotOurs:
+			log.Infow("not ours: nothing written", zap.String("why", plan.Skip))
+			r.Metrics.NotOurs()
+		case plan.Await && await.more(ctx):
+			log.Debugw("waiting for the controller", zap.String("why", plan.Skip))
+			continue
+		case plan.Await:
+			log.Infow("left to the controller and the sweep", zap.String("why", plan.Skip))
+		case plan.Empty():
+			log.Debugw("nothing to do", zap.String("skip", plan.Skip), zap.String("note", plan.Note))
+		}
+		res.Plan = applied.then(plan)
+		if plan.Empty() {
 			return res, nil
 		}
-		log.Infow("repair plan", zap.Any("actions", res.Plan.Actions), zap.Bool("record", res.Plan.Record), zap.Int("attempt", res.Attempts))
-		err = r.apply(ctx, t, obs, &res)
+		log.Infow("repair plan", zap.Any("actions", plan.Actions), zap.Bool("record", plan.Record), zap.Int("attempt", res.Attempts), zap.String("note", plan.Note))
+		done := len(res.Done)
+		err = r.apply(ctx, t, obs, plan, &res)
+		if errors.Is(err, errRecreated) {
+			log.Infow("completion undone: the pod was re-created under the same name", zap.Error(err))
+			res.Plan.Skip = err.Error()
+			return res, nil
+		}
 		if errors.Is(err, errLostRace) {
+			if conflicts++; conflicts >= max(r.Attempts, 1) {
+				return res, fmt.Errorf("%s: %w after %d attempts", t, ErrConflictsExhausted, conflicts)
+			}
 			log.Infow("lost a race, re-reading", zap.Error(err))
 			continue
 		}
 		if err != nil {
 			return res, err
 		}
-		log.Infow("repaired", zap.Any("actions", res.Done), zap.Bool("recorded", res.Recorded))
-		for _, a := range res.Done {
+		log.Infow("repaired", zap.Any("actions", res.Done[done:]), zap.Bool("recorded", res.Recorded))
+		for _, a := range res.Done[done:] {
 			r.Metrics.Repair(string(a), t.Reason, r.DryRun)
 		}
-		return res, nil
+		applied = res.Plan
+		if !removesPod(plan) || r.DryRun || removed {
+			return res, nil
+		}
+		// The pod is going: read again for its task result, which waits for the controller to
+		// see the pod go when its last status could be taken for the step's outcome.
+		removed = true
+		t.StatusMisleading = t.StatusMisleading || !statusIsOutcome(obs.Pod) && PodFinished(obs.Pod)
 	}
-	return res, fmt.Errorf("%s: %w after %d attempts", t, ErrConflictsExhausted, res.Attempts)
+}
+
+// removesPod reports whether the plan makes the pod go: deleted, or released from the only
+// finalizer that held its deletion.
+func removesPod(p Plan) bool {
+	return slices.Contains(p.Actions, DeleteOrphanedPod) || slices.Contains(p.Actions, ReleaseStatusFinalizer)
+}
+
+// then is the plan of a run that went on after p: the actions of both, recorded if either was.
+func (p Plan) then(next Plan) Plan {
+	next.Actions = append(slices.Clone(p.Actions), next.Actions...)
+	next.Record = p.Record || next.Record
+	if len(next.Actions) > 0 || next.Record {
+		next.Skip = ""
+	}
+	return next
+}
+
+// await paces the re-reads of a Workflow while the controller has not yet seen a pod go.
+type await struct {
+	until time.Time
+	pause time.Duration
+}
+
+func newAwait(bound time.Duration) *await {
+	return &await{until: time.Now().Add(bound), pause: 100 * time.Millisecond}
+}
+
+// more sleeps before the next re-read and reports whether there is time for one: within the
+// bound, and leaving the event's deadline a second for the answer.
+func (a *await) more(ctx context.Context) bool {
+	next := time.Now().Add(a.pause)
+	if d, ok := ctx.Deadline(); ok && next.After(d.Add(-time.Second)) || next.After(a.until) {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(a.pause):
+	}
+	a.pause = min(2*a.pause, time.Second)
+	return true
 }
 
 // apply runs the plan's steps in ladder order, then records. Each step writes a different
 // object, so in dry run each is validated against that object's real state. The last-resort node
 // patch carries the record annotation itself: after it the node is no longer Running, and a
 // re-delivery could not tell that a record is missing.
-func (r *Repairer) apply(ctx context.Context, t Target, obs *Observation, res *Result) error {
-	rec := r.newRecord(t, obs, res.Plan)
+func (r *Repairer) apply(ctx context.Context, t Target, obs *Observation, plan Plan, res *Result) error {
+	rec := r.newRecord(t, obs, plan)
 	markNode := false
-	for _, a := range res.Plan.Actions {
+	for _, a := range plan.Actions {
 		var err error
 		switch a {
 		case ReleaseStatusFinalizer:
 			err = r.releaseStatusFinalizer(ctx, obs.Pod, rec)
 		case DeleteOrphanedPod:
 			err = r.deleteOrphanedPod(ctx, obs.Pod)
-		case CompleteTaskResult:
-			err = r.completeTaskResult(ctx, obs.TaskResult, rec)
-		case CreateTaskResult:
-			err = r.createTaskResult(ctx, t, obs.Workflow, rec)
+		case CompleteTaskResult, CreateTaskResult:
+			var tr *wfv1.WorkflowTaskResult
+			if a == CompleteTaskResult {
+				tr, err = r.completeTaskResult(ctx, obs.TaskResult, rec)
+			} else {
+				tr, err = r.createTaskResult(ctx, t, obs.Workflow, rec)
+			}
+			if err == nil && obs.Pod == nil {
+				err = r.guardRecreation(ctx, t, tr)
+			}
 		case MarkNodeError:
 			markNode = true
 			continue
@@ -136,22 +227,22 @@ func (r *Repairer) apply(ctx context.Context, t Target, obs *Observation, res *R
 		}
 		res.Done = append(res.Done, a)
 	}
-	if res.Plan.Record {
+	if plan.Record {
 		if err := r.createEvent(ctx, obs.Workflow, rec); err != nil {
 			return err
 		}
 	}
 	switch {
 	case markNode:
-		if err := r.markNodeError(ctx, obs.Workflow, t.NodeID, rec, res.Plan.Record); err != nil {
+		if err := r.markNodeError(ctx, obs.Workflow, t.NodeID, rec, plan.Record); err != nil {
 			return err
 		}
 		res.Done = append(res.Done, MarkNodeError)
-	case res.Plan.Record:
+	case plan.Record:
 		if err := r.annotateWorkflow(ctx, obs.Workflow, rec); err != nil {
 			return err
 		}
 	}
-	res.Recorded = res.Plan.Record
+	res.Recorded = res.Recorded || plan.Record
 	return nil
 }

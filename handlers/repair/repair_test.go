@@ -3,6 +3,7 @@ package repair
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
+	"function/eventing"
 	"function/handlers/record"
 	"function/workflowmeta"
 )
@@ -113,7 +115,7 @@ func TestRepairLadder(t *testing.T) {
 		{
 			name: "evicted pod gone, task result incomplete: complete it (step 1)",
 			objs: []runtime.Object{workflow(), taskResult("false")}, target: target(evicted, terminating, failed),
-			want: []Action{CompleteTaskResult}, record: true, calls: 6,
+			want: []Action{CompleteTaskResult}, record: true, calls: 7,
 			check: taskResultCompleted("EvictionByEvictionAPI"),
 		},
 		{
@@ -134,14 +136,14 @@ func TestRepairLadder(t *testing.T) {
 			skip: "nothing to repair", calls: 3, check: nothingWritten,
 		},
 		{
-			name: "task result missing, map waits: create it complete (step 2)",
-			objs: []runtime.Object{workflow()}, target: target(evicted),
+			name: "task result missing, map waits, node marked Error: create it complete (step 2)",
+			objs: []runtime.Object{workflow(withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))}, target: target(evicted),
 			want: []Action{CreateTaskResult}, record: true,
 			check: taskResultCompleted("EvictionByEvictionAPI"),
 		},
 		{
 			name: "task result missing, v3.7 node taskResultSynced=false: create it",
-			objs: []runtime.Object{workflow(with37Synced)}, target: target(),
+			objs: []runtime.Object{workflow(with37Synced, withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))}, target: target(),
 			want: []Action{CreateTaskResult}, record: true,
 			check: taskResultCompleted(record.UnknownReason),
 		},
@@ -206,7 +208,7 @@ func TestRepairLadder(t *testing.T) {
 		{
 			name: "pod re-created under the same name and running: leave it",
 			objs: []runtime.Object{workflow(), taskResult("false"), pod(reincarnated), hostNode()}, target: target(),
-			skip: "pod is running", check: nothingWritten,
+			skip: "re-created under the same name", calls: 2, check: nothingWritten,
 		},
 		{
 			name: "pod finished without its wait container reporting (kubelet eviction): complete",
@@ -218,16 +220,7 @@ func TestRepairLadder(t *testing.T) {
 			name: "pod force-deleted on a gone node, held only by the status finalizer: release it (gone at once), complete (steps 3+1)",
 			objs: []runtime.Object{workflow(), taskResult("false"), pod(forceDeleted, withStatusFinalizer)}, target: target(forceDeleted, withStatusFinalizer),
 			want: []Action{ReleaseStatusFinalizer, CompleteTaskResult}, record: true,
-			check: func(t *testing.T, c *fakeCluster) {
-				taskResultCompleted(record.UnknownReason)(t, c)
-				p, err := c.kube.CoreV1().Pods(testNS).Get(ctx, testPod, metav1.GetOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(p.Finalizers) != 0 {
-					t.Errorf("finalizers = %v, want none", p.Finalizers)
-				}
-			},
+			check: all(podGone, taskResultCompleted(record.UnknownReason)),
 		},
 		{
 			name: "pod set Failed by PodGC, containers never ended, still there: wait for its deletion",
@@ -253,10 +246,91 @@ func TestRepairLadder(t *testing.T) {
 			check: all(podGone, taskResultCompleted("NodeDeleted")),
 		},
 		{
-			name: "machine terminated, pod set Failed by PodGC (containers not ended): delete it, complete",
+			name: "machine terminated, pod set Failed by PodGC (containers not ended): delete it; the gate waits for the controller",
 			objs: []runtime.Object{workflow(), taskResult("false"), pod(markedFailedByPodGC)}, target: machineGone(target(markedFailedByPodGC)),
-			want: []Action{DeleteOrphanedPod, CompleteTaskResult}, record: true,
-			check: all(podGone, taskResultCompleted("DeletionByPodGC")),
+			want: []Action{DeleteOrphanedPod}, record: true,
+			check: all(podGone, taskResultLabel("false")),
+		},
+		{
+			name: "pod gone, its last status Failed by PodGC, the controller marked the node Error: complete",
+			objs: []runtime.Object{workflow(withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted")), taskResult("false")}, target: deleted(target(forceDeleted, markedFailedByPodGC)),
+			want: []Action{CompleteTaskResult}, record: true, check: taskResultCompleted("DeletionByPodGC"),
+		},
+		{
+			name: "pod gone, its last status Failed by PodGC, node still Running: wait for the controller, nothing written",
+			objs: []runtime.Object{workflow(), taskResult("false")}, target: deleted(target(forceDeleted, markedFailedByPodGC)),
+			skip: "waiting for the controller to see the pod go", check: nothingWritten,
+		},
+		{
+			name: "pod gone, its last status Failed by PodGC, the controller marked the node Succeeded: left alone",
+			objs: []runtime.Object{workflow(withNodePhase(wfv1.NodeSucceeded)), taskResult("false")}, target: deleted(target(forceDeleted, markedFailedByPodGC)),
+			skip: "left to the controller", check: nothingWritten,
+		},
+		{
+			name: "pod gone, its last status Failed by PodGC, offloaded nodes: left to the controller and the sweep",
+			objs: []runtime.Object{workflow(withOffloadedNodes), taskResult("false")}, target: deleted(target(forceDeleted, markedFailedByPodGC)),
+			skip: "offloaded", check: nothingWritten,
+		},
+		{
+			name: "pod force-deleted by PodGC on a gone node, held by the status finalizer: release it; the gate waits for the controller",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(forceDeleted, markedFailedByPodGC, withStatusFinalizer)}, target: target(forceDeleted, markedFailedByPodGC, withStatusFinalizer),
+			want: []Action{ReleaseStatusFinalizer}, record: true,
+			check: all(podGone, taskResultLabel("false")),
+		},
+		{
+			name: "machine-terminated signal while the pod's Node exists (late, or about an earlier Node of that name): nothing",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(withStatusFinalizer), hostNode()}, target: machineGone(target(withStatusFinalizer)),
+			skip: "pod is running", check: nothingWritten,
+		},
+		{
+			name: "machine-terminated signal for a node other than the pod's: nothing",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod()}, target: func() Target { t := machineGone(target()); t.NodeName = "ip-10-0-9-9.eu-west-1.compute.internal"; return t }(),
+			skip: "not to", check: nothingWritten,
+		},
+		{
+			name: "a pod name that never existed, carrying a running node's node-id: not ours, no call",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(), hostNode()}, target: deleted(func() Target { t := target(); t.PodName = "ghost-pod"; return t }()),
+			skip: "not ours", calls: 0, check: nothingWritten,
+		},
+		{
+			name: "workflow deleted and submitted again under the same name: the old pod's late delete is not ours",
+			objs: []runtime.Object{workflow(withUID("a5e0f3d2-new")), taskResultOf("a5e0f3d2-new", "false")}, target: target(),
+			skip: "not ours", check: nothingWritten,
+		},
+		{
+			name: "workflow re-created, the old pod's late delete event: four-call test refused, full path finds it not ours",
+			objs: []runtime.Object{workflow(withUID("a5e0f3d2-new")), taskResultOf("a5e0f3d2-new", "false")}, target: deleted(target()),
+			skip: "not ours", check: nothingWritten,
+		},
+		{
+			name: "workflow re-created and finished: no late record for the predecessor's pod",
+			objs: []runtime.Object{workflow(withUID("a5e0f3d2-new"), withPhase(wfv1.WorkflowFailed), withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))}, target: deleted(target(evicted)),
+			skip: "not ours", check: nothingWritten,
+		},
+		{
+			name: "task result owned by another workflow of the same name: not ours",
+			objs: []runtime.Object{workflow(), taskResultOf("a5e0f3d2-old", "false")}, target: target(),
+			skip: "not ours", check: nothingWritten,
+		},
+		{
+			name: "pod present under the name but owned by another workflow: not ours",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(failed, func(p *corev1.Pod) { p.OwnerReferences[0].UID = "a5e0f3d2-old" })}, target: target(failed, func(p *corev1.Pod) { p.OwnerReferences[0].UID = "a5e0f3d2-old" }),
+			skip: "not ours", check: nothingWritten,
+		},
+		{
+			name: "node id not in the workflow at all: not ours",
+			objs: []runtime.Object{workflow(func(wf *wfv1.Workflow) { delete(wf.Status.Nodes, testNodeID); wf.Status.TaskResultsCompletionStatus = nil }), taskResult("false")}, target: target(),
+			skip: "has no node", check: nothingWritten,
+		},
+		{
+			name: "pod created but not yet scheduled, a forged delete with its UID: it can still run and report",
+			objs: []runtime.Object{workflow(), pod(func(p *corev1.Pod) { p.Spec.NodeName = ""; p.Status = corev1.PodStatus{Phase: corev1.PodPending} })}, target: deleted(target()),
+			skip: "pod is running", check: nothingWritten,
+		},
+		{
+			name: "task result missing, node still Running: nothing (its executor may yet start)",
+			objs: []runtime.Object{workflow()}, target: target(),
+			skip: "nothing to repair", check: nothingWritten,
 		},
 		{
 			name: "machine terminated, pod held by a foreign finalizer too: release ours, wait (deleting would leave the object)",
@@ -272,8 +346,8 @@ func TestRepairLadder(t *testing.T) {
 		},
 		{
 			name: "machine terminated but the pod was re-created under the same name: the new one is left alone",
-			objs: []runtime.Object{workflow(), taskResult("false"), pod(reincarnated), hostNode()}, target: target(),
-			skip: "pod is running", check: nothingWritten,
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(reincarnated), hostNode()}, target: machineGone(target()),
+			skip: "re-created under the same name", calls: 2, check: nothingWritten,
 		},
 		{
 			name: "pod stuck terminating gracefully on a gone node with the status finalizer and another: release ours, wait",
@@ -300,10 +374,10 @@ func TestRepairLadder(t *testing.T) {
 			skip: "waiting for its deletion", check: nothingWritten,
 		},
 		{
-			name:   "instance known terminated while its Node object remains: no node read, wait for the pod's deletion",
+			name:   "instance claimed terminated while its Node object remains: the pod is running, nothing",
 			objs:   []runtime.Object{workflow(), taskResult("false"), pod(), hostNode()},
-			target: func() Target { t := target(); t.HostDown = true; return t }(),
-			skip:   "waiting for its deletion", calls: 3,
+			target: func() Target { t := target(); t.Machine = eventing.MachineTerminated; return t }(),
+			skip:   "pod is running", calls: 4,
 			check: nothingWritten,
 		},
 		{
@@ -376,7 +450,7 @@ func TestRepairLadder(t *testing.T) {
 			name: "a 409 on the task result: re-read, re-decide, done",
 			objs: []runtime.Object{workflow(), taskResult("false")}, target: target(evicted),
 			failNext: map[string]error{"patch workflowtaskresults": apierrors.NewConflict(schema.GroupResource{Resource: "workflowtaskresults"}, testNodeID, errors.New("modified"))},
-			want:     []Action{CompleteTaskResult}, record: true, calls: 10,
+			want:     []Action{CompleteTaskResult}, record: true, calls: 11,
 			check: taskResultCompleted("EvictionByEvictionAPI"),
 		},
 		{
@@ -403,18 +477,18 @@ func TestRepairLadder(t *testing.T) {
 			target: func() Target { t := target(evicted); t.PodUID = ""; return t }(), skip: "already Failed", check: nothingWritten,
 		},
 		{
-			name: "four-call path: the pod is still terminating (graceful eviction): one read, wait for its delete",
+			name: "fast path: the pod is still terminating (graceful eviction): one read, wait for its delete",
 			objs: []runtime.Object{workflow(), taskResult("false"), pod(terminating, evicted), hostNode()}, target: deleted(target(terminating, evicted)),
 			skip: "its delete event will follow", calls: 1, check: nothingWritten,
 		},
 		{
-			name: "four-call path: delete event of an evicted pod, task result incomplete",
+			name: "fast path: delete event of an evicted pod, task result incomplete",
 			objs: []runtime.Object{workflow(), taskResult("false")}, target: deleted(target(evicted, terminating, failed)),
-			want: []Action{CompleteTaskResult}, record: true, calls: 4,
+			want: []Action{CompleteTaskResult}, record: true, calls: 5,
 			check: func(t *testing.T, c *fakeCluster) {
 				got := c.Calls()
 				recorded("EvictionByEvictionAPI")(t, c)
-				if !slices.Equal(got, []string{"get pods/" + testPod, "patch workflowtaskresults/" + testNodeID,
+				if !slices.Equal(got, []string{"get pods/" + testPod, "patch workflowtaskresults/" + testNodeID, "get pods/" + testPod,
 					"create events/" + record.Event(c.getWF(t), record.Record{NodeID: testNodeID}, "").Name, "patch workflows/" + testWF}) {
 					t.Errorf("calls %v", got)
 				}
@@ -424,12 +498,12 @@ func TestRepairLadder(t *testing.T) {
 			},
 		},
 		{
-			name: "four-call path: the pod was re-created under the same name: full path, left alone",
+			name: "fast path: the pod was re-created under the same name: full path, left alone",
 			objs: []runtime.Object{workflow(), taskResult("false"), pod(reincarnated), hostNode()}, target: deleted(target(evicted)),
-			skip: "pod is running", check: nothingWritten,
+			skip: "re-created under the same name", check: nothingWritten,
 		},
 		{
-			name: "four-call path: task result already complete, record missing (a crash between): full path records",
+			name: "fast path: task result already complete, record missing (a crash between): full path records",
 			objs: []runtime.Object{workflow(), func() runtime.Object {
 				tr := taskResult("true")
 				tr.Labels[workflowmeta.LabelRepaired] = string(CompleteTaskResult)
@@ -438,7 +512,7 @@ func TestRepairLadder(t *testing.T) {
 			record: true, check: recorded("EvictionByEvictionAPI"),
 		},
 		{
-			name: "four-call path: task result of another controller instance: refused by the test, full path skips",
+			name: "fast path: task result of another controller instance: refused by the test, full path skips",
 			objs: []runtime.Object{workflow(withLabel(workflowmeta.LabelInstanceID, "team-b")), func() runtime.Object {
 				tr := taskResult("false")
 				tr.Labels[workflowmeta.LabelInstanceID] = "team-b"
@@ -447,8 +521,8 @@ func TestRepairLadder(t *testing.T) {
 			skip: "instance-id", check: taskResultLabel("false"),
 		},
 		{
-			name: "four-call path: no task result: full path creates it",
-			objs: []runtime.Object{workflow()}, target: deleted(target(evicted)),
+			name: "fast path: no task result, node marked Error by the controller: full path creates it",
+			objs: []runtime.Object{workflow(withNodePhase(wfv1.NodeError), withNodeMessage("pod deleted"))}, target: deleted(target(evicted)),
 			want: []Action{CreateTaskResult}, record: true, check: taskResultCompleted("EvictionByEvictionAPI"),
 		},
 	}
@@ -543,7 +617,7 @@ func TestRepairErrors(t *testing.T) {
 
 // machineGone marks a target as a Node-delete signal of a terminated machine gives it.
 func machineGone(t Target) Target {
-	t.HostDown, t.MachineGone = true, true
+	t.NodeName, t.Machine = testHost, eventing.MachineTerminated
 	if t.Reason == record.UnknownReason {
 		t.Reason = "NodeDeleted"
 	}
@@ -579,4 +653,59 @@ func all(checks ...func(*testing.T, *fakeCluster)) func(*testing.T, *fakeCluster
 func deleted(t Target) Target {
 	t.FromPodEvent, t.WorkflowUID = true, testWFUID
 	return t
+}
+
+// TestRecreatedWhileCompleting: Argo 3.7 re-creates the pod of a node whose task result it still
+// saw incomplete, under the same name, between our read of the name (404) and our completion.
+// The completion is undone and nothing is recorded: the new incarnation reports for itself.
+func TestRecreatedWhileCompleting(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		target Target
+	}{
+		{"fast path", deleted(target(evicted))},
+		{"full path", target(evicted)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newFakeCluster(t, workflow(), taskResult("false"))
+			c.argo.PrependReactor("patch", "workflowtaskresults", func(k8stesting.Action) (bool, runtime.Object, error) {
+				// The controller's new pod lands right after the completion.
+				_ = c.kube.Tracker().Add(pod(reincarnated))
+				return false, nil, nil
+			})
+			res, err := c.repairer(t0.Add(6*time.Minute + 5*time.Second)).Repair(ctx, tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(res.Plan.Skip, "re-created") || slices.Contains(res.Done, CompleteTaskResult) || res.Recorded {
+				t.Errorf("result %+v", res)
+			}
+			tr := c.getTR(t)
+			if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" || tr.Labels[workflowmeta.LabelRepaired] != "" || tr.Annotations[workflowmeta.AnnotationRepaired] != "" {
+				t.Errorf("completion not undone: %v %v", tr.Labels, tr.Annotations)
+			}
+			if len(c.events(t)) != 0 || len(record.Recorded(c.getWF(t))) != 0 {
+				t.Error("a record was written for a repair that was undone")
+			}
+		})
+	}
+}
+
+// A repair on a workflow that already carries MaxRecords records folds the oldest into a count:
+// the Workflow never grows toward Argo's size limit however many pods it loses.
+func TestRecordsStayBounded(t *testing.T) {
+	wf := workflow()
+	wf.Annotations = map[string]string{}
+	for i := range record.MaxRecords {
+		id := fmt.Sprintf("%s-%d", testWF, 2000+i)
+		wf.Annotations[record.AnnotationKey(testWF, id)] = record.Record{NodeID: id, Time: t0.Add(time.Duration(i) * time.Second)}.Marshal()
+	}
+	c := newFakeCluster(t, wf, taskResult("false"))
+	if _, err := c.repairer(t0.Add(6*time.Minute + 5*time.Second)).Repair(ctx, deleted(target(evicted))); err != nil {
+		t.Fatal(err)
+	}
+	got := c.getWF(t)
+	if n := len(record.Recorded(got)); n != record.MaxRecords || got.Annotations[record.AnnotationFolded] != "1" || !record.HasRecord(got, testNodeID) {
+		t.Fatalf("%d records, folded %q, new record kept %v", n, got.Annotations[record.AnnotationFolded], record.HasRecord(got, testNodeID))
+	}
 }

@@ -82,14 +82,66 @@ func writeErr(err error, what string) error {
 // completeTaskResult is ladder step 1: label the task result complete. The controller then
 // marks the node, retries, runs exit handlers and finishes the workflow itself (v3.5.3 → 4.x,
 // inline, compressed or offloaded nodes alike). Only called once the pod can no longer report.
-func (r *Repairer) completeTaskResult(ctx context.Context, tr *wfv1.WorkflowTaskResult, rec record.Record) error {
+func (r *Repairer) completeTaskResult(ctx context.Context, tr *wfv1.WorkflowTaskResult, rec record.Record) (*wfv1.WorkflowTaskResult, error) {
 	patch := mergePatch(patchMeta{
 		ResourceVersion: tr.ResourceVersion,
 		Labels:          map[string]string{workflowmeta.LabelReportOutputsCompleted: "true", workflowmeta.LabelRepaired: string(CompleteTaskResult)},
 		Annotations:     map[string]string{workflowmeta.AnnotationRepaired: rec.Marshal()},
 	}, nil)
+	done, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(tr.Namespace).Patch(ctx, tr.Name, types.MergePatchType, patch, r.patchOptions())
+	return done, writeErr(err, fmt.Sprintf("completing task result %s/%s", tr.Namespace, tr.Name))
+}
+
+// errRecreated says a new incarnation of the pod appeared while its node's task result was being
+// completed: the completion was undone, and the new pod reports for itself.
+var errRecreated = errors.New("pod re-created under the same name while its task result was completed")
+
+// guardRecreation runs right after a task result of a gone pod was completed. Argo 3.7 re-creates
+// the pod of a node whose task result it still saw incomplete, under the same name, and the new
+// executor never sets the label back to "false": our "true" would open the new incarnation's gate
+// before it ran. So the name is read again; a pod there now is that new incarnation, and the
+// completion is undone (only while the object still carries our own mark).
+func (r *Repairer) guardRecreation(ctx context.Context, t Target, tr *wfv1.WorkflowTaskResult) error {
+	if r.DryRun || tr == nil || t.PodName == "" {
+		return nil
+	}
+	pod, err := r.Kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("re-reading pod %s/%s after completing its task result: %w", t.Namespace, t.PodName, err)
+	case t.PodUID != "" && pod.UID == t.PodUID:
+		return nil
+	}
+	for range 3 {
+		err = r.undoCompletion(ctx, tr)
+		if !apierrors.IsConflict(err) {
+			break
+		}
+		if tr, err = r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(tr.Namespace).Get(ctx, tr.Name, metav1.GetOptions{}); err != nil {
+			break
+		}
+		if tr.Labels[workflowmeta.LabelRepaired] != string(CompleteTaskResult) || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+			return fmt.Errorf("%s/%s: %w (uid %s); our mark is gone: left as it is", t.Namespace, t.PodName, errRecreated, pod.UID)
+		}
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("undoing the completion of task result %s/%s: %w", tr.Namespace, tr.Name, err)
+	}
+	return fmt.Errorf("%s/%s: %w (uid %s): undone", t.Namespace, t.PodName, errRecreated, pod.UID)
+}
+
+// undoCompletion puts back the task result as the executor left it, preconditioned on the version
+// our completion produced.
+func (r *Repairer) undoCompletion(ctx context.Context, tr *wfv1.WorkflowTaskResult) error {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": tr.ResourceVersion,
+		"labels":          map[string]any{workflowmeta.LabelReportOutputsCompleted: "false", workflowmeta.LabelRepaired: nil},
+		"annotations":     map[string]any{workflowmeta.AnnotationRepaired: nil},
+	}}) // maps of strings and nils: cannot fail
 	_, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(tr.Namespace).Patch(ctx, tr.Name, types.MergePatchType, patch, r.patchOptions())
-	return writeErr(err, fmt.Sprintf("completing task result %s/%s", tr.Namespace, tr.Name))
+	return err
 }
 
 // createTaskResult is ladder step 2: the task result object is missing while the workflow's gate
@@ -97,7 +149,7 @@ func (r *Repairer) completeTaskResult(ctx context.Context, tr *wfv1.WorkflowTask
 // created as the executor would (workflow/executor/taskresult.go), already complete. On 3.5/3.6
 // patching the map alone would be undone by nothing but also healed by nothing; the object heals
 // every version.
-func (r *Repairer) createTaskResult(ctx context.Context, t Target, wf *wfv1.Workflow, rec record.Record) error {
+func (r *Repairer) createTaskResult(ctx context.Context, t Target, wf *wfv1.Workflow, rec record.Record) (*wfv1.WorkflowTaskResult, error) {
 	labels := map[string]string{
 		workflowmeta.LabelWorkflow:               wf.Name,
 		workflowmeta.LabelReportOutputsCompleted: "true",
@@ -120,8 +172,8 @@ func (r *Repairer) createTaskResult(ctx context.Context, t Target, wf *wfv1.Work
 			}},
 		},
 	}
-	_, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(wf.Namespace).Create(ctx, tr, r.createOptions())
-	return writeErr(err, fmt.Sprintf("creating task result %s/%s", wf.Namespace, t.NodeID))
+	done, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(wf.Namespace).Create(ctx, tr, r.createOptions())
+	return done, writeErr(err, fmt.Sprintf("creating task result %s/%s", wf.Namespace, t.NodeID))
 }
 
 // releaseStatusFinalizer is ladder step 3: a pod stuck Terminating on a Node that no longer

@@ -6,8 +6,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"function/eventing"
 	"function/handlers/record"
 	"function/workflowmeta"
 )
@@ -29,19 +31,23 @@ type Target struct {
 	Message string
 	// Trigger names what asked for the repair ("pod delete event", "sweep"), for the record.
 	Trigger string
-	// HostDown says the pod's machine is known to be gone (its EC2 instance terminated) even if
-	// the Node object still exists: no pod on it can report any more.
-	HostDown bool
 	// WorkflowUID is the Workflow's UID from the pod's ownerReference ("" when unknown).
 	WorkflowUID types.UID
 	// FromPodEvent says an event carried this pod incarnation (Resource mode) and the caller
 	// checked the scope on its labels: the repair may take its four-call path (fastComplete),
 	// which goes on only when the pod is gone.
 	FromPodEvent bool
-	// MachineGone says the machine is terminated (instance terminated or stopped, NodeClaim
-	// deleted, Karpenter-managed Node deleted): none of the pod's containers runs any more, so the
-	// pod object left behind may be deleted at once, as PodGC would after its 40 s quarantine.
-	MachineGone bool
+	// StatusMisleading says the pod's last known status is finished (PodGC and the taint
+	// manager set Failed before deleting) while its containers never ended: a controller that
+	// still sees that status takes it for the step's outcome, so the task result is completed
+	// only once the Workflow shows that the controller saw the pod go.
+	StatusMisleading bool
+	// NodeName is the Node a node-wide signal named ("" for a pod's own event): only pods bound
+	// to it are acted on.
+	NodeName string
+	// Machine is what the signal claims about the pod's machine. A pod is force-deleted only
+	// when it claims MachineTerminated and the API server confirms the pod's Node is gone.
+	Machine eventing.Machine
 }
 
 // String names the target in logs and errors.
@@ -81,16 +87,24 @@ func TargetFromPod(pod *corev1.Pod, seen time.Time, trigger string) (Target, err
 	if pod.DeletionTimestamp != nil {
 		t.DeletedAt = pod.DeletionTimestamp.Time
 	}
-	for _, o := range pod.OwnerReferences {
-		if o.Kind == "Workflow" && strings.HasPrefix(o.APIVersion, "argoproj.io/") && o.Name == t.Workflow {
-			t.WorkflowUID = o.UID
-		}
-	}
+	t.WorkflowUID = WorkflowOwner(pod.OwnerReferences, t.Workflow)
+	t.StatusMisleading = PodFinished(pod) && !ContainersEnded(pod)
 	t.Reason, t.Message = DisruptionReason(pod)
 	if w, ok := record.PodWarning(pod); ok {
 		t.Reason, t.Message = w.Reason, withCause(w.Message, t.Reason)
 	}
 	return t, nil
+}
+
+// WorkflowOwner returns the UID of the Workflow named workflow among owner references, "" when
+// none is there.
+func WorkflowOwner(refs []metav1.OwnerReference, workflow string) types.UID {
+	for _, o := range refs {
+		if o.Kind == "Workflow" && strings.HasPrefix(o.APIVersion, "argoproj.io/") && o.Name == workflow {
+			return o.UID
+		}
+	}
+	return ""
 }
 
 // withCause appends the Kubernetes-side cause (EvictionByEvictionAPI…) to an announced reason's
@@ -122,9 +136,9 @@ func DisruptionReason(pod *corev1.Pod) (reason, message string) {
 	return record.UnknownReason, ""
 }
 
-// Terminal reports whether the pod has finished: every container has exited, so nothing in it
-// can report outputs any more.
-func Terminal(pod *corev1.Pod) bool {
+// PodFinished reports whether the pod's phase is Succeeded or Failed. Its containers may still
+// have been running when a controller set that phase (ContainersEnded tells).
+func PodFinished(pod *corev1.Pod) bool {
 	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
@@ -139,8 +153,9 @@ func ContainersEnded(pod *corev1.Pod) bool {
 	return len(pod.Status.ContainerStatuses) > 0
 }
 
-// WaitReported reports whether Argo's wait container exited 0: it then completed its task result
-// itself (the label flip is its last act), and a later deletion of the pod needs no repair.
+// WaitReported reports whether Argo's wait container exited 0. argoexec computes its exit code
+// before its deferred label flip, so this is no proof that the task result was completed: a
+// deletion of such a pod costs one read of the task result (the handler's check).
 func WaitReported(pod *corev1.Pod) bool {
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name == workflowmeta.WaitContainer {
@@ -158,10 +173,10 @@ func Relevant(pod *corev1.Pod, deleted bool) (bool, string) {
 	if _, ok := NodeIDOf(pod); !ok {
 		return false, "pod runs no workflow node"
 	}
-	if WaitReported(pod) {
-		return false, "wait container reported its outputs"
+	if WaitReported(pod) && !deleted {
+		return false, "wait container exited 0: its task result is read when the pod is deleted"
 	}
-	if deleted || pod.DeletionTimestamp != nil || Terminal(pod) {
+	if deleted || pod.DeletionTimestamp != nil || PodFinished(pod) {
 		return true, ""
 	}
 	return false, "pod is neither deleted nor finished"

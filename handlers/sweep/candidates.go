@@ -41,7 +41,9 @@ type Candidate struct {
 // every object and decides for itself, so a candidate that turns out healthy costs reads, never a
 // write. grace is how long a finished node may keep its task result incomplete, and a pod may stay
 // Terminating, before it is picked (the wait container may still be uploading outputs).
-func Candidates(wf *wfv1.Workflow, pods []corev1.Pod, now time.Time, grace time.Duration) []Candidate {
+// incomplete names nodes whose task result is known incomplete when neither the nodes nor the
+// gate map can be read (offloaded nodes of Argo 3.7.1+).
+func Candidates(wf *wfv1.Workflow, pods []corev1.Pod, now time.Time, grace time.Duration, incomplete ...string) []Candidate {
 	byNode := make(map[string]*corev1.Pod, len(pods))
 	for i := range pods {
 		if id, ok := repair.NodeIDOf(&pods[i]); ok {
@@ -74,14 +76,14 @@ func Candidates(wf *wfv1.Workflow, pods []corev1.Pod, now time.Time, grace time.
 		switch {
 		case pod == nil && n.Phase == wfv1.NodeRunning && now.Sub(n.StartedAt.Time) > recentlyStarted:
 			add(id, &n, "node Running, its pod is gone")
-		case pod == nil && holds && n.Fulfilled():
+		case pod == nil && holds && repair.PhaseFulfilled(n.Phase):
 			// Nothing is left to report the outputs: no grace needed (3.5.6–3.5.10 never heal).
 			add(id, &n, "node "+string(n.Phase)+", its pod is gone, task result incomplete")
-		case pod != nil && pod.DeletionTimestamp != nil && now.Sub(pod.DeletionTimestamp.Time) > grace && (!n.Fulfilled() || holds):
+		case pod != nil && pod.DeletionTimestamp != nil && now.Sub(pod.DeletionTimestamp.Time) > grace && (!repair.PhaseFulfilled(n.Phase) || holds):
 			add(id, &n, fmt.Sprintf("pod Terminating for %s", now.Sub(pod.DeletionTimestamp.Time).Round(time.Second)))
-		case pod != nil && holds && repair.Terminal(pod) && !repair.WaitReported(pod) && now.Sub(n.StartedAt.Time) > grace:
+		case pod != nil && holds && repair.PodFinished(pod) && !repair.WaitReported(pod) && now.Sub(n.StartedAt.Time) > grace:
 			add(id, &n, "pod "+string(pod.Status.Phase)+" without its outputs reported")
-		case pod != nil && holds && n.Fulfilled() && !n.FinishedAt.IsZero() && now.Sub(n.FinishedAt.Time) > grace:
+		case pod != nil && holds && repair.PhaseFulfilled(n.Phase) && !n.FinishedAt.IsZero() && now.Sub(n.FinishedAt.Time) > grace:
 			// Usually the wait container still saving outputs; the repair reads the pod and
 			// leaves it alone while it can report.
 			add(id, &n, fmt.Sprintf("node %s for %s, its task result still incomplete", n.Phase, now.Sub(n.FinishedAt.Time).Round(time.Second)))
@@ -90,14 +92,21 @@ func Candidates(wf *wfv1.Workflow, pods []corev1.Pod, now time.Time, grace time.
 	// The gate map alone, for nodes we cannot see (offloaded or unreadable status, or an entry
 	// whose node the status lost): an entry still false whose pod is gone, finished or
 	// terminating.
-	for id, done := range wf.Status.TaskResultsCompletionStatus {
+	gate := wf.Status.TaskResultsCompletionStatus
+	if len(gate) == 0 && len(incomplete) > 0 {
+		gate = map[string]bool{}
+		for _, id := range incomplete {
+			gate[id] = false
+		}
+	}
+	for id, done := range gate {
 		if _, visible := nodes[id]; done || seen[id] || visible {
 			continue
 		}
 		switch pod := byNode[id]; {
 		case pod == nil:
 			add(id, nil, "task result incomplete, no pod for the node")
-		case pod.DeletionTimestamp != nil || repair.Terminal(pod):
+		case pod.DeletionTimestamp != nil || repair.PodFinished(pod):
 			add(id, nil, "task result incomplete, pod "+podState(pod))
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
 
+	"function/handlers/nodestatus"
 	"function/handlers/repair"
 	"function/handlers/scope"
 	"function/workflowmeta"
@@ -196,7 +197,15 @@ func (s *Sweeper) sweepWorkflow(ctx context.Context, wf *wfv1.Workflow) ([]Findi
 		return nil, fmt.Errorf("listing pods of workflow %s/%s: %w", wf.Namespace, wf.Name, err)
 	}
 	now := s.now()
-	cands := Candidates(wf, podsOf(pods), now, s.Grace)
+	var incomplete []string
+	if _, storage, _ := nodestatus.Nodes(wf); storage == nodestatus.Offloaded && len(wf.Status.TaskResultsCompletionStatus) == 0 {
+		// Argo 3.7.1+ keeps the gate on the nodes, which are in the database: the incomplete
+		// task results name the nodes instead.
+		if incomplete, err = s.incompleteTaskResults(ctx, wf); err != nil {
+			return nil, err
+		}
+	}
+	cands := Candidates(wf, podsOf(pods), now, s.Grace, incomplete...)
 	running := time.Duration(0)
 	if !wf.Status.StartedAt.IsZero() {
 		running = now.Sub(wf.Status.StartedAt.Time)
@@ -211,6 +220,23 @@ func (s *Sweeper) sweepWorkflow(ctx context.Context, wf *wfv1.Workflow) ([]Findi
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// incompleteTaskResults names the nodes whose task result the workflow's executors left
+// incomplete.
+func (s *Sweeper) incompleteTaskResults(ctx context.Context, wf *wfv1.Workflow) ([]string, error) {
+	sel := workflowmeta.LabelWorkflow + "=" + wf.Name + "," + workflowmeta.LabelReportOutputsCompleted + "=false"
+	list, err := s.Argo.ArgoprojV1alpha1().WorkflowTaskResults(wf.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, fmt.Errorf("listing incomplete task results of workflow %s/%s: %w", wf.Namespace, wf.Name, err)
+	}
+	var ids []string
+	for _, tr := range list.Items {
+		if ownedBy := repair.WorkflowOwner(tr.OwnerReferences, wf.Name); ownedBy == wf.UID {
+			ids = append(ids, tr.Name)
+		}
+	}
+	return ids, nil
 }
 
 func podsOf(l *corev1.PodList) []corev1.Pod {

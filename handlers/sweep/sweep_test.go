@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/runtime"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 
@@ -37,7 +38,7 @@ const ns = "argo"
 // The gate map says false for every node listed in incomplete.
 func wfWith(name string, nodes map[string]wfv1.NodeStatus, incomplete ...string) *wfv1.Workflow {
 	wf := &wfv1.Workflow{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: "uid-" + "name", ResourceVersion: "10",
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID("uid-" + name), ResourceVersion: "10",
 			Labels: map[string]string{workflowmeta.LabelPhase: "Running"}},
 		Status: wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, StartedAt: metav1.NewTime(t0), Nodes: wfv1.Nodes{}, TaskResultsCompletionStatus: map[string]bool{}},
 	}
@@ -63,8 +64,9 @@ func podNode(wf, display, phase string, finishedAgo time.Duration) (string, wfv1
 
 func podFor(wf, nodeID, display string, phase corev1.PodPhase, opts ...func(*corev1.Pod)) corev1.Pod {
 	p := corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: wf + "-" + display + nodeID[len(wf):], Namespace: ns, UID: "pod-" + "x",
-			Labels:      map[string]string{workflowmeta.LabelWorkflow: wf},
+		ObjectMeta: metav1.ObjectMeta{Name: wf + "-" + display + nodeID[len(wf):], Namespace: ns, UID: types.UID("pod-" + nodeID),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf, UID: types.UID("uid-" + wf)}},
+			Labels:          map[string]string{workflowmeta.LabelWorkflow: wf},
 			Annotations: map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
 		Spec:   corev1.PodSpec{NodeName: "node-1"},
 		Status: corev1.PodStatus{Phase: phase},
@@ -95,6 +97,17 @@ func TestCandidates(t *testing.T) {
 	}
 	offloaded := func(w *wfv1.Workflow) *wfv1.Workflow {
 		w.Status.OffloadNodeStatusVersion, w.Status.Nodes = "fnv:123", nil
+		return w
+	}
+	v37 := func(w *wfv1.Workflow) *wfv1.Workflow {
+		// Argo 3.7.1+: no completion map; the node is not "fulfilled" to NodeStatus.Fulfilled
+		// while its task result is not synced, which is when the gate holds.
+		w.Status.TaskResultsCompletionStatus = nil
+		for id, n := range w.Status.Nodes {
+			f := false
+			n.TaskResultSynced = &f
+			w.Status.Nodes[id] = n
+		}
 		return w
 	}
 	cases := []struct {
@@ -128,6 +141,8 @@ func TestCandidates(t *testing.T) {
 			nil, nil, "", "", ""},
 		{"Pending node without pod: the controller creates it", wfWith(wf, map[string]wfv1.NodeStatus{pendID: pending}),
 			nil, nil, "", "", ""},
+		{"v3.7: node Error, taskResultSynced false, no gate map, pod gone", v37(wfWith(wf, map[string]wfv1.NodeStatus{freshID: fresh})),
+			nil, []string{freshID}, "node Error, its pod is gone", "etl-fresh" + freshID[len(wf):], "gone"},
 		{"pod Failed without reporting while the gate waits", wfWith(wf, map[string]wfv1.NodeStatus{runID: running}, runID),
 			[]corev1.Pod{podFor(wf, runID, "extract", corev1.PodFailed)}, []string{runID}, "pod Failed without its outputs reported", "etl-extract" + runID[len(wf):], "Failed"},
 	}
@@ -157,7 +172,8 @@ func TestCandidates(t *testing.T) {
 
 func taskResult(wf, id, completed string) *wfv1.WorkflowTaskResult {
 	return &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: id, Namespace: ns, ResourceVersion: "5",
-		Labels: map[string]string{workflowmeta.LabelWorkflow: wf, workflowmeta.LabelReportOutputsCompleted: completed}}}
+		Labels:          map[string]string{workflowmeta.LabelWorkflow: wf, workflowmeta.LabelReportOutputsCompleted: completed},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf, UID: types.UID("uid-" + wf)}}}}
 }
 
 // pagingArgo wraps the fake Argo clientset so that workflow LISTs honour Limit and Continue (the
@@ -389,5 +405,22 @@ func TestLease(t *testing.T) {
 	l, _ := kube.CoordinationV1().Leases("adh").Get(ctx, "sweep", metav1.GetOptions{})
 	if _, ok := l.Annotations[AnnotationCursor]; ok || l.Spec.HolderIdentity != nil {
 		t.Errorf("after a complete scan: %+v", l)
+	}
+}
+
+// Argo 3.7.1+ with offloaded nodes: neither the nodes nor a gate map are on the Workflow; the
+// incomplete task results name the nodes, and those without a live pod are candidates.
+func TestCandidatesOffloaded37(t *testing.T) {
+	const wf = "etl"
+	goneID, _ := podNode(wf, "extract", "Running", 0)
+	liveID, _ := podNode(wf, "load", "Running", 0)
+	w := wfWith(wf, nil)
+	w.Status.OffloadNodeStatusVersion, w.Status.Nodes, w.Status.TaskResultsCompletionStatus = "fnv:1", nil, nil
+	if got := Candidates(w, nil, now, 2*time.Minute); len(got) != 0 {
+		t.Fatalf("without the task results: %d candidates", len(got))
+	}
+	got := Candidates(w, []corev1.Pod{podFor(wf, liveID, "load", corev1.PodRunning)}, now, 2*time.Minute, goneID, liveID)
+	if len(got) != 1 || got[0].Target.NodeID != goneID || got[0].PodState != "gone" {
+		t.Fatalf("candidates %+v, want only %s", got, goneID)
 	}
 }
