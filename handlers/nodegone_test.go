@@ -8,8 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -27,7 +27,7 @@ func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{Name: wf + "-main-" + nodeID[len(wf)+1:], Namespace: fxNS, UID: types.UID("uid-" + wf), ResourceVersion: "3",
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf, UID: types.UID("wfuid-" + wf)}},
 			Labels:          map[string]string{workflowmeta.LabelWorkflow: wf},
-			Annotations: map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
+			Annotations:     map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
 		Spec:   corev1.PodSpec{NodeName: host},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	}

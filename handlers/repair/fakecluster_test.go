@@ -243,7 +243,7 @@ func withNodePhase(p wfv1.NodePhase) wfOpt {
 		wf.Status.Nodes[testNodeID] = n
 	}
 }
-func withUID(uid types.UID) wfOpt       { return func(wf *wfv1.Workflow) { wf.UID = uid } }
+func withUID(uid types.UID) wfOpt { return func(wf *wfv1.Workflow) { wf.UID = uid } }
 func withLabel(k, v string) wfOpt { return func(wf *wfv1.Workflow) { wf.Labels[k] = v } }
 func withDeletion() wfOpt {
 	return func(wf *wfv1.Workflow) {
@@ -299,7 +299,7 @@ func pod(opts ...podOpt) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{Name: testPod, Namespace: testNS, UID: "pod-uid-1", ResourceVersion: "70",
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: testWF, UID: testWFUID, Controller: ptr(true)}},
 			Labels:          map[string]string{workflowmeta.LabelWorkflow: testWF, workflowmeta.LabelCompleted: "false"},
-			Annotations: map[string]string{workflowmeta.AnnotationNodeID: testNodeID, workflowmeta.AnnotationNodeName: testWF + "[0].extract(0)"}},
+			Annotations:     map[string]string{workflowmeta.AnnotationNodeID: testNodeID, workflowmeta.AnnotationNodeName: testWF + "[0].extract(0)"}},
 		Spec: corev1.PodSpec{NodeName: testHost, Containers: []corev1.Container{{Name: "main"}, {Name: "wait"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{
 			{Name: "main", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},

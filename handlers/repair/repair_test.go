@@ -284,7 +284,11 @@ func TestRepairLadder(t *testing.T) {
 		},
 		{
 			name: "machine-terminated signal for a node other than the pod's: nothing",
-			objs: []runtime.Object{workflow(), taskResult("false"), pod()}, target: func() Target { t := machineGone(target()); t.NodeName = "ip-10-0-9-9.eu-west-1.compute.internal"; return t }(),
+			objs: []runtime.Object{workflow(), taskResult("false"), pod()}, target: func() Target {
+				t := machineGone(target())
+				t.NodeName = "ip-10-0-9-9.eu-west-1.compute.internal"
+				return t
+			}(),
 			skip: "not to", check: nothingWritten,
 		},
 		{
@@ -319,7 +323,10 @@ func TestRepairLadder(t *testing.T) {
 		},
 		{
 			name: "node id not in the workflow at all: not ours",
-			objs: []runtime.Object{workflow(func(wf *wfv1.Workflow) { delete(wf.Status.Nodes, testNodeID); wf.Status.TaskResultsCompletionStatus = nil }), taskResult("false")}, target: target(),
+			objs: []runtime.Object{workflow(func(wf *wfv1.Workflow) {
+				delete(wf.Status.Nodes, testNodeID)
+				wf.Status.TaskResultsCompletionStatus = nil
+			}), taskResult("false")}, target: target(),
 			skip: "has no node", check: nothingWritten,
 		},
 		{
@@ -673,7 +680,7 @@ func TestRecreatedWhileCompleting(t *testing.T) {
 				_ = c.kube.Tracker().Add(pod(reincarnated))
 				return false, nil, nil
 			})
-			res, err := c.repairer(t0.Add(6*time.Minute + 5*time.Second)).Repair(ctx, tc.target)
+			res, err := c.repairer(t0.Add(6*time.Minute+5*time.Second)).Repair(ctx, tc.target)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -701,7 +708,7 @@ func TestRecordsStayBounded(t *testing.T) {
 		wf.Annotations[record.AnnotationKey(testWF, id)] = record.Record{NodeID: id, Time: t0.Add(time.Duration(i) * time.Second)}.Marshal()
 	}
 	c := newFakeCluster(t, wf, taskResult("false"))
-	if _, err := c.repairer(t0.Add(6*time.Minute + 5*time.Second)).Repair(ctx, deleted(target(evicted))); err != nil {
+	if _, err := c.repairer(t0.Add(6*time.Minute+5*time.Second)).Repair(ctx, deleted(target(evicted))); err != nil {
 		t.Fatal(err)
 	}
 	got := c.getWF(t)

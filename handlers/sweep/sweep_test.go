@@ -12,8 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
@@ -67,7 +67,7 @@ func podFor(wf, nodeID, display string, phase corev1.PodPhase, opts ...func(*cor
 		ObjectMeta: metav1.ObjectMeta{Name: wf + "-" + display + nodeID[len(wf):], Namespace: ns, UID: types.UID("pod-" + nodeID),
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf, UID: types.UID("uid-" + wf)}},
 			Labels:          map[string]string{workflowmeta.LabelWorkflow: wf},
-			Annotations: map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
+			Annotations:     map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
 		Spec:   corev1.PodSpec{NodeName: "node-1"},
 		Status: corev1.PodStatus{Phase: phase},
 	}
