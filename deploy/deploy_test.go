@@ -252,8 +252,20 @@ func TestSourcesRBACCoversTheirResources(t *testing.T) {
 func TestEventingWiring(t *testing.T) {
 	f := readFuncYAML(t)
 	objs := render(t, "base")
-	if b := Find(objs, "Broker", "default"); b == nil {
+	b := Find(objs, "Broker", "default")
+	if b == nil {
 		t.Fatal("no Broker default")
+	}
+	// Delivery is configured, not assumed: retries with backoff, and a dead-letter sink that is
+	// the function's own Service (which logs and counts dead letters).
+	if retry, _, _ := unstructured.NestedInt64(b.Object, "spec", "delivery", "retry"); retry < 1 {
+		t.Errorf("Broker delivery retry = %d", retry)
+	}
+	if p, _, _ := unstructured.NestedString(b.Object, "spec", "delivery", "backoffPolicy"); p != "exponential" {
+		t.Errorf("Broker delivery backoffPolicy = %q", p)
+	}
+	if dls, _, _ := unstructured.NestedStringMap(b.Object, "spec", "delivery", "deadLetterSink", "ref"); dls["kind"] != "Service" || dls["name"] != "argo-disruption-handler" {
+		t.Errorf("Broker deadLetterSink = %v, want the function's Service", dls)
 	}
 	filters := map[string]string{}
 	for _, o := range objs {

@@ -5,6 +5,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
@@ -101,7 +102,11 @@ func (h *Handler) Handle(ctx context.Context, e event.Event) (*event.Event, erro
 
 // handle sets *ignored when the event needed nothing (for the metrics).
 func (h *Handler) handle(ctx context.Context, e event.Event, ignored *bool) error {
-	// First, before the data is even looked at: an event from a sender not on the list costs
+	if h.deadLetter(ctx, e) {
+		*ignored = true
+		return nil
+	}
+	// Then, before the data is even looked at: an event from a sender not on the list costs
 	// nothing and reaches no decoder and no API call.
 	if !config.SourceAllowed(e.Source(), h.AllowedSources) {
 		return fmt.Errorf("%w: %q (ADH_ALLOWED_SOURCES)", ErrSourceNotAllowed, e.Source())
@@ -196,6 +201,25 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	t.FromPodEvent = pc.Pod != nil
 	_, err = h.Repairer.Repair(ctx, t)
 	return err
+}
+
+// deadLetter logs and counts an event the broker could not deliver and handed to its
+// dead-letter sink (deploy/base/broker.yaml: the function itself). Nothing in it is acted on: it
+// failed every retry already, and the sweep covers what it was about. Dead letters carry the
+// knativeerrordest extension, with knativeerrorcode and knativeerrordata (the answer's body,
+// base64).
+func (h *Handler) deadLetter(ctx context.Context, e event.Event) bool {
+	ext := e.Extensions()
+	dest, ok := ext["knativeerrordest"]
+	if !ok {
+		return false
+	}
+	code := fmt.Sprint(ext["knativeerrorcode"])
+	body, _ := base64.StdEncoding.DecodeString(fmt.Sprint(ext["knativeerrordata"]))
+	logging.FromContext(ctx).Errorw("dead letter: the broker gave up delivering this event", zap.String("source", e.Source()),
+		zap.Any("destination", dest), zap.String("code", code), zap.String("answer", string(body)))
+	h.Metrics.DeadLetter(h.metricType(e.Type()), code)
+	return true
 }
 
 // forceDeleting reports whether an update shows a pod deleted with grace period 0, not yet

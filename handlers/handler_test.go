@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -250,5 +251,22 @@ func TestForceDeleteUpdateWaitsForTheDelete(t *testing.T) {
 	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(context.Background(), fxNode, metav1.GetOptions{})
 	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || n != 5 {
 		t.Errorf("delete: task result %v after %d calls, want completed after 5", tr.Labels, n)
+	}
+}
+
+// A dead letter (the broker's last resort, sent to the function as its dead-letter sink) is
+// logged and counted, never acted on: no API call, 200.
+func TestDeadLetterIsLoggedNotActedOn(t *testing.T) {
+	e := eventingtest.Load(t, "pod-delete-evicted.json")
+	e.SetExtension("knativeerrordest", "http://argo-disruption-handler.argo-disruption-handler.svc.cluster.local")
+	e.SetExtension("knativeerrorcode", "503")
+	e.SetExtension("knativeerrordata", base64.StdEncoding.EncodeToString([]byte("reading workflow argo/nightly-etl-7k2xq: connection refused")))
+	h, calls, argo := newHandler(t, nil, runningWorkflow(), incompleteTaskResult())
+	if _, res := h.Handle(context.Background(), e); res != nil || calls.n.Load() != 0 {
+		t.Fatalf("dead letter: %v after %d API calls, want 200 after none", res, calls.n.Load())
+	}
+	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(context.Background(), fxNode, metav1.GetOptions{})
+	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
+		t.Error("a dead letter was acted on")
 	}
 }
