@@ -132,8 +132,9 @@ func (c *Config) Validate() error {
 		// acting earlier would race the controller's own decision.
 		bad("NODE_ERROR_GRACE", "%s is shorter than 10s (the controller's own grace)", c.NodeErrorGrace)
 	}
-	if c.ControllerWait < 0 || c.ControllerWait >= c.EventTimeout {
-		bad("CONTROLLER_WAIT", "%s is outside [0s, ADH_EVENT_TIMEOUT)", c.ControllerWait)
+	if c.ControllerWait < 0 {
+		// Above the event timeout it is cut by the event's deadline (a second is kept for the answer).
+		bad("CONTROLLER_WAIT", "%s is negative", c.ControllerWait)
 	}
 	if c.ConflictRetries < 1 || c.ConflictRetries > 50 {
 		bad("CONFLICT_RETRIES", "%d is outside 1..50", c.ConflictRetries)

@@ -26,6 +26,7 @@ import (
 	"function/clients"
 	"function/config"
 	"function/deploy"
+	"function/eventing"
 	"function/handlers"
 	"function/handlers/lookup"
 	"function/handlers/record"
@@ -316,7 +317,8 @@ func (e *rbacEnv) pod(t *testing.T, wf *wfv1.Workflow, name, node string, n *wfv
 	no := false
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rbacNS, Labels: map[string]string{workflowmeta.LabelWorkflow: wf.Name},
-			Annotations: ann, Finalizers: finalizers},
+			Annotations: ann, Finalizers: finalizers,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf.Name, UID: wf.UID}}},
 		Spec: corev1.PodSpec{NodeName: node, AutomountServiceAccountToken: &no,
 			Containers: []corev1.Container{{Name: "main", Image: "busybox"}, {Name: workflowmeta.WaitContainer, Image: "argoexec"}}},
 	}
@@ -561,7 +563,7 @@ func (e *rbacEnv) forceDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg.MachineGone = true
+	tg.Machine = eventing.MachineTerminated
 	e.repair(t, tg, repair.DeleteOrphanedPod, repair.CompleteTaskResult)
 	if _, err := e.admin.Kube.CoreV1().Pods(rbacNS).Get(ctx, p.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("pod %s still there: %v", p.Name, err)

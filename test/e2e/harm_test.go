@@ -1,0 +1,172 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"function/handlers/record"
+	"function/test/e2e/cluster"
+	"function/test/e2e/scenario"
+	"function/workflowmeta"
+)
+
+// TestDoNoHarm sends the function, on the real control plane (Argo ADH_E2E_SIGNALS_ARGO, default
+// v3.7.3, status finalizer on), the events a late re-delivery, an earlier incarnation or a forger
+// would send about a workflow step that is running on a live, Karpenter-labelled Node:
+//   - a Karpenter Node delete naming that live Node (an earlier Node of the same name);
+//   - a NodeClaim delete whose status.nodeName is that live Node;
+//   - a pod delete for a pod name that never existed, carrying the running node's node-id and the
+//     workflow's UID;
+//   - a pod delete for the running pod's own name with another pod UID (an earlier incarnation).
+//
+// Each is answered 200, and afterwards the running step's pod (same UID, not deleting, its
+// finalizer kept), its task result ("false"), its node (Running) and its workflow (Running) are
+// untouched, and no record annotation or PodDisrupted Event appears.
+func TestDoNoHarm(t *testing.T) {
+	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.3")
+	ctx := context.Background()
+	bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: version, Nodes: 1,
+		ArgoEnv: map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}}, 150*time.Second)
+	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
+		t.Fatal(err)
+	}
+	fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), map[string]string{"ADH_NAMESPACES": nsWith})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fn.Stop()
+	node := cluster.NodeName(0)
+	if _, err := e.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wf, err := e.Submit(ctx, "harm-", scenario.Spec{Namespace: nsWith, Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := e.RunningPod(ctx, wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeID, err := e.Gate(ctx, wf, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(11 * time.Second) // past the controller's own 10 s, as a real disruption would be
+
+	liveNode, err := e.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	livePod, err := e.Kube.CoreV1().Pods(nsWith).Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost := livePod.DeepCopy()
+	ghost.Name, ghost.UID = wf.Name+"-ghost-"+nodeID[len(wf.Name)+1:], "0000-ghost"
+	earlier := livePod.DeepCopy()
+	earlier.UID = "0000-earlier-incarnation"
+	claim := map[string]any{"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+		"metadata": map[string]any{"name": "workflows-x7k2p", "labels": map[string]any{"karpenter.sh/nodepool": "workflows"}},
+		"status":   map[string]any{"nodeName": node, "providerID": "kwok://" + node}}
+	probes := []struct {
+		name, ceType, kind string
+		data               any
+	}{
+		{"Karpenter Node delete naming a live Node", "dev.knative.apiserver.resource.delete", "Node", liveNode},
+		{"NodeClaim delete whose Node is live", "dev.knative.apiserver.resource.delete", "NodeClaim", claim},
+		{"delete of a pod that never existed, with the running node's node-id", "dev.knative.apiserver.resource.delete", "Pod", ghost},
+		{"late delete of an earlier incarnation of the running pod's name", "dev.knative.apiserver.resource.delete", "Pod", earlier},
+	}
+	for _, p := range probes {
+		if status := postEvent(t, fn.URL, p.ceType, p.kind, p.data); status != http.StatusOK {
+			t.Errorf("%s: answered %d, want 200", p.name, status)
+		}
+		t.Logf("%s: sent", p.name)
+	}
+	time.Sleep(3 * time.Second) // the controller's reconciles and any write would have landed
+
+	cur, err := e.Kube.CoreV1().Pods(nsWith).Get(ctx, pod.Name, metav1.GetOptions{})
+	switch {
+	case err != nil:
+		t.Errorf("running pod %s: %v (deleted by a forged or late event)", pod.Name, err)
+	case cur.UID != pod.UID || cur.DeletionTimestamp != nil:
+		t.Errorf("running pod %s: uid %s (was %s), deletionTimestamp %v", pod.Name, cur.UID, pod.UID, cur.DeletionTimestamp)
+	case len(cur.Finalizers) != len(livePod.Finalizers):
+		t.Errorf("running pod %s finalizers %v, were %v", pod.Name, cur.Finalizers, livePod.Finalizers)
+	}
+	tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(nsWith).Get(ctx, nodeID, metav1.GetOptions{})
+	if err != nil || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
+		t.Errorf("task result %s: %v %v, want still \"false\"", nodeID, err, tr.GetLabels())
+	}
+	w, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := w.Status.Nodes[nodeID]; w.Status.Phase != "Running" || n.Phase != "Running" {
+		t.Errorf("workflow %s %s, node %s %s %q: want both Running", wf.Name, w.Status.Phase, nodeID, n.Phase, n.Message)
+	}
+	if recs := record.Recorded(w); len(recs) != 0 {
+		t.Errorf("records written for a running step: %v", recs)
+	}
+	evs, _ := e.Kube.CoreV1().Events(nsWith).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + record.EventReason})
+	if len(evs.Items) != 0 {
+		t.Errorf("%d %s Events for a running step", len(evs.Items), record.EventReason)
+	}
+	if !t.Failed() {
+		t.Logf("Argo %s: 4 late/forged events about a running step on a live Node → pod, task result, node, workflow untouched, no record, no Event", version)
+	}
+}
+
+// postEvent posts one binary-mode CloudEvent of an ApiServerSource as the broker delivers it,
+// and returns the HTTP status.
+func postEvent(t *testing.T, url, ceType, kind string, data any) int {
+	t.Helper()
+	b, err := json.Marshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = withKind(t, b, kind)
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Ce-Specversion", "1.0")
+	req.Header.Set("Ce-Id", fmt.Sprintf("harm-%d", time.Now().UnixNano()))
+	req.Header.Set("Ce-Source", "https://127.0.0.1:6443")
+	req.Header.Set("Ce-Type", ceType)
+	req.Header.Set("Ce-Kind", kind)
+	req.Header.Set("Ce-Time", time.Now().UTC().Format(time.RFC3339Nano))
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// withKind sets "kind" (and "apiVersion" for core kinds) in an object's JSON, as the
+// ApiServerSource's Resource mode sends it: typed objects read through client-go carry neither.
+func withKind(t *testing.T, b []byte, kind string) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["kind"] = kind
+	if _, ok := m["apiVersion"]; !ok || m["apiVersion"] == "" {
+		m["apiVersion"] = corev1.SchemeGroupVersion.String()
+	}
+	out, _ := json.Marshal(m)
+	return out
+}
