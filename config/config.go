@@ -80,7 +80,7 @@ type Config struct {
 	// MetricsAddress is where /metrics is served in Prometheus format ("" turns it off). A
 	// Knative Service declares only its serving port; Prometheus scrapes this one by the pod's
 	// prometheus.io/* annotations.
-	MetricsAddress string `envconfig:"METRICS_ADDRESS" default:":9090" desc:"listen address of the Prometheus /metrics endpoint; empty turns it off"`
+	MetricsAddress string `envconfig:"METRICS_ADDRESS" default:":9095" desc:"listen address of the Prometheus /metrics endpoint; empty turns it off"`
 
 	// LogLevel is the zap level: debug, info, warn, error.
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`

@@ -3,6 +3,7 @@ package deploy
 import (
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kelseyhightower/envconfig"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
@@ -536,5 +538,27 @@ func TestSweepLeaseRole(t *testing.T) {
 	}
 	if handlers.SweepLeaseName != "argo-disruption-handler-sweep" {
 		t.Errorf("the code's Lease is %q", handlers.SweepLeaseName)
+	}
+}
+
+// TestMetricsPortIsFree: the port Prometheus is told to scrape is the one the function listens on
+// by default, and not one Knative Serving keeps for its queue-proxy sidecar or profiling (8008,
+// 8012, 8013, 8022, 9090, 9091: knative.dev/serving pkg/apis/serving/k8s_validation.go
+// reservedPorts). In the same pod, a listener on one of those makes queue-proxy or the function
+// fail to bind.
+func TestMetricsPortIsFree(t *testing.T) {
+	var cfg config.Config
+	if err := envconfig.Process("ADH", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, port, err := net.SplitHostPort(cfg.MetricsAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains([]string{"8008", "8012", "8013", "8022", "9090", "9091"}, port) {
+		t.Errorf("default metrics port %s is reserved by Knative Serving", port)
+	}
+	if got := readFuncYAML(t).Deploy.Annotations["prometheus.io/port"]; got != port {
+		t.Errorf("func.yaml prometheus.io/port = %q, want the listener's %s", got, port)
 	}
 }

@@ -1,5 +1,5 @@
 // Package metrics counts what the function receives and does, in Prometheus format, on its own
-// listener (ADH_METRICS_ADDRESS, default :9090) beside func-go's CloudEvents port.
+// listener (ADH_METRICS_ADDRESS, default :9095; Knative reserves 9090 and 9091 for queue-proxy) beside func-go's CloudEvents port.
 //
 // Why scraping works with scale-to-zero: Knative keeps a revision's last pod for its stable window
 // (60 s by default) after the last request, plus scale-to-zero-pod-retention-period, so a scrape
