@@ -1,15 +1,15 @@
 // Package function is the argo-disruption-handler Knative function: it keeps Argo Workflows from
 // hanging when Kubernetes takes their pods away. This file only wires the packages together for
-// the func runtime (knative.dev/func-go/cloudevents), which calls New, then Start asynchronously,
-// and routes every CloudEvent to Handle.
+// the func runtime (knative.dev/func-go/http), which calls New, then Start asynchronously, and
+// routes every request to Handle. The HTTP flavour, not the CloudEvents one, because the sender's
+// Authorization header must be verified (Knative Eventing OIDC), and func-go's CloudEvents
+// runtime does not hand the request to the function.
 package function
 
 import (
 	"context"
+	"net/http"
 	"sync/atomic"
-
-	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"function/clients"
 	"function/config"
@@ -70,13 +70,14 @@ func (f *Function) Start(_ context.Context, _ map[string]string) error {
 	return nil
 }
 
-// Handle receives every CloudEvent.
-func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+// Handle receives every request: a CloudEvent in binary or structured mode.
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	h := f.handler.Load()
 	if h == nil {
-		return nil, cehttp.NewResult(503, "not started yet")
+		http.Error(w, "not started yet", http.StatusServiceUnavailable)
+		return
 	}
-	return h.Handle(ctx, e)
+	h.ServeHTTP(w, r)
 }
 
 // Stop is called on SIGTERM. Nothing is held: every repair is complete or re-deliverable; only

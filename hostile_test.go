@@ -14,14 +14,15 @@ import (
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	ce "knative.dev/func-go/cloudevents"
+	fhttp "knative.dev/func-go/http"
 
 	"function/eventing"
 )
 
-// hostileServer serves a started Function through func-go's own HTTP stack (ce.New: the mux,
-// the CloudEvents SDK receiver, the function's Handle), as the generated main does, against an
-// API server that cannot be reached: none of the hostile inputs may need it.
+// hostileServer serves a started Function through func-go's own HTTP stack (fhttp.New: the mux
+// and its timeouts, the function's Handle, which reads the CloudEvent with the SDK), as the
+// generated main does, against an API server that cannot be reached: none of the hostile inputs
+// may need it.
 func hostileServer(t *testing.T, env map[string]string) *httptest.Server {
 	t.Helper()
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
@@ -37,7 +38,7 @@ func hostileServer(t *testing.T, env map[string]string) *httptest.Server {
 	if err := f.Start(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(ce.New(f).Handler)
+	srv := httptest.NewServer(fhttp.New(f).Handler)
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -211,15 +212,12 @@ func TestHostileInput(t *testing.T) {
 	}
 }
 
-// TestHostileInputRefusedBySDK: structured-mode bodies the CloudEvents SDK cannot read as an
-// envelope never reach the function. The SDK inside func-go (sdk-go v2.16.2, receiver built
-// without options) answers bytes that are not a readable JSON envelope 500 with an empty body
-// (and a readable one without its attributes 400): the broker retries a 500 and then
-// dead-letters it. A broker never sends such a body (its ingress refuses it with 400), so only a
-// direct POST to the function's URL gets here; the function cannot change this answer. The test pins that status, proves it is the
-// SDK's refusal (event.UnmarshalJSON fails on the same bytes with the fragment) and not a panic
-// of ours, and bounds the memory like TestHostileInput.
-func TestHostileInputRefusedBySDK(t *testing.T) {
+// TestHostileEnvelope: structured-mode bodies the CloudEvents SDK cannot read as an envelope
+// are answered 400 with the SDK's reason (not retried by the broker: dead-lettered), never a
+// panic, and bounded in memory like TestHostileInput. (Under func-go's CloudEvents runtime the
+// SDK's receiver answered most of them 500 with an empty body, which the broker retried.) The
+// SDK's own decoder refuses the same bytes: the answer is its verdict, not ours.
+func TestHostileEnvelope(t *testing.T) {
 	srv := hostileServer(t, nil)
 	nestedData := append([]byte(`{"metadata":{`+workflowLabel+`},"spec":`), bytes.Repeat([]byte("["), 100_000)...)
 	for _, tc := range []struct {
@@ -228,12 +226,12 @@ func TestHostileInputRefusedBySDK(t *testing.T) {
 		status int
 		sdk    string // fragment of the SDK's own decoding error for the body
 	}{
-		{"100k nested arrays as data", structured(typeDelete, "application/json", nestedData, ""), 500, "ReadObject"},
-		{"100k nested objects as an extension", []byte(`{"specversion":"1.0","id":"1","source":"s","type":"t","x":` + strings.Repeat(`{"a":`, 100_000) + "{}" + strings.Repeat("}", 100_000) + "}"), 500, "invalid CloudEvents value"},
-		{"truncated envelope", []byte(`{"specversion":"1.0",`), 500, "ReadString"},
-		{"attribute of the wrong type", []byte(`{"specversion":"1.0","id":1,"source":"s","type":"t"}`), 500, "id"},
+		{"100k nested arrays as data", structured(typeDelete, "application/json", nestedData, ""), 400, "ReadObject"},
+		{"100k nested objects as an extension", []byte(`{"specversion":"1.0","id":"1","source":"s","type":"t","x":` + strings.Repeat(`{"a":`, 100_000) + "{}" + strings.Repeat("}", 100_000) + "}"), 400, "invalid CloudEvents value"},
+		{"truncated envelope", []byte(`{"specversion":"1.0",`), 400, "ReadString"},
+		{"attribute of the wrong type", []byte(`{"specversion":"1.0","id":1,"source":"s","type":"t"}`), 400, "id"},
 		{"envelope is an array", []byte(`[{"specversion":"1.0"}]`), 400, ""},
-		{"non-UTF-8 bytes outside strings", []byte("{\"specversion\":\"1.0\",\xff}"), 500, ""},
+		{"non-UTF-8 bytes outside strings", []byte("{\"specversion\":\"1.0\",\xff}"), 400, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var e event.Event
@@ -241,8 +239,8 @@ func TestHostileInputRefusedBySDK(t *testing.T) {
 				t.Fatalf("the SDK reads the envelope (err %v), want an error with %q", short(fmt.Sprint(err)), tc.sdk)
 			}
 			code, body, grew := post(t, srv.URL, ceJSON, tc.body)
-			if code != tc.status {
-				t.Errorf("status %d (%q), want %d", code, short(body), tc.status)
+			if code != tc.status || !strings.Contains(body, "invalid CloudEvent") {
+				t.Errorf("status %d (%q), want %d with the reason", code, short(body), tc.status)
 			}
 			if grew > 64<<20 {
 				t.Errorf("serving it allocated %d MiB, want < 64 MiB", grew>>20)
@@ -308,4 +306,34 @@ func short(s string) string {
 		return s[:300] + "…"
 	}
 	return s
+}
+
+// TestSenderTokenRequired: with ADH_OIDC_REQUIRED, a request without a bearer token, or with
+// something else in Authorization, is answered 401 before its body is read; a token the API
+// server cannot be asked about is 503 (the broker retries). The verdicts on real tokens are
+// proven against kube-apiserver in test/e2e (TestSenderAuthentication).
+func TestSenderTokenRequired(t *testing.T) {
+	srv := hostileServer(t, map[string]string{"ADH_OIDC_REQUIRED": "true"})
+	withAuth := func(v string) http.Header {
+		h := binary(typeDelete, "application/json")
+		h.Set("Authorization", v)
+		return h
+	}
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		status int
+		msg    string
+	}{
+		{"no token", binary(typeDelete, "application/json"), 401, "no bearer token"},
+		{"basic credentials", withAuth("Basic dXNlcjpwYXNz"), 401, "not a bearer token"},
+		{"a token, API server unreachable", withAuth("Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln"), 503, "reviewing the sender's token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, _ := post(t, srv.URL, tc.header, bytes.Repeat([]byte("x"), 5<<20))
+			if code != tc.status || !strings.Contains(body, tc.msg) {
+				t.Errorf("got %d %q, want %d %q", code, short(body), tc.status, tc.msg)
+			}
+		})
+	}
 }

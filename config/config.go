@@ -5,6 +5,7 @@
 package config
 
 import (
+	"path"
 	"errors"
 	"fmt"
 	"strings"
@@ -32,6 +33,15 @@ type Config struct {
 	// reach the function's URL can post an event naming any workflow pod; with the list set, only
 	// the configured senders (the ApiServerSource's API server URL, the SQS source) are read.
 	AllowedSources []string `envconfig:"ALLOWED_SOURCES" default:"" desc:"comma-separated CloudEvent sources to act on (exact, or a prefix ending with *); empty means all"`
+
+	// OIDCAudience is the audience a sender's token must be issued for: what the Triggers name
+	// in spec.subscriber.audience (Knative Eventing OIDC sender authentication).
+	OIDCAudience string `envconfig:"OIDC_AUDIENCE" default:"serving.knative.dev/service/argo-disruption-handler/argo-disruption-handler" desc:"audience a sender's bearer token must be issued for"`
+	// OIDCSubjects are the identities allowed to send, path.Match patterns: by default the
+	// ServiceAccounts eventing makes for the Triggers of the function's namespace.
+	OIDCSubjects []string `envconfig:"OIDC_SUBJECTS" default:"system:serviceaccount:argo-disruption-handler:*-oidc-eventing.knative.dev-trigger" desc:"comma-separated identities allowed to send (path.Match patterns)"`
+	// OIDCRequired refuses (401) a request without a bearer token.
+	OIDCRequired bool `envconfig:"OIDC_REQUIRED" default:"false" desc:"refuse requests without a bearer token (turn on once Knative Eventing's authentication-oidc feature is)"`
 
 	// InstanceID is the Argo controller's instanceID. Argo controllers only own workflows whose
 	// workflows.argoproj.io/controller-instanceid label equals their own (absent when none is
@@ -95,6 +105,7 @@ func Load() (*Config, error) {
 	c.Namespaces = cleanList(c.Namespaces)
 	c.ExcludedNamespaces = cleanList(c.ExcludedNamespaces)
 	c.AllowedSources = cleanList(c.AllowedSources)
+	c.OIDCSubjects = cleanList(c.OIDCSubjects)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -131,6 +142,14 @@ func (c *Config) Validate() error {
 		// Argo's podReconciliation ignores pods for RECENTLY_STARTED_POD_DURATION (10 s);
 		// acting earlier would race the controller's own decision.
 		bad("NODE_ERROR_GRACE", "%s is shorter than 10s (the controller's own grace)", c.NodeErrorGrace)
+	}
+	for _, p := range c.OIDCSubjects {
+		if _, err := path.Match(p, ""); err != nil {
+			bad("OIDC_SUBJECTS", "%q: %v", p, err)
+		}
+	}
+	if c.OIDCRequired && (c.OIDCAudience == "" || len(c.OIDCSubjects) == 0) {
+		bad("OIDC_REQUIRED", "needs ADH_OIDC_AUDIENCE and ADH_OIDC_SUBJECTS")
 	}
 	if c.ControllerWait < 0 {
 		// Above the event timeout it is cut by the event's deadline (a second is kept for the answer).

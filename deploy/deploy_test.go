@@ -30,6 +30,9 @@ type funcYAML struct {
 		Namespace          string            `json:"namespace"`
 		ServiceAccountName string            `json:"serviceAccountName"`
 		Annotations        map[string]string `json:"annotations"`
+		Labels             []struct {
+			Key, Value string
+		} `json:"labels"`
 		HealthEndpoints    struct {
 			Liveness  string `json:"liveness"`
 			Readiness string `json:"readiness"`
@@ -91,6 +94,7 @@ var functionRules = []rbacRule{
 	{"karpenter.sh", "nodeclaims", "get", "NodeClaim -> Node"},
 	{"karpenter.sh", "nodeclaims", "list", "EC2 instance id -> Node via NodeClaims"},
 	{"", "events", "create", "Kubernetes Events on the Workflow"},
+	{"authentication.k8s.io", "tokenreviews", "create", "verify a sender's OIDC bearer token"},
 }
 
 // sourceRules is what the ApiServerSources' identity must grant: watch what they watch.
@@ -560,5 +564,70 @@ func TestMetricsPortIsFree(t *testing.T) {
 	}
 	if got := readFuncYAML(t).Deploy.Annotations["prometheus.io/port"]; got != port {
 		t.Errorf("func.yaml prometheus.io/port = %q, want the listener's %s", got, port)
+	}
+}
+
+// TestClusterLocal: the function has no route outside the cluster, with func deploy and with the
+// manifests alike.
+func TestClusterLocal(t *testing.T) {
+	const key, want = "networking.knative.dev/visibility", "cluster-local"
+	found := false
+	for _, l := range readFuncYAML(t).Deploy.Labels {
+		found = found || l.Key == key && l.Value == want
+	}
+	if !found {
+		t.Errorf("func.yaml deploy.labels lacks %s: %s", key, want)
+	}
+	for _, overlay := range []string{"overlays/default", "overlays/dry-run"} {
+		svc := Find(render(t, overlay), "Service", "argo-disruption-handler")
+		if svc == nil || svc.GetLabels()[key] != want {
+			t.Errorf("%s: the Service is not %s", overlay, want)
+		}
+	}
+}
+
+// TestOIDCAudience: every Trigger, and the dead-letter sink, name the audience the function
+// verifies tokens for (ADH_OIDC_AUDIENCE's default), so that with Knative Eventing's OIDC on the
+// broker sends a token the function accepts.
+func TestOIDCAudience(t *testing.T) {
+	var cfg config.Config
+	if err := envconfig.Process("ADH", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range render(t, "base") {
+		var aud string
+		switch o.GetKind() {
+		case "Trigger":
+			aud, _, _ = unstructured.NestedString(o.Object, "spec", "subscriber", "audience")
+		case "Broker":
+			aud, _, _ = unstructured.NestedString(o.Object, "spec", "delivery", "deadLetterSink", "audience")
+		default:
+			continue
+		}
+		if aud != cfg.OIDCAudience {
+			t.Errorf("%s %s audience %q, want ADH_OIDC_AUDIENCE %q", o.GetKind(), o.GetName(), aud, cfg.OIDCAudience)
+		}
+	}
+}
+
+// TestNetworkPolicyComponent: the optional NetworkPolicy selects the function's pods and admits
+// the metrics port the function listens on.
+func TestNetworkPolicyComponent(t *testing.T) {
+	objs := render(t, "components/network-policy")
+	np := Find(objs, "NetworkPolicy", "argo-disruption-handler")
+	if np == nil {
+		t.Fatal("no NetworkPolicy")
+	}
+	sel, _, _ := unstructured.NestedStringMap(np.Object, "spec", "podSelector", "matchLabels")
+	if sel["serving.knative.dev/service"] != "argo-disruption-handler" {
+		t.Errorf("podSelector %v", sel)
+	}
+	var cfg config.Config
+	if err := envconfig.Process("ADH", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(cfg.MetricsAddress)
+	if !strings.Contains(fmt.Sprint(np.Object["spec"]), "port:"+port) {
+		t.Errorf("the metrics port %s is not admitted: %v", port, np.Object["spec"])
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"function/handlers/scope"
 	"function/handlers/sweep"
 	"function/metrics"
+	"function/sender"
 	"function/workflowmeta"
 )
 
@@ -55,6 +56,8 @@ type Handler struct {
 	Finder   lookup.Finder
 	// AllowedSources, when not empty, are the CloudEvent sources acted on (config.SourceAllowed).
 	AllowedSources []string
+	// Sender authenticates who delivered a request (Knative Eventing OIDC); nil: not checked.
+	Sender *sender.Authenticator
 	// Sweeper and SweepLease run the safety-net sweep on a PingSource tick; SweepBudget bounds one.
 	Sweeper     *sweep.Sweeper
 	SweepLease  *sweep.Lease
@@ -469,6 +472,7 @@ func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
 		Scope:          sc,
 		Finder:         lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic},
 		AllowedSources: cfg.AllowedSources,
+		Sender:         &sender.Authenticator{Kube: cs.Kube, Audience: cfg.OIDCAudience, Subjects: cfg.OIDCSubjects, Required: cfg.OIDCRequired},
 		Sweeper:        NewSweeper(cfg, cs, r, sc),
 		SweepLease:     &sweep.Lease{Kube: cs.Kube, Namespace: cfg.StateNamespace, Name: SweepLeaseName, Holder: r.Host},
 		SweepBudget:    cfg.SweepBudget,

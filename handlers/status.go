@@ -9,6 +9,7 @@ import (
 
 	"function/eventing"
 	"function/handlers/repair"
+	"function/sender"
 )
 
 // StatusOf maps an error to the HTTP status answered to the sender, and thereby to whether the
@@ -20,6 +21,14 @@ func StatusOf(err error) int {
 	switch {
 	case err == nil:
 		return http.StatusOK
+	case errors.Is(err, sender.ErrUnauthenticated):
+		return http.StatusUnauthorized
+	case errors.Is(err, sender.ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, errNotCloudEvent):
+		return http.StatusUnsupportedMediaType
+	case errors.Is(err, errBadEnvelope):
+		return http.StatusBadRequest
 	case errors.Is(err, ErrSourceNotAllowed):
 		// Not retried by the broker; dead-lettered with the reason (see ErrSourceNotAllowed).
 		return http.StatusForbidden

@@ -1,5 +1,5 @@
 // Command argo-disruption-handler runs the function outside Knative, through the same runtime the
-// func CLI generates (knative.dev/func-go/cloudevents): listen address from LISTEN_ADDRESS, else
+// func CLI generates (knative.dev/func-go/http): listen address from LISTEN_ADDRESS, else
 // ADDRESS/PORT, else 127.0.0.1:8080; cluster from KUBECONFIG, else in-cluster.
 //
 // `argo-disruption-handler sweep [--kubeconfig FILE] [-n NS | -A] [--dry-run] [-o table|json]`
@@ -13,7 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	ce "knative.dev/func-go/cloudevents"
+	fhttp "knative.dev/func-go/http"
 
 	function "function"
 	"function/audit"
@@ -26,7 +26,7 @@ func main() {
 		stop()
 		os.Exit(code)
 	}
-	if err := ce.Start(function.New()); err != nil {
+	if err := fhttp.Start(function.New()); err != nil {
 		fmt.Fprintln(os.Stderr, "argo-disruption-handler:", err)
 		os.Exit(1)
 	}

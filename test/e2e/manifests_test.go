@@ -184,7 +184,7 @@ func TestManifestsDryRun(t *testing.T) {
 		up.Sub(start).Seconds(), len(crds), time.Since(up).Seconds())
 
 	kubectl := c.KubectlPath()
-	for _, path := range append([]string{"base"}, deploy.Overlays...) {
+	for _, path := range append(append([]string{"base"}, deploy.Overlays...), "components/network-policy") {
 		t.Run(path, func(t *testing.T) {
 			objs, err := deploy.Render(path)
 			if err != nil {
