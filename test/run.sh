@@ -47,5 +47,5 @@ if [ "${E2E:-1}" != 0 ]; then
   step "e2e: scenario matrix (Argo $versions), disruption signals (Argo $signals), sweep + audit (Argo v3.5.10), deploy/ dry run, RBAC"
   # The tables are printed in the log; docs/e2e-results.md is only rewritten on request.
   ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
-    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm' -v -timeout 80m ./test/e2e/
+    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication' -v -timeout 80m ./test/e2e/
 fi
