@@ -142,7 +142,7 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 	var p Plan
 	if o.Pod != nil {
 		var final bool
-		if p, final = decidePod(t, o); final {
+		if p, final = decidePod(t, o, pol, now); final {
 			p.Record = len(p.Actions) > 0 && !record.HasRecord(o.Workflow, t.NodeID)
 			return p
 		}
@@ -153,11 +153,10 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 }
 
 // decidePod decides what the pod under the target's name needs. final is true when the run
-// ends there: the pod may still report, is another incarnation, or is removed by this run (the
-// task result then waits for the controller to see it go: completed in the same run, the gate
-// could open while the controller still reads the pod's last status). Otherwise the pod's status
-// is the step's outcome and the task result is decided next, after the actions in p.
-func decidePod(t Target, o *Observation) (p Plan, final bool) {
+// ends there: the pod may still report, is another incarnation, or is removed by this run.
+// Otherwise the pod's status is the step's outcome and the task result is decided next, after
+// the actions in p.
+func decidePod(t Target, o *Observation, pol Policy, now time.Time) (p Plan, final bool) {
 	pod := o.Pod
 	switch {
 	case t.PodUID != "" && pod.UID != t.PodUID:
@@ -185,16 +184,30 @@ func decidePod(t Target, o *Observation) (p Plan, final bool) {
 	// report. Released, the status finalizer no longer holds its deletion; a machine claimed
 	// terminated (and its Node confirmed gone) lets the pod be deleted at once, as PodGC does
 	// after its quarantine.
+	deleting := t.Machine == eventing.MachineTerminated && !otherFinalizers(pod)
+	if deleting && !PodFinished(pod) {
+		// Left Running by its terminated machine: that status reads as running, never as a
+		// success, so the gate opens first — before the controller sees the pod go, which on
+		// Argo 3.7 would re-create it and run the step again regardless of its retryStrategy. A
+		// deletion that fails undoes the completion (apply).
+		p = decideTaskResult(t, o, pol, now, Plan{})
+		p.Actions = slices.DeleteFunc(p.Actions, func(a Action) bool { return a == MarkNodeError })
+		p.Skip, p.Note = "", ""
+	}
 	if held {
 		p.Actions = append(p.Actions, ReleaseStatusFinalizer)
 	}
-	if t.Machine == eventing.MachineTerminated && !otherFinalizers(pod) {
+	if deleting {
 		p.Actions = append(p.Actions, DeleteOrphanedPod)
 	}
 	if len(p.Actions) == 0 {
 		return Plan{Skip: "pod still present on a gone node: waiting for its deletion"}, true
 	}
-	p.Note = "task result completed once the controller has seen the pod go"
+	if !slices.Contains(p.Actions, CompleteTaskResult) && !slices.Contains(p.Actions, CreateTaskResult) {
+		// Its last status (Failed over running containers) could be read as success: completed
+		// in this run, the gate could open while the controller still reads it.
+		p.Note = "task result completed once the controller has seen the pod go"
+	}
 	return p, true
 }
 

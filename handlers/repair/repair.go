@@ -201,6 +201,7 @@ func (a *await) more(ctx context.Context) bool {
 func (r *Repairer) apply(ctx context.Context, t Target, obs *Observation, plan Plan, res *Result) error {
 	rec := r.newRecord(t, obs, plan)
 	markNode := false
+	var completed *wfv1.WorkflowTaskResult // a completion a failed pod removal must undo
 	for _, a := range plan.Actions {
 		var err error
 		switch a {
@@ -218,11 +219,21 @@ func (r *Repairer) apply(ctx context.Context, t Target, obs *Observation, plan P
 			if err == nil && obs.Pod == nil {
 				err = r.guardRecreation(ctx, t, tr)
 			}
+			completed = tr
 		case MarkNodeError:
 			markNode = true
 			continue
 		}
 		if err != nil {
+			if completed != nil && obs.Pod != nil && (a == ReleaseStatusFinalizer || a == DeleteOrphanedPod) {
+				// The pod stays with our completed task result: PodGC would later set it Failed,
+				// which the controller reads as success. Put the gate back first.
+				if uerr := r.undoCompletion(ctx, completed); uerr != nil && !r.DryRun {
+					err = errors.Join(err, fmt.Errorf("undoing the completion of task result %s/%s: %w", completed.Namespace, completed.Name, uerr))
+				} else {
+					res.Done = slices.DeleteFunc(res.Done, func(d Action) bool { return d == CompleteTaskResult || d == CreateTaskResult })
+				}
+			}
 			return err
 		}
 		res.Done = append(res.Done, a)

@@ -234,15 +234,15 @@ func TestRepairLadder(t *testing.T) {
 			check: taskResultLabel("false"),
 		},
 		{
-			name: "machine terminated, pod still Running with the status finalizer: release, delete it, complete",
+			name: "machine terminated, pod still Running with the status finalizer: complete (its status reads as running), release, delete it",
 			objs: []runtime.Object{workflow(), taskResult("false"), pod(withStatusFinalizer)}, target: machineGone(target(withStatusFinalizer)),
-			want: []Action{ReleaseStatusFinalizer, DeleteOrphanedPod, CompleteTaskResult}, record: true,
+			want: []Action{CompleteTaskResult, ReleaseStatusFinalizer, DeleteOrphanedPod}, record: true,
 			check: all(podGone, taskResultCompleted("NodeDeleted")),
 		},
 		{
-			name: "machine terminated, pod Running without finalizer: delete it, complete",
+			name: "machine terminated, pod Running without finalizer: complete, delete it",
 			objs: []runtime.Object{workflow(), taskResult("false"), pod()}, target: machineGone(target()),
-			want: []Action{DeleteOrphanedPod, CompleteTaskResult}, record: true,
+			want: []Action{CompleteTaskResult, DeleteOrphanedPod}, record: true,
 			check: all(podGone, taskResultCompleted("NodeDeleted")),
 		},
 		{
@@ -714,5 +714,24 @@ func TestRecordsStayBounded(t *testing.T) {
 	got := c.getWF(t)
 	if n := len(record.Recorded(got)); n != record.MaxRecords || got.Annotations[record.AnnotationFolded] != "1" || !record.HasRecord(got, testNodeID) {
 		t.Fatalf("%d records, folded %q, new record kept %v", n, got.Annotations[record.AnnotationFolded], record.HasRecord(got, testNodeID))
+	}
+}
+
+// A pod left Running by its terminated machine gets its task result completed before it is
+// deleted (so Argo 3.7 marks the node Error instead of re-creating the pod); when the deletion
+// fails, the completion is undone: the pod would otherwise stay with an open gate, and PodGC's
+// Failed status would later read as success.
+func TestFailedRemovalUndoesCompletion(t *testing.T) {
+	c := newFakeCluster(t, workflow(), taskResult("false"), pod())
+	c.failNext["delete pods"] = apierrors.NewInternalError(errors.New("etcd"))
+	res, err := c.repairer(t0.Add(6*time.Minute + 5*time.Second)).Repair(ctx, machineGone(target()))
+	if err == nil || !apierrors.IsInternalError(err) {
+		t.Fatalf("err = %v, want the deletion's", err)
+	}
+	if tr := c.getTR(t); tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" || tr.Labels[workflowmeta.LabelRepaired] != "" {
+		t.Errorf("completion not undone: %v", tr.Labels)
+	}
+	if slices.Contains(res.Done, CompleteTaskResult) {
+		t.Errorf("done %v reports the undone completion", res.Done)
 	}
 }

@@ -75,7 +75,7 @@ func TestDoNoHarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	ghost := livePod.DeepCopy()
-	ghost.Name, ghost.UID = wf.Name+"-ghost-"+nodeID[len(wf.Name)+1:], "0000-ghost"
+	ghost.Name, ghost.UID = wf.Name+"-ghost-1571963540", "0000-ghost"
 	earlier := livePod.DeepCopy()
 	earlier.UID = "0000-earlier-incarnation"
 	claim := map[string]any{"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",

@@ -30,10 +30,11 @@ func functionStack(ctx context.Context, t *testing.T, opts cluster.Options, boun
 	stopSignal := c.StopOnSignal(nil)
 	t.Cleanup(func() {
 		stopSignal()
-		c.Stop()
 		if t.Failed() {
+			c.Keep()
 			t.Logf("logs kept in %s", c.LogDir())
 		}
+		c.Stop()
 	})
 	if e, err = scenario.NewEnv(c, opts.ArgoVersion, bound, t.Logf); err != nil {
 		t.Fatal(err)

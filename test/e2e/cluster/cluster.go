@@ -464,6 +464,13 @@ func (c *Cluster) PIDs() map[string]int {
 	return m
 }
 
+// Keep makes Stop leave the temporary directory (logs, kubeconfig) in place, for a failed test.
+func (c *Cluster) Keep() {
+	c.mu.Lock()
+	c.opts.KeepDir = true
+	c.mu.Unlock()
+}
+
 // Stop stops every process the stack started (reverse start order, SIGTERM
 // to the process group, SIGKILL after a grace period) and removes the
 // temporary directory unless Options.KeepDir. Safe to call more than once.
