@@ -80,9 +80,13 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	h.ServeHTTP(w, r)
 }
 
-// Stop is called on SIGTERM. Nothing is held: every repair is complete or re-deliverable; only
-// the metrics listener is closed.
+// Stop is called on SIGTERM. Nothing is held that the cluster does not show: every repair is
+// complete or re-deliverable, and the follow-ups still waiting for the controller are ended (the
+// sweep takes them) once their runs in progress finish; then the metrics listener is closed.
 func (f *Function) Stop(ctx context.Context) error {
+	if h := f.handler.Load(); h != nil {
+		h.Repairer.FollowUps.Stop(ctx)
+	}
 	if f.stopMetrics != nil {
 		return f.stopMetrics(ctx)
 	}

@@ -116,7 +116,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx = logging.WithLogger(ctx, zap.NewNop().Sugar())
 	sc := scope.Scope{Namespaces: cfg.Namespaces, Excluded: cfg.ExcludedNamespaces, InstanceID: cfg.InstanceID}
 	r := repair.New(cs.Kube, cs.Argo, repair.Policy{Scope: sc, NodeErrorGrace: cfg.NodeErrorGrace})
-	r.DryRun, r.Attempts, r.InstanceID, r.ControllerWait = *dryRun, cfg.ConflictRetries, cfg.InstanceID, cfg.ControllerWait
+	r.DryRun, r.Attempts, r.InstanceID = *dryRun, cfg.ConflictRetries, cfg.InstanceID
 	sw := handlers.NewSweeper(cfg, cs, r, sc)
 	started := time.Now()
 	rep := sw.Run(ctx, sweep.Options{Namespaces: namespaces, Progress: func(p sweep.Progress) {

@@ -53,11 +53,11 @@ type Config struct {
 	// one requeue (10 s) on every version, so this only fires when the controller did not.
 	NodeErrorGrace time.Duration `envconfig:"NODE_ERROR_GRACE" default:"60s" desc:"how long a Running Pod node may have no pod before we mark it Error (last resort)"`
 
-	// ControllerWait bounds how long one event waits, re-reading the Workflow, for the Argo
-	// controller to see a pod go before the task result is completed (a pod the function removed,
-	// or whose last status would be read as success). Past it, the pod's delete event or the
-	// sweep finishes the repair.
-	ControllerWait time.Duration `envconfig:"CONTROLLER_WAIT" default:"5s" desc:"how long one event waits for the controller to see a removed pod go before completing its task result"`
+	// ControllerWait bounds how long a repair whose task result waits for the Argo controller to
+	// see a pod go (a pod the function removed, or whose last status would be read as success)
+	// is followed up after its event was answered, re-reading the Workflow. Past it, the sweep
+	// finishes the repair.
+	ControllerWait time.Duration `envconfig:"CONTROLLER_WAIT" default:"60s" desc:"how long a repair waiting for the controller to see a pod go is followed up (0: not at all; the sweep finishes it)"`
 
 	// ConflictRetries bounds the re-read/re-decide loop when a write gets 409 Conflict.
 	ConflictRetries int `envconfig:"CONFLICT_RETRIES" default:"5" desc:"re-read and re-decide this many times on 409 Conflict before answering 503"`
@@ -151,9 +151,8 @@ func (c *Config) Validate() error {
 	if c.OIDCRequired && (c.OIDCAudience == "" || len(c.OIDCSubjects) == 0) {
 		bad("OIDC_REQUIRED", "needs ADH_OIDC_AUDIENCE and ADH_OIDC_SUBJECTS")
 	}
-	if c.ControllerWait < 0 {
-		// Above the event timeout it is cut by the event's deadline (a second is kept for the answer).
-		bad("CONTROLLER_WAIT", "%s is negative", c.ControllerWait)
+	if c.ControllerWait < 0 || c.ControllerWait > 10*time.Minute {
+		bad("CONTROLLER_WAIT", "%s is outside [0s, 10m]", c.ControllerWait)
 	}
 	if c.ConflictRetries < 1 || c.ConflictRetries > 50 {
 		bad("CONFLICT_RETRIES", "%d is outside 1..50", c.ConflictRetries)

@@ -465,7 +465,8 @@ func oneLine(err error) string {
 func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
 	sc := scope.Scope{Namespaces: cfg.Namespaces, Excluded: cfg.ExcludedNamespaces, InstanceID: cfg.InstanceID}
 	r := repair.New(cs.Kube, cs.Argo, repair.Policy{Scope: sc, NodeErrorGrace: cfg.NodeErrorGrace})
-	r.DryRun, r.Attempts, r.InstanceID, r.ControllerWait = cfg.DryRun, cfg.ConflictRetries, cfg.InstanceID, cfg.ControllerWait
+	r.DryRun, r.Attempts, r.InstanceID = cfg.DryRun, cfg.ConflictRetries, cfg.InstanceID
+	r.FollowUps = &repair.FollowUps{For: cfg.ControllerWait, Max: followUpsMax, First: followUpFirst}
 	return &Handler{
 		Registry:       families.Registry(),
 		Repairer:       r,
@@ -481,6 +482,13 @@ func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
 		Log:            log,
 	}
 }
+
+// The follow-ups of targets waiting for the controller: at most this many at once (beyond, the
+// sweep takes them), the first re-read this long after the event.
+const (
+	followUpsMax  = 1000
+	followUpFirst = 500 * time.Millisecond
+)
 
 // SweepLeaseName is the Lease holding the sweep's state, in ADH_STATE_NAMESPACE.
 const SweepLeaseName = "argo-disruption-handler-sweep"

@@ -44,9 +44,9 @@ type Repairer struct {
 	Host string
 	// Metrics counts the accepted steps (nil: not counted).
 	Metrics *metrics.Recorder
-	// ControllerWait bounds how long one run re-reads the Workflow for the controller to see a
-	// pod go before opening its gate; past it the pod's delete event or the sweep finishes.
-	ControllerWait time.Duration
+	// FollowUps re-runs, after the event was answered, the repairs whose task result waits for
+	// the controller to see the pod go (nil: none; the pod's delete event or the sweep finishes).
+	FollowUps *FollowUps
 }
 
 // Result is what one Repair did.
@@ -68,9 +68,9 @@ func New(kube kubernetes.Interface, argo argoclient.Interface, pol Policy) *Repa
 
 // Repair observes the target, decides, and applies the plan. A lost race re-reads and
 // re-decides, up to Attempts times. A pod removed by the run, or a gone pod whose last status
-// was misleading, makes the task result wait for the controller to see the pod go: the
-// Workflow is re-read, with a growing pause, for at most ControllerWait. An error wraps the
-// object it is about; a nil error with an empty plan means there was nothing (more) to do.
+// was misleading, makes the task result wait for the controller to see the pod go: the target is
+// handed to FollowUps, and the event answered. An error wraps the object it is about; a nil
+// error with an empty plan means there was nothing (more) to do.
 func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 	log := logging.FromContext(ctx).With(
 		zap.String("workflow", t.Namespace+"/"+t.Workflow), zap.String("node", t.NodeID),
@@ -93,7 +93,6 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 		}
 	}
 	res := Result{Target: t, DryRun: r.DryRun}
-	await := newAwait(r.ControllerWait)
 	conflicts, removed := 0, false
 	var applied Plan // the plans of the runs applied so far
 	for {
@@ -107,9 +106,13 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 		case plan.NotOurs:
 			log.Infow("not ours: nothing written", zap.String("why", plan.Skip))
 			r.Metrics.NotOurs()
-		case plan.Await && await.more(ctx):
-			log.Debugw("waiting for the controller", zap.String("why", plan.Skip))
-			continue
+		case plan.Await && inFollowUp(ctx):
+			log.Debugw("still waiting for the controller", zap.String("why", plan.Skip))
+		case plan.Await && r.FollowUps.schedule(ctx, t, func(ctx context.Context) bool {
+			res, err := r.Repair(ctx, t)
+			return err != nil || res.Plan.Await
+		}):
+			log.Infow("waiting for the controller to see the pod go: followed up", zap.String("why", plan.Skip))
 		case plan.Await:
 			log.Infow("left to the controller and the sweep", zap.String("why", plan.Skip))
 		case plan.Empty():
@@ -166,32 +169,6 @@ func (p Plan) then(next Plan) Plan {
 		next.Skip = ""
 	}
 	return next
-}
-
-// await paces the re-reads of a Workflow while the controller has not yet seen a pod go.
-type await struct {
-	until time.Time
-	pause time.Duration
-}
-
-func newAwait(bound time.Duration) *await {
-	return &await{until: time.Now().Add(bound), pause: 100 * time.Millisecond}
-}
-
-// more sleeps before the next re-read and reports whether there is time for one: within the
-// bound, and leaving the event's deadline a second for the answer.
-func (a *await) more(ctx context.Context) bool {
-	next := time.Now().Add(a.pause)
-	if d, ok := ctx.Deadline(); ok && next.After(d.Add(-time.Second)) || next.After(a.until) {
-		return false
-	}
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(a.pause):
-	}
-	a.pause = min(2*a.pause, time.Second)
-	return true
 }
 
 // apply runs the plan's steps in ladder order, then records. Each step writes a different

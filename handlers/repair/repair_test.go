@@ -735,3 +735,43 @@ func TestFailedRemovalUndoesCompletion(t *testing.T) {
 		t.Errorf("done %v reports the undone completion", res.Done)
 	}
 }
+
+// A gone pod whose last status was misleading, while the controller has not yet marked its node:
+// the event is answered at once and the repair followed up; once the Workflow shows the node
+// Error, the follow-up completes the task result. Stop ends the follow-ups.
+func TestFollowUpCompletesOnceTheControllerSawThePodGo(t *testing.T) {
+	c := newFakeCluster(t, workflow(), taskResult("false"))
+	r := c.repairer(t0.Add(6*time.Minute + 5*time.Second))
+	r.FollowUps = &FollowUps{For: 5 * time.Second, Max: 10, First: 10 * time.Millisecond}
+	res, err := r.Repair(ctx, deleted(target(forceDeleted, markedFailedByPodGC)))
+	if err != nil || !res.Plan.Await || r.FollowUps.Following() != 1 {
+		t.Fatalf("first run: %+v, %v, following %d", res.Plan, err, r.FollowUps.Following())
+	}
+	// The same target from a second event is not followed twice.
+	if _, err := r.Repair(ctx, deleted(target(forceDeleted, markedFailedByPodGC))); err != nil || r.FollowUps.Following() != 1 {
+		t.Fatalf("second event: %v, following %d", err, r.FollowUps.Following())
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := c.getTR(t).Labels[workflowmeta.LabelReportOutputsCompleted]; got != "false" {
+		t.Fatalf("completed (%q) before the controller marked the node", got)
+	}
+	wf := c.getWF(t)
+	withNodePhase(wfv1.NodeError)(wf)
+	withNodeMessage("pod deleted")(wf)
+	if _, err := c.argo.ArgoprojV1alpha1().Workflows(testNS).Update(ctx, wf, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for c.getTR(t).Labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+		if time.Now().After(deadline) {
+			t.Fatal("the follow-up did not complete the task result")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	r.FollowUps.Stop(stopCtx)
+	if n := r.FollowUps.Following(); n != 0 {
+		t.Errorf("%d still followed after Stop", n)
+	}
+}

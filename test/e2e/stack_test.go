@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func functionStack(ctx context.Context, t *testing.T, opts cluster.Options, boun
 	stopSignal := c.StopOnSignal(nil)
 	t.Cleanup(func() {
 		stopSignal()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("ADH_E2E_KEEP") != "" {
 			c.Keep()
 			t.Logf("logs kept in %s", c.LogDir())
 		}

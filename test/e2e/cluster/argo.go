@@ -147,8 +147,12 @@ func (c *Cluster) startArgoLocked(ctx context.Context, version string, env map[s
 	if portInUse(ArgoHealthPort) {
 		return fmt.Errorf("port %d is in use: another workflow-controller (its health port is hard-coded) is running on this machine; stacks must run one at a time", ArgoHealthPort)
 	}
+	kubeconfig := c.kubeconfig
+	if c.argoKubeconfig != "" {
+		kubeconfig = c.argoKubeconfig
+	}
 	args := []string{
-		"--kubeconfig=" + c.kubeconfig,
+		"--kubeconfig=" + kubeconfig,
 		"--namespace=" + ArgoNamespace,
 		"--configmap=" + ArgoConfigMap,
 		"--executor-image=quay.io/argoproj/argoexec:" + version,
@@ -172,6 +176,15 @@ func (c *Cluster) startArgoLocked(ctx context.Context, version string, env map[s
 	c.argoVersion = version
 	url := "http://127.0.0.1:" + strconv.Itoa(ArgoHealthPort) + "/healthz"
 	return waitHTTP(ctx, p, url, nil, 60*time.Second)
+}
+
+// SetArgoKubeconfig makes the next (re)start of the workflow-controller reach the API server
+// through kubeconfig (a test's proxy, say) instead of the stack's admin kubeconfig; "" restores
+// the latter.
+func (c *Cluster) SetArgoKubeconfig(kubeconfig string) {
+	c.mu.Lock()
+	c.argoKubeconfig = kubeconfig
+	c.mu.Unlock()
 }
 
 // RestartArgo stops the running workflow-controller and starts the one of

@@ -111,6 +111,8 @@ type Cluster struct {
 
 	// Timings of the start-up phases, in order (for reporting).
 	Timings []Timing
+	// argoKubeconfig, when set, is the workflow-controller's kubeconfig (SetArgoKubeconfig).
+	argoKubeconfig string
 }
 
 // Timing is the duration of one start-up phase.

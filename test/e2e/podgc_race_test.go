@@ -1,0 +1,216 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"function/test/e2e/cluster"
+	"function/test/e2e/scenario"
+	"function/workflowmeta"
+)
+
+// TestPodGCRace puts a proxy between the Argo controller and the API server that delays every
+// pod watch event by ADH_E2E_RACE_DELAY (default 2 s) — a controller whose pod informer lags, as
+// on a busy production API server during a mass node loss — and runs scenario d with the status
+// finalizer on, on each version of ADH_E2E_RACE_ARGO (default "v3.6.10 v3.7.3"): kwok stops, the
+// Nodes are deleted, PodGC sets the pods Failed over running containers and deletes them. The
+// function must never let such a step end Succeeded: it completes the task result only once the
+// Workflow shows the controller saw the pod go. ADH_E2E_RACE_RUNS (default 2) workflows run at
+// once per version. ADH_E2E_RACE_FUNCTION runs another build of the function (e.g. one from
+// before that rule, to measure how often it let the step succeed); its outcomes are then
+// reported, not asserted.
+func TestPodGCRace(t *testing.T) {
+	versions := strings.Fields(env("ADH_E2E_RACE_ARGO", "v3.6.10 v3.7.3"))
+	delay, err := time.ParseDuration(env("ADH_E2E_RACE_DELAY", "2s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, _ := strconv.Atoi(env("ADH_E2E_RACE_RUNS", "2"))
+	other := os.Getenv("ADH_E2E_RACE_FUNCTION")
+	for _, version := range versions {
+		t.Run(version, func(t *testing.T) {
+			ctx := context.Background()
+			bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: version, Nodes: runs, NoArgo: true}, 90*time.Second)
+			if other != "" {
+				bin = other
+			}
+			proxy := newPodWatchDelay(t, c.RESTConfig(), delay)
+			c.SetArgoKubeconfig(proxy.kubeconfig(t))
+			if err := c.RestartArgo(ctx, version, map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.EnsureNamespace(ctx, nsWith); err != nil {
+				t.Fatal(err)
+			}
+			fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), map[string]string{"ADH_NAMESPACES": nsWith})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fn.Stop()
+			if err := c.StartAdapter(fn.URL, []string{nsWith}, workflowmeta.LabelWorkflow); err != nil {
+				t.Fatal(err)
+			}
+			var dead []scenario.DeadNodeRun
+			for i := range runs {
+				dead = append(dead, scenario.DeadNodeRun{Mode: scenario.With, Spec: scenario.Spec{Namespace: nsWith, Node: cluster.NodeName(i)}})
+			}
+			succeeded := 0
+			for _, r := range e.DeadNode(ctx, dead) {
+				if r.Err != nil {
+					t.Errorf("run: %v", r.Err)
+					continue
+				}
+				t.Logf("Argo %s, pod watch delayed %s: %s (repair write %s, moved %s)", version, delay, r.Outcome, secs(r.Repair), secs(r.Moved))
+				if strings.HasPrefix(r.Outcome, "Succeeded") {
+					succeeded++
+				}
+			}
+			t.Logf("Argo %s, pod watch delayed %s, function %s: %d of %d steps killed with their machine ended Succeeded", version, delay, orCurrent(other), succeeded, runs)
+			if other == "" && succeeded > 0 {
+				t.Errorf("%d steps killed with their machine ended Succeeded", succeeded)
+			}
+		})
+	}
+}
+
+func orCurrent(bin string) string {
+	if bin == "" {
+		return "this build"
+	}
+	return bin
+}
+
+func secs(d time.Duration) string {
+	if d < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+// podWatchDelay is a reverse proxy to the API server that holds back every pod watch event by
+// a fixed delay, in order; everything else passes through at once.
+type podWatchDelay struct {
+	srv   *httptest.Server
+	delay time.Duration
+}
+
+var podWatchPath = regexp.MustCompile(`^/api/v1/(namespaces/[^/]+/)?pods$`)
+
+func newPodWatchDelay(t *testing.T, admin *rest.Config, delay time.Duration) *podWatchDelay {
+	t.Helper()
+	up, err := url.Parse(admin.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := rest.TransportFor(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &podWatchDelay{delay: delay}
+	rp := &httputil.ReverseProxy{
+		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.Out.Host = up.Host },
+		Transport:     rt,
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			r := resp.Request
+			if r.Method == http.MethodGet && r.URL.Query().Get("watch") == "true" && podWatchPath.MatchString(r.URL.Path) {
+				resp.Body = newDelayedBody(resp.Body, delay)
+			}
+			return nil
+		},
+	}
+	p.srv = httptest.NewServer(rp)
+	t.Cleanup(func() {
+		// The controller's watches never end by themselves: Close alone would wait for them.
+		p.srv.CloseClientConnections()
+		p.srv.Close()
+	})
+	return p
+}
+
+// kubeconfig writes a kubeconfig that reaches the API server through the proxy (which adds the
+// admin credentials).
+func (p *podWatchDelay) kubeconfig(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "argo-kubeconfig")
+	doc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: proxy, cluster: {server: %q}}]
+contexts: [{name: proxy, context: {cluster: proxy, user: proxy}}]
+current-context: proxy
+users: [{name: proxy, user: {}}]
+`, p.srv.URL)
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// delayedBody hands out what the upstream body delivered, each piece no earlier than delay after
+// it arrived, in order.
+type delayedBody struct {
+	upstream io.ReadCloser
+	pieces   chan piece
+	delay    time.Duration
+	rest     []byte
+}
+
+type piece struct {
+	data []byte
+	at   time.Time
+	err  error
+}
+
+func newDelayedBody(upstream io.ReadCloser, delay time.Duration) *delayedBody {
+	b := &delayedBody{upstream: upstream, pieces: make(chan piece, 1024), delay: delay}
+	go func() {
+		defer close(b.pieces)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := upstream.Read(buf)
+			if n > 0 {
+				b.pieces <- piece{data: buf[:n], at: time.Now()}
+			}
+			if err != nil {
+				b.pieces <- piece{err: err, at: time.Now()}
+				return
+			}
+		}
+	}()
+	return b
+}
+
+func (b *delayedBody) Read(p []byte) (int, error) {
+	if len(b.rest) == 0 {
+		pc, ok := <-b.pieces
+		if !ok {
+			return 0, io.EOF
+		}
+		time.Sleep(time.Until(pc.at.Add(b.delay)))
+		if pc.err != nil {
+			return 0, pc.err
+		}
+		b.rest = pc.data
+	}
+	n := copy(p, b.rest)
+	b.rest = b.rest[n:]
+	return n, nil
+}
+
+func (b *delayedBody) Close() error { return b.upstream.Close() }
