@@ -42,10 +42,11 @@ go test -run '^$' -bench . -benchtime 2000x ./handlers/ ./eventing/podresource/
 if [ "${E2E:-1}" != 0 ]; then
   versions=${ADH_E2E_ARGO_VERSIONS:-v3.5.10}
   signals=${ADH_E2E_SIGNALS_ARGO:-v3.7.3} # the status finalizer needs 3.6+
-  step "e2e binaries for Argo $versions $signals (built once, cached in ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler})"
-  test/e2e/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter $(for v in $versions $signals; do printf 'argo-%s ' "$v"; done)
-  step "e2e: scenario matrix (Argo $versions), disruption signals (Argo $signals), sweep + audit (Argo v3.5.10), deploy/ dry run, RBAC"
+  race=${ADH_E2E_RACE_ARGO:-v3.6.10 v3.7.3} # PodGC's Failed status misread as success: 3.5.10 to 3.7.3
+  step "e2e binaries for Argo $versions $signals $race (built once, cached in ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler})"
+  test/e2e/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter $(for v in $versions $signals $race; do printf 'argo-%s ' "$v"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
+  step "e2e: scenario matrix (Argo $versions), disruption signals and do-no-harm (Argo $signals), PodGC race (Argo $race), sweep + audit (Argo v3.5.10), deploy/ dry run, RBAC, sender authentication"
   # The tables are printed in the log; docs/e2e-results.md is only rewritten on request.
-  ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
-    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication' -v -timeout 80m ./test/e2e/
+  ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_RACE_ARGO="$race" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
+    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication|TestPodGCRace' -v -timeout 80m ./test/e2e/
 fi

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -42,11 +41,7 @@ func TestDoNoHarm(t *testing.T) {
 	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
 		t.Fatal(err)
 	}
-	fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), map[string]string{"ADH_NAMESPACES": nsWith})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fn.Stop()
+	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
 	node := cluster.NodeName(0)
 	if _, err := e.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {

@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -26,8 +28,11 @@ import (
 )
 
 // TestPodGCRace puts a proxy between the Argo controller and the API server that delays every
-// pod watch event by ADH_E2E_RACE_DELAY (default 2 s) — a controller whose pod informer lags, as
-// on a busy production API server during a mass node loss — and runs scenario d with the status
+// pod watch event by ADH_E2E_RACE_DELAY (default 2 s) and holds back each pod deletion a further
+// ADH_E2E_RACE_STALL (default 3 s), in order — a controller whose pod informer lags, as on a busy
+// production API server during a mass node loss, and reconciles between PodGC's Failed update
+// and the deletion that follows it (with a uniform delay alone both arrive together, and the
+// window is milliseconds) — and runs scenario d with the status
 // finalizer on, on each version of ADH_E2E_RACE_ARGO (default "v3.6.10 v3.7.3"): kwok stops, the
 // Nodes are deleted, PodGC sets the pods Failed over running containers and deletes them. The
 // function must never let such a step end Succeeded: it completes the task result only once the
@@ -41,6 +46,10 @@ func TestPodGCRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stall, err := time.ParseDuration(env("ADH_E2E_RACE_STALL", "3s"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	runs, _ := strconv.Atoi(env("ADH_E2E_RACE_RUNS", "2"))
 	other := os.Getenv("ADH_E2E_RACE_FUNCTION")
 	for _, version := range versions {
@@ -50,7 +59,7 @@ func TestPodGCRace(t *testing.T) {
 			if other != "" {
 				bin = other
 			}
-			proxy := newPodWatchDelay(t, c.RESTConfig(), delay)
+			proxy := newPodWatchDelay(t, c.RESTConfig(), delay, stall)
 			c.SetArgoKubeconfig(proxy.kubeconfig(t))
 			if err := c.RestartArgo(ctx, version, map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}); err != nil {
 				t.Fatal(err)
@@ -58,11 +67,7 @@ func TestPodGCRace(t *testing.T) {
 			if err := e.EnsureNamespace(ctx, nsWith); err != nil {
 				t.Fatal(err)
 			}
-			fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), map[string]string{"ADH_NAMESPACES": nsWith})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fn.Stop()
+			fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
 			if err := c.StartAdapter(fn.URL, []string{nsWith}, workflowmeta.LabelWorkflow); err != nil {
 				t.Fatal(err)
 			}
@@ -76,12 +81,12 @@ func TestPodGCRace(t *testing.T) {
 					t.Errorf("run: %v", r.Err)
 					continue
 				}
-				t.Logf("Argo %s, pod watch delayed %s: %s (repair write %s, moved %s)", version, delay, r.Outcome, secs(r.Repair), secs(r.Moved))
+				t.Logf("Argo %s, pod watch delayed %s (deletions %s more): %s (repair write %s, moved %s)", version, delay, stall, r.Outcome, secs(r.Repair), secs(r.Moved))
 				if strings.HasPrefix(r.Outcome, "Succeeded") {
 					succeeded++
 				}
 			}
-			t.Logf("Argo %s, pod watch delayed %s, function %s: %d of %d steps killed with their machine ended Succeeded", version, delay, orCurrent(other), succeeded, runs)
+			t.Logf("Argo %s, pod watch delayed %s (deletions %s more), function %s: %d of %d steps killed with their machine ended Succeeded", version, delay, stall, orCurrent(other), succeeded, runs)
 			if other == "" && succeeded > 0 {
 				t.Errorf("%d steps killed with their machine ended Succeeded", succeeded)
 			}
@@ -104,15 +109,15 @@ func secs(d time.Duration) string {
 }
 
 // podWatchDelay is a reverse proxy to the API server that holds back every pod watch event by
-// a fixed delay, in order; everything else passes through at once.
+// a fixed delay, and each DELETED event a stall more, in order; everything else passes through
+// at once.
 type podWatchDelay struct {
-	srv   *httptest.Server
-	delay time.Duration
+	srv *httptest.Server
 }
 
 var podWatchPath = regexp.MustCompile(`^/api/v1/(namespaces/[^/]+/)?pods$`)
 
-func newPodWatchDelay(t *testing.T, admin *rest.Config, delay time.Duration) *podWatchDelay {
+func newPodWatchDelay(t *testing.T, admin *rest.Config, delay, stall time.Duration) *podWatchDelay {
 	t.Helper()
 	up, err := url.Parse(admin.Host)
 	if err != nil {
@@ -122,7 +127,7 @@ func newPodWatchDelay(t *testing.T, admin *rest.Config, delay time.Duration) *po
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &podWatchDelay{delay: delay}
+	p := &podWatchDelay{}
 	rp := &httputil.ReverseProxy{
 		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.Out.Host = up.Host },
 		Transport:     rt,
@@ -130,7 +135,7 @@ func newPodWatchDelay(t *testing.T, admin *rest.Config, delay time.Duration) *po
 		ModifyResponse: func(resp *http.Response) error {
 			r := resp.Request
 			if r.Method == http.MethodGet && r.URL.Query().Get("watch") == "true" && podWatchPath.MatchString(r.URL.Path) {
-				resp.Body = newDelayedBody(resp.Body, delay)
+				resp.Body = newDelayedBody(resp.Body, delay, stall)
 			}
 			return nil
 		},
@@ -162,33 +167,33 @@ users: [{name: proxy, user: {}}]
 	return path
 }
 
-// delayedBody hands out what the upstream body delivered, each piece no earlier than delay after
-// it arrived, in order.
+// delayedBody hands out the watch events the upstream body delivered (JSON, one per line), each
+// no earlier than delay after it arrived, a DELETED one a stall later still, in order.
 type delayedBody struct {
-	upstream io.ReadCloser
-	pieces   chan piece
-	delay    time.Duration
-	rest     []byte
+	upstream     io.ReadCloser
+	events       chan watchEvent
+	delay, stall time.Duration
+	rest         []byte
 }
 
-type piece struct {
-	data []byte
+type watchEvent struct {
+	line []byte
 	at   time.Time
 	err  error
 }
 
-func newDelayedBody(upstream io.ReadCloser, delay time.Duration) *delayedBody {
-	b := &delayedBody{upstream: upstream, pieces: make(chan piece, 1024), delay: delay}
+func newDelayedBody(upstream io.ReadCloser, delay, stall time.Duration) *delayedBody {
+	b := &delayedBody{upstream: upstream, events: make(chan watchEvent, 4096), delay: delay, stall: stall}
 	go func() {
-		defer close(b.pieces)
+		defer close(b.events)
+		r := bufio.NewReaderSize(upstream, 64<<10)
 		for {
-			buf := make([]byte, 32<<10)
-			n, err := upstream.Read(buf)
-			if n > 0 {
-				b.pieces <- piece{data: buf[:n], at: time.Now()}
+			line, err := r.ReadBytes('\n')
+			if len(line) > 0 {
+				b.events <- watchEvent{line: line, at: time.Now()}
 			}
 			if err != nil {
-				b.pieces <- piece{err: err, at: time.Now()}
+				b.events <- watchEvent{err: err, at: time.Now()}
 				return
 			}
 		}
@@ -196,17 +201,23 @@ func newDelayedBody(upstream io.ReadCloser, delay time.Duration) *delayedBody {
 	return b
 }
 
+var deletedEvent = []byte(`"type":"DELETED"`)
+
 func (b *delayedBody) Read(p []byte) (int, error) {
 	if len(b.rest) == 0 {
-		pc, ok := <-b.pieces
+		ev, ok := <-b.events
 		if !ok {
 			return 0, io.EOF
 		}
-		time.Sleep(time.Until(pc.at.Add(b.delay)))
-		if pc.err != nil {
-			return 0, pc.err
+		wait := time.Until(ev.at.Add(b.delay))
+		if bytes.Contains(ev.line, deletedEvent) {
+			wait = max(wait, 0) + b.stall
 		}
-		b.rest = pc.data
+		time.Sleep(wait)
+		if ev.err != nil {
+			return 0, ev.err
+		}
+		b.rest = ev.line
 	}
 	n := copy(p, b.rest)
 	b.rest = b.rest[n:]

@@ -397,6 +397,9 @@ func (e *rbacEnv) step1(t *testing.T) {
 
 func (e *rbacEnv) step2(t *testing.T) {
 	n := e.podNode("wf-step2", "a")
+	// The controller marked the node when its pod vanished; the wait container never made the
+	// task result that the gate waits on.
+	n.Phase, n.Message = wfv1.NodeError, "pod deleted"
 	wf := e.workflow(t, "wf-step2", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
 	e.repair(t, e.target(wf, n), repair.CreateTaskResult)
 	e.taskResultComplete(t, n.ID)

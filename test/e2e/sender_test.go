@@ -28,7 +28,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
 )
 
 // TestSenderAuthentication runs the built function with ADH_OIDC_REQUIRED=true against the real
@@ -74,12 +73,7 @@ func TestSenderAuthentication(t *testing.T) {
 		t.Helper()
 		return signServiceAccountToken(t, filepath.Join(c.Dir(), "sa.key"), ns, trigger, uids[trigger], audience, exp)
 	}
-	fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"),
-		map[string]string{"ADH_OIDC_REQUIRED": "true", "ADH_OIDC_AUDIENCE": audience})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fn.Stop()
+	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_OIDC_REQUIRED": "true", "ADH_OIDC_AUDIENCE": audience})
 
 	for _, tc := range []struct {
 		name   string

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -41,11 +40,7 @@ func TestDisruptionSignals(t *testing.T) {
 	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
 		t.Fatal(err)
 	}
-	fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), map[string]string{"ADH_NAMESPACES": nsWith})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fn.Stop()
+	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
 	withPods := []cluster.AdapterResource{{Version: "v1", Resource: "nodes"}, {Version: "v1", Resource: "events"},
 		{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}}
 	var report []string

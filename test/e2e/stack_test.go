@@ -42,3 +42,15 @@ func functionStack(ctx context.Context, t *testing.T, opts cluster.Options, boun
 	}
 	return bin, c, e
 }
+
+// runFunction starts the built function against c with the given settings (its log in the
+// stack's log directory), and stops it when the test ends.
+func runFunction(ctx context.Context, t *testing.T, bin string, c *cluster.Cluster, settings map[string]string) *scenario.Function {
+	t.Helper()
+	fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fn.Stop)
+	return fn
+}
