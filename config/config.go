@@ -5,9 +5,9 @@
 package config
 
 import (
-	"path"
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 

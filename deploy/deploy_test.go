@@ -33,7 +33,7 @@ type funcYAML struct {
 		Labels             []struct {
 			Key, Value string
 		} `json:"labels"`
-		HealthEndpoints    struct {
+		HealthEndpoints struct {
 			Liveness  string `json:"liveness"`
 			Readiness string `json:"readiness"`
 		} `json:"healthEndpoints"`

@@ -107,4 +107,3 @@ func outcomeOf(status int) string {
 	}
 	return metrics.Failed
 }
-

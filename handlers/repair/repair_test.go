@@ -724,7 +724,7 @@ func TestRecordsStayBounded(t *testing.T) {
 func TestFailedRemovalUndoesCompletion(t *testing.T) {
 	c := newFakeCluster(t, workflow(), taskResult("false"), pod())
 	c.failNext["delete pods"] = apierrors.NewInternalError(errors.New("etcd"))
-	res, err := c.repairer(t0.Add(6*time.Minute + 5*time.Second)).Repair(ctx, machineGone(target()))
+	res, err := c.repairer(t0.Add(6*time.Minute+5*time.Second)).Repair(ctx, machineGone(target()))
 	if err == nil || !apierrors.IsInternalError(err) {
 		t.Fatalf("err = %v, want the deletion's", err)
 	}
