@@ -17,7 +17,7 @@ import (
 	"function/workflowmeta"
 )
 
-// Action is one step of the repair ladder (../shared/design/argo-controller.md).
+// Action is one step of the repair ladder (the README's "What it writes").
 type Action string
 
 // The ladder, in the order the steps run.

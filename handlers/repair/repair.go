@@ -1,5 +1,5 @@
 // Package repair moves a workflow on after Kubernetes took one of its pods away, with the
-// smallest safe write: the ladder of ../shared/design/argo-controller.md. It is called alike by
+// smallest safe write: the ladder of the README and docs/safety.md. It is called alike by
 // the event handler, a periodic sweep and the audit command; it keeps no state between calls —
 // everything it needs is read from the cluster, and every write it makes is idempotent.
 package repair
