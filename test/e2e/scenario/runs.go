@@ -185,6 +185,21 @@ func (e *Env) CronForbid(ctx context.Context, mode Mode, s Spec) Result {
 	return res
 }
 
+// recreated returns when a pod of another UID appears under pod's name (the controller running
+// the step again), or -1 when none did before ctx ended or timeout.
+func (e *Env) recreated(ctx context.Context, pod *corev1.Pod, t0 time.Time, timeout time.Duration) time.Duration {
+	seen := time.Duration(-1)
+	_ = poll(ctx, 200*time.Millisecond, timeout, func() (bool, error) {
+		p, err := e.Kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err == nil && p.UID != pod.UID {
+			seen = time.Since(t0)
+			return true, nil
+		}
+		return false, nil
+	})
+	return seen
+}
+
 // DeadNodeRun is one workflow of scenario d.
 type DeadNodeRun struct {
 	Mode Mode
@@ -205,7 +220,7 @@ func (e *Env) DeadNode(ctx context.Context, runs []DeadNodeRun) []Result {
 	}
 	lives := make([]live, len(runs))
 	for i, r := range runs {
-		out[i] = Result{Version: e.Version, Scenario: "d", Mode: r.Mode, Repair: -1, Moved: -1, Bound: e.boundFor(r.Mode)}
+		out[i] = Result{Version: e.Version, Scenario: "d", Mode: r.Mode, Repair: -1, Moved: -1, Rerun: -1, Bound: e.boundFor(r.Mode)}
 		wf, err := e.Submit(ctx, "sc-d-", r.Spec)
 		if err == nil {
 			lives[i].wf = wf
@@ -251,7 +266,14 @@ func (e *Env) DeadNode(ctx context.Context, runs []DeadNodeRun) []Result {
 			}
 			w := &watch{env: e, wf: l.wf, nodeID: l.nodeID, victim: l.pod.Name, t0: t0}
 			e.Logf("d/%s %s: pod %s deleted by PodGC %s after the Node", runs[i].Mode, l.wf.Name, l.pod.Name, t0.Sub(nodesGone).Round(time.Second))
+			rctx, stopRerun := context.WithCancel(ctx)
+			rerun := make(chan time.Duration, 1)
+			go func() { rerun <- e.recreated(rctx, l.pod, t0, out[i].Bound) }()
 			out[i].Repair, out[i].Released, out[i].Moved, out[i].Outcome = w.follow(ctx, runs[i].Mode, out[i].Bound)
+			stopRerun()
+			if out[i].Rerun = <-rerun; out[i].Rerun >= 0 {
+				out[i].Outcome += fmt.Sprintf("; the controller re-created the pod %.2f s after the deletion (the step runs again)", out[i].Rerun.Seconds())
+			}
 			p, err := e.Kube.CoreV1().Pods(l.pod.Namespace).Get(ctx, l.pod.Name, metav1.GetOptions{})
 			if err == nil {
 				out[i].Outcome += fmt.Sprintf("; pod still there, finalizers %v", p.Finalizers)

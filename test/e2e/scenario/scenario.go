@@ -59,7 +59,11 @@ type Result struct {
 	Released time.Duration
 	// Moved is pod deletion → the workflow left Running (scenario c: the next scheduled workflow
 	// was created); < 0 when not within Bound.
-	Moved   time.Duration
+	Moved time.Duration
+	// Rerun is pod deletion → the controller re-created the pod under the same name (Argo
+	// 3.7.1+ does when it sees the pod gone while the task result is incomplete: the step runs
+	// again); < 0 when it did not.
+	Rerun   time.Duration
 	Bound   time.Duration
 	Outcome string
 	Err     error
