@@ -1,6 +1,6 @@
 //go:build e2e
 
-// Command bench measures what issue 6 asks ("What to measure") on this machine and writes
+// Command bench measures the function's speed and memory targets on this machine and writes
 // docs/BENCHMARKS.md: every figure beside its target, the machine, and how to reproduce.
 // Targets are read from the report, never asserted.
 //

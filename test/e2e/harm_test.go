@@ -47,15 +47,7 @@ func TestDoNoHarm(t *testing.T) {
 		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	wf, err := e.Submit(ctx, "harm-", scenario.Spec{Namespace: nsWith, Node: node})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pod, err := e.RunningPod(ctx, wf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeID, err := e.Gate(ctx, wf, pod)
+	wf, pod, nodeID, err := e.RunningStep(ctx, "harm-", scenario.Spec{Namespace: nsWith, Node: node})
 	if err != nil {
 		t.Fatal(err)
 	}

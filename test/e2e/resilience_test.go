@@ -2,7 +2,7 @@
 
 // TestResilience proves, on the local real control plane with the real Argo workflow-controller
 // (ADH_E2E_RESILIENCE_ARGO, default v3.5.10: the version that never heals by itself, so a
-// workflow that moves was moved by us), what issue 6 asks of the function under re-delivery,
+// workflow that moves was moved by us), what the function must hold under re-delivery,
 // races, API faults and scope:
 //
 //	go test -tags e2e -run TestResilience -v ./test/e2e/

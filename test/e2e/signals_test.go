@@ -50,15 +50,8 @@ func TestDisruptionSignals(t *testing.T) {
 		t.Fatal(err)
 	}
 	node1 := cluster.NodeName(1)
-	wf, err := e.Submit(ctx, "sig-spot-", scenario.Spec{Namespace: nsWith, Node: node1})
+	wf, pod, _, err := e.RunningStep(ctx, "sig-spot-", scenario.Spec{Namespace: nsWith, Node: node1})
 	if err != nil {
-		t.Fatal(err)
-	}
-	pod, err := e.RunningPod(ctx, wf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.Gate(ctx, wf, pod); err != nil {
 		t.Fatal(err)
 	}
 	now := metav1.Now()
@@ -114,14 +107,7 @@ func TestDisruptionSignals(t *testing.T) {
 		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	wf, err = e.Submit(ctx, "sig-node-", scenario.Spec{Namespace: nsWith, Node: node0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pod, err = e.RunningPod(ctx, wf); err != nil {
-		t.Fatal(err)
-	}
-	nodeID, err := e.Gate(ctx, wf, pod)
+	wf, pod, nodeID, err := e.RunningStep(ctx, "sig-node-", scenario.Spec{Namespace: nsWith, Node: node0})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -46,21 +45,9 @@ func TestSweep(t *testing.T) {
 		}
 	}
 	settings := map[string]string{"ADH_NAMESPACES": nsWith, "ADH_STATE_NAMESPACE": stateNS, "ADH_SWEEP_GRACE": "30s"}
-	fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), settings)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fn.Stop()
+	fn := runFunction(ctx, t, bin, c, settings)
 
-	wf, err := e.Submit(ctx, "sweep-", scenario.Spec{Namespace: nsWith, Node: cluster.NodeName(0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pod, err := e.RunningPod(ctx, wf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeID, err := e.Gate(ctx, wf, pod)
+	wf, pod, nodeID, err := e.RunningStep(ctx, "sweep-", scenario.Spec{Namespace: nsWith, Node: cluster.NodeName(0)})
 	if err != nil {
 		t.Fatal(err)
 	}

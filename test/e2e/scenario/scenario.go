@@ -206,6 +206,21 @@ func (e *Env) Gate(ctx context.Context, wf *wfv1.Workflow, pod *corev1.Pod) (str
 	return nodeID, e.C.CreateTaskResult(ctx, wf.Namespace, wf.Name, string(wf.UID), nodeID, false)
 }
 
+// RunningStep submits a one-step workflow, waits for its pod to run and gates it as the wait
+// container does: the workflow, its pod and the node's ID.
+func (e *Env) RunningStep(ctx context.Context, generateName string, s Spec) (*wfv1.Workflow, *corev1.Pod, string, error) {
+	wf, err := e.Submit(ctx, generateName, s)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	pod, err := e.RunningPod(ctx, wf)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	nodeID, err := e.Gate(ctx, wf, pod)
+	return wf, pod, nodeID, err
+}
+
 // Delete takes the pod away and returns when the API server accepted it.
 func (e *Env) Delete(ctx context.Context, pod *corev1.Pod, how Deletion) (time.Time, error) {
 	switch how {
