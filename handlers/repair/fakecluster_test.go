@@ -346,6 +346,17 @@ func markedFailedByPodGC(p *corev1.Pod) {
 func evicted(p *corev1.Pod) {
 	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "EvictionByEvictionAPI", Message: "Eviction API: evicting"})
 }
+
+// evictedBeforeStart is a pod the kubelet evicted while its main container had not started (an
+// image still pulling): the kind Argo 4's failedPodRestart deletes and creates again.
+func evictedBeforeStart(p *corev1.Pod) {
+	p.Status.Phase, p.Status.Reason, p.Status.Message = corev1.PodFailed, "Evicted", "The node was low on resource: memory."
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{
+		{Name: "main", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "ContainerStatusUnknown"}}},
+		{Name: "wait", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error", StartedAt: metav1.NewTime(t0)}}},
+	}
+}
+
 func reincarnated(p *corev1.Pod) { p.UID = "pod-uid-2" }
 
 func hostNode() *corev1.Node {

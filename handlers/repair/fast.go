@@ -19,10 +19,10 @@ import (
 
 // fastEligible reports whether the target may take the four-call path: an event carried this
 // pod incarnation (scope checked by the caller on its labels) and named its Workflow's UID, and
-// the pod's last status cannot be mistaken for the step's outcome (that case needs the
-// Workflow's word that the controller saw the pod go).
+// the pod's last status cannot be mistaken for the step's outcome nor be one the controller
+// restarts the pod for (both need the Workflow's word).
 func fastEligible(t Target) bool {
-	return t.FromPodEvent && t.PodName != "" && t.WorkflowUID != "" && t.PodUID != "" && !t.StatusMisleading
+	return t.FromPodEvent && t.PodName != "" && t.WorkflowUID != "" && t.PodUID != "" && !t.StatusMisleading && !t.MayRestart
 }
 
 // fastComplete is ladder step 1 for the case that matters most — a workflow pod deleted under

@@ -146,7 +146,8 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 			p.Record = len(p.Actions) > 0 && !record.HasRecord(o.Workflow, t.NodeID)
 			return p
 		}
-	} else if why := awaitController(t, o); why != "" {
+	}
+	if why := awaitController(t, o); why != "" {
 		return Plan{Skip: why, Await: true}
 	}
 	return decideTaskResult(t, o, pol, now, p)
@@ -216,22 +217,32 @@ func decidePod(t Target, o *Observation, pol Policy, now time.Time) (p Plan, fin
 // shows that the controller saw the pod go: its node Error or Failed. Opened earlier, a
 // controller whose pod informer lags would still read that status, and Argo 3.6 and 3.7 then
 // mark the node Succeeded.
+//
+// A pod that failed before its main container started (MayRestart, or seen so now) waits the
+// same way: Argo 4's failedPodRestart sets its node Pending and creates the pod again, whose
+// executor would find its task result already complete; only a node the controller marked
+// Error or Failed has no restart coming.
 func awaitController(t Target, o *Observation) string {
-	if !t.StatusMisleading {
+	mayRestart := t.MayRestart || o.Pod != nil && FailedBeforeStart(o.Pod)
+	if !t.StatusMisleading && !mayRestart {
 		return ""
+	}
+	why := "the pod's last status was finished over running containers"
+	if mayRestart {
+		why = "the pod failed before its main container started: the controller may restart it"
 	}
 	n, ok := o.Nodes[t.NodeID]
 	switch {
 	case o.Nodes == nil:
-		return "pod's last status was misleading and the nodes are offloaded: left to the controller and the sweep"
+		return why + "; the nodes are offloaded: left to the controller and the sweep"
 	case !ok:
-		return "pod's last status was misleading and its node is not in the workflow"
+		return why + "; its node is not in the workflow"
 	case n.Phase == wfv1.NodeError || n.Phase == wfv1.NodeFailed:
 		return ""
 	case n.Phase == wfv1.NodeSucceeded:
-		return "node marked Succeeded from a status that was not its outcome: left to the controller"
+		return "node marked Succeeded while its pod's status was not the step's outcome: left to the controller"
 	}
-	return fmt.Sprintf("waiting for the controller to see the pod go (node %s; the pod's last status was finished over running containers)", n.Phase)
+	return fmt.Sprintf("waiting for the controller to see the pod go (node %s; %s)", n.Phase, why)
 }
 
 // decideTaskResult decides ladder steps 1, 2 and 4 once no pod can report any more; p holds the

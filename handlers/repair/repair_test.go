@@ -335,6 +335,32 @@ func TestRepairLadder(t *testing.T) {
 			skip: "pod is running", check: nothingWritten,
 		},
 		{
+			name:   "pod evicted before its main container started, gone, node Pending (Argo 4 failedPodRestart re-creates it): nothing",
+			objs:   []runtime.Object{workflow(withNodePhase(wfv1.NodePending), withNodeMessage("Pod auto-restarting due to Evicted: The node was low on resource: memory.")), taskResult("false")},
+			target: deleted(target(forceDeleted, evictedBeforeStart)),
+			skip:   "may restart", check: nothingWritten,
+		},
+		{
+			name: "pod evicted before its main container started, gone, node not yet updated by the controller: wait for its word",
+			objs: []runtime.Object{workflow(), taskResult("false")}, target: deleted(target(forceDeleted, evictedBeforeStart)),
+			skip: "may restart", check: nothingWritten,
+		},
+		{
+			name: "pod evicted before its main container started, still there, node Running: wait for the controller's word",
+			objs: []runtime.Object{workflow(), taskResult("false"), pod(evictedBeforeStart), hostNode()}, target: target(evictedBeforeStart),
+			skip: "may restart", check: nothingWritten,
+		},
+		{
+			name: "pod evicted before its main container started, the controller marked the node Failed (no restart): complete",
+			objs: []runtime.Object{workflow(withNodePhase(wfv1.NodeFailed)), taskResult("false"), pod(evictedBeforeStart), hostNode()}, target: target(evictedBeforeStart),
+			want: []Action{CompleteTaskResult}, record: true, check: taskResultCompleted("Evicted"),
+		},
+		{
+			name: "pod evicted before its main container started, gone, node Failed (restarts exhausted): complete",
+			objs: []runtime.Object{workflow(withNodePhase(wfv1.NodeFailed)), taskResult("false")}, target: deleted(target(forceDeleted, evictedBeforeStart)),
+			want: []Action{CompleteTaskResult}, record: true, check: taskResultCompleted("Evicted"),
+		},
+		{
 			name: "task result missing, node still Running: nothing (its executor may yet start)",
 			objs: []runtime.Object{workflow()}, target: target(),
 			skip: "nothing to repair", check: nothingWritten,

@@ -42,6 +42,10 @@ type Target struct {
 	// still sees that status takes it for the step's outcome, so the task result is completed
 	// only once the Workflow shows that the controller saw the pod go.
 	StatusMisleading bool
+	// MayRestart says the pod failed before its main container started, for a reason Argo 4's
+	// failedPodRestart deletes the pod and creates it again for: whether the node failed or is
+	// restarting is the controller's to say, so the task result waits for the Workflow's word.
+	MayRestart bool
 	// NodeName is the Node a node-wide signal named ("" for a pod's own event): only pods bound
 	// to it are acted on.
 	NodeName string
@@ -89,6 +93,7 @@ func TargetFromPod(pod *corev1.Pod, seen time.Time, trigger string) (Target, err
 	}
 	t.WorkflowUID = WorkflowOwner(pod.OwnerReferences, t.Workflow)
 	t.StatusMisleading = PodFinished(pod) && !ContainersEnded(pod)
+	t.MayRestart = FailedBeforeStart(pod)
 	t.Reason, t.Message = DisruptionReason(pod)
 	if w, ok := record.PodWarning(pod); ok {
 		t.Reason, t.Message = w.Reason, withCause(w.Message, t.Reason)
@@ -151,6 +156,30 @@ func ContainersEnded(pod *corev1.Pod) bool {
 		}
 	}
 	return len(pod.Status.ContainerStatuses) > 0
+}
+
+// FailedBeforeStart reports whether the pod failed before any container but Argo's wait started,
+// for a reason Argo 4's failedPodRestart restarts the node's pod for (the reasons the kubelet
+// gives an infrastructure failure).
+func FailedBeforeStart(pod *corev1.Pod) bool {
+	if pod.Status.Phase != corev1.PodFailed {
+		return false
+	}
+	switch pod.Status.Reason {
+	case "Evicted", "NodeShutdown", "NodeAffinity", "UnexpectedAdmissionError":
+	default:
+		return false
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == workflowmeta.WaitContainer {
+			continue
+		}
+		if cs.State.Running != nil || cs.LastTerminationState.Running != nil ||
+			cs.State.Terminated != nil && !cs.State.Terminated.StartedAt.IsZero() {
+			return false
+		}
+	}
+	return true
 }
 
 // WaitReported reports whether Argo's wait container exited 0. argoexec computes its exit code

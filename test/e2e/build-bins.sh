@@ -7,7 +7,7 @@
 #
 # Usage: test/e2e/build-bins.sh [component ...]
 #   components: etcd kube-apiserver kube-controller-manager kubectl kwok adapter
-#               argo-v3.5.10 argo-v3.6.10 argo-v3.7.3   (also: all, argo = every argo version)
+#               argo-v3.5.10 argo-v3.6.10 argo-v3.7.3 argo-v4.0.5   (also: all, argo = every argo version)
 #   default: all
 # Env: ADH_CACHE (output root), ADH_NICE (nice level, default 10), ADH_FORCE=1 (rebuild).
 # Builds run sequentially (2-core machine); only the Go module proxy is contacted.
@@ -27,10 +27,16 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   K8S_LDFLAGS+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
 
-ARGO_VERSIONS=(v3.5.10 v3.6.10 v3.7.3)
+ARGO_VERSIONS=(v3.5.10 v3.6.10 v3.7.3 v4.0.5)
 ALL=(etcd kube-apiserver kube-controller-manager kwok adapter)
 for v in "${ARGO_VERSIONS[@]}"; do ALL+=("argo-$v"); done
 ALL+=(kubectl)
+
+# Argo's module path carries its major version from v4.0.2 on.
+argo_module() { echo "github.com/argoproj/argo-workflows/${1%%.*}"; }
+
+# The CRDs Argo's default install applies: minimal up to 3.7, full from 4.0.
+argo_crd_flavour() { case "$1" in v3.*) echo minimal ;; *) echo full ;; esac; }
 
 # component -> "module-dir|version|package|binary|extra-ldflags"
 spec() {
@@ -42,8 +48,9 @@ spec() {
     kwok)                    echo "kwok|v0.7.0|sigs.k8s.io/kwok/cmd/kwok|kwok|" ;;
     adapter)                 echo "adapter|v0.50.0|.|apiserver_receive_adapter|" ;;
     argo-v*)
-      local v="${1#argo-}"
-      echo "argo-$v|$v|github.com/argoproj/argo-workflows/v3/cmd/workflow-controller|workflow-controller|-X github.com/argoproj/argo-workflows/v3.version=$v -X github.com/argoproj/argo-workflows/v3.gitTag=$v -X github.com/argoproj/argo-workflows/v3.gitCommit=$v -X github.com/argoproj/argo-workflows/v3.gitTreeState=clean" ;;
+      local v="${1#argo-}" m
+      m="$(argo_module "$v")"
+      echo "argo-$v|$v|$m/cmd/workflow-controller|workflow-controller|-X $m.version=$v -X $m.gitTag=$v -X $m.gitCommit=$v -X $m.gitTreeState=clean" ;;
     *) return 1 ;;
   esac
 }
@@ -61,15 +68,15 @@ main() {
     esac
   done
 
-  # Copies Argo's minimal CRDs (manifests/base/crds/minimal) next to the binary,
-  # so test/e2e/cluster does not need the Go module cache at run time.
+  # Copies the CRDs of Argo's default install (manifests/base/crds/{minimal,full}) next to the
+  # binary, so test/e2e/cluster does not need the Go module cache at run time.
   copy_argo_crds() { # moddir version dir
     if compgen -G "$3/crds/argoproj.io_*.yaml" >/dev/null; then return 0; fi
     local src
-    src="$(cd "$TOOLS/$1" && go mod download -json "github.com/argoproj/argo-workflows/v3@$2" |
+    src="$(cd "$TOOLS/$1" && go mod download -json "$(argo_module "$2")@$2" |
       sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
     mkdir -p "$3/crds"
-    cp "$src"/manifests/base/crds/minimal/argoproj.io_*.yaml "$3/crds/"
+    cp "$src/manifests/base/crds/$(argo_crd_flavour "$2")"/argoproj.io_*.yaml "$3/crds/"
     chmod u+w "$3"/crds/*.yaml
   }
 

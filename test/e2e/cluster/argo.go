@@ -38,16 +38,30 @@ var (
 	WorkflowTaskResultGVR = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "workflowtaskresults"}
 )
 
-// argoCRDDir returns the directory holding argoproj.io_*.yaml minimal CRDs
-// of the given Argo version: <cache>/argo-<ver>/crds (copied there by
-// build-bins.sh) or the argo-workflows module in the Go module cache
-// (downloaded through the module proxy if needed).
+// ArgoModule is the Go module path of an Argo release: the major version is in it from v4.
+func ArgoModule(version string) string {
+	major, _, _ := strings.Cut(version, ".")
+	return "github.com/argoproj/argo-workflows/" + major
+}
+
+// argoCRDFlavour names the CRDs Argo's default install applies: the minimal ones up to 3.7, the
+// full schemas from 4.0.
+func argoCRDFlavour(version string) string {
+	if strings.HasPrefix(version, "v3.") {
+		return "minimal"
+	}
+	return "full"
+}
+
+// argoCRDDir returns the directory holding the argoproj.io_*.yaml CRDs of the given Argo
+// version's default install: <cache>/argo-<ver>/crds (copied there by build-bins.sh) or the
+// argo-workflows module in the Go module cache (downloaded through the module proxy if needed).
 func argoCRDDir(cacheDir, version string) (string, error) {
 	d := filepath.Join(cacheDir, "argo-"+version, "crds")
 	if m, _ := filepath.Glob(filepath.Join(d, "argoproj.io_*.yaml")); len(m) > 0 {
 		return d, nil
 	}
-	cmd := exec.Command("go", "mod", "download", "-json", "github.com/argoproj/argo-workflows/v3@"+version)
+	cmd := exec.Command("go", "mod", "download", "-json", ArgoModule(version)+"@"+version)
 	cmd.Dir = os.TempDir() // outside any module
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
 	out, err := cmd.Output()
@@ -61,7 +75,7 @@ func argoCRDDir(cacheDir, version string) (string, error) {
 	if info.Error != "" || info.Dir == "" {
 		return "", fmt.Errorf("go mod download argo-workflows %s: %s", version, info.Error)
 	}
-	return filepath.Join(info.Dir, "manifests", "base", "crds", "minimal"), nil
+	return filepath.Join(info.Dir, "manifests", "base", "crds", argoCRDFlavour(version)), nil
 }
 
 // applyArgoCRDs creates the minimal Argo CRDs file by file and waits until

@@ -36,7 +36,7 @@ const (
 )
 
 // ArgoVersions are the workflow-controller versions build-bins.sh builds.
-var ArgoVersions = []string{"v3.5.10", "v3.6.10", "v3.7.3"}
+var ArgoVersions = []string{"v3.5.10", "v3.6.10", "v3.7.3", "v4.0.5"}
 
 // Options configure Start. The zero value is usable.
 type Options struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -127,10 +128,16 @@ func (e *Env) CronForbid(ctx context.Context, mode Mode, s Spec) Result {
 		"apiVersion": "argoproj.io/v1alpha1", "kind": "CronWorkflow",
 		"metadata": map[string]any{"name": name, "namespace": s.Namespace},
 		"spec": map[string]any{
-			"schedule": "* * * * *", "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 0,
+			"concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 0,
 			"workflowSpec": s.workflowSpec(),
 		},
 	}}
+	// v3.5 knows only spec.schedule, v4 only spec.schedules; 3.6 and 3.7 accept both.
+	if strings.HasPrefix(e.Version, "v3.5.") {
+		cron.Object["spec"].(map[string]any)["schedule"] = "* * * * *"
+	} else {
+		cron.Object["spec"].(map[string]any)["schedules"] = []any{"* * * * *"}
+	}
 	crons := e.C.Dynamic().Resource(cronGVR).Namespace(s.Namespace)
 	if _, err := crons.Create(ctx, cron, metav1.CreateOptions{}); err != nil {
 		res.Err = fmt.Errorf("creating cron workflow %s/%s: %w", s.Namespace, name, err)
