@@ -22,6 +22,10 @@ const (
 	// LabelCompleted is on workflows and pods once done. We never write it (controller ignores a
 	// workflow labelled so, for ever).
 	LabelCompleted = "workflows.argoproj.io/completed"
+	// AnnotationLastSeenVersion is Argo 4's record, on a workflow, of the resourceVersion its own
+	// last update started from. We never write it: a value it did not write makes the controller
+	// skip the workflow as outdated.
+	AnnotationLastSeenVersion = "workflows.argoproj.io/last-seen-version"
 	// LabelPhase mirrors a workflow's phase, for list filtering.
 	LabelPhase = "workflows.argoproj.io/phase"
 	// AnnotationNodeID is on workflow pods: the ID of the node the pod runs.

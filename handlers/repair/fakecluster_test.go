@@ -209,15 +209,20 @@ const (
 
 var t0 = time.Date(2026, 11, 26, 9, 14, 2, 0, time.UTC)
 
+// testLastSeenVersion is the resourceVersion an Argo 4 controller last updated the workflow from.
+const testLastSeenVersion = "98"
+
 type wfOpt func(*wfv1.Workflow)
 
 // workflow returns a Running workflow whose pod node testNodeID is Running under a Retry node,
-// with the task result gate waiting on it, as a 3.5.x controller writes it.
+// with the task result gate waiting on it, as a 3.5.x controller writes it (plus the
+// last-seen-version annotation of a 4.x controller).
 func workflow(opts ...wfOpt) *wfv1.Workflow {
 	retryID := workflowmeta.NodeID(testWF, testWF+"[0].extract")
 	wf := &wfv1.Workflow{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow"},
-		ObjectMeta: metav1.ObjectMeta{Name: testWF, Namespace: testNS, UID: testWFUID, ResourceVersion: "100", Labels: map[string]string{workflowmeta.LabelPhase: "Running"}},
+		TypeMeta: metav1.TypeMeta{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow"},
+		ObjectMeta: metav1.ObjectMeta{Name: testWF, Namespace: testNS, UID: testWFUID, ResourceVersion: "100", Labels: map[string]string{workflowmeta.LabelPhase: "Running"},
+			Annotations: map[string]string{workflowmeta.AnnotationLastSeenVersion: testLastSeenVersion}},
 		Status: wfv1.WorkflowStatus{
 			Phase:     wfv1.WorkflowRunning,
 			StartedAt: metav1.NewTime(t0),

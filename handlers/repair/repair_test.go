@@ -590,6 +590,10 @@ func TestRepairLadder(t *testing.T) {
 			if tc.check != nil {
 				tc.check(t, c)
 			}
+			if wf, err := c.argo.ArgoprojV1alpha1().Workflows(testNS).Get(ctx, testWF, metav1.GetOptions{}); err == nil &&
+				wf.Annotations[workflowmeta.AnnotationLastSeenVersion] != testLastSeenVersion {
+				t.Errorf("last-seen-version = %q, want the controller's %q untouched", wf.Annotations[workflowmeta.AnnotationLastSeenVersion], testLastSeenVersion)
+			}
 			if tc.dryRun {
 				return
 			}

@@ -13,6 +13,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"function/test/e2e/cluster"
 	"function/test/e2e/scenario"
@@ -177,7 +180,54 @@ func runVersion(t *testing.T, ctx context.Context, version, bin string, bound ti
 	for _, r := range results {
 		check(t, r)
 	}
+	checkFieldsWeOwn(ctx, t, e, nsWith)
 	return results
+}
+
+// checkFieldsWeOwn asserts, from the API server's managedFields, that the function never owned
+// a field the controller keeps for itself on the Workflows it repaired: the phase, the completed
+// label, or Argo 4's last-seen-version annotation (a value the controller did not write makes it
+// skip the workflow as outdated).
+func checkFieldsWeOwn(ctx context.Context, t *testing.T, e *scenario.Env, ns string) {
+	t.Helper()
+	l, err := e.Argo.ArgoprojV1alpha1().Workflows(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Errorf("listing workflows of %s: %v", ns, err)
+		return
+	}
+	ours := 0
+	for _, wf := range l.Items {
+		for _, mf := range wf.ManagedFields {
+			if mf.Manager != workflowmeta.Component || mf.FieldsV1 == nil {
+				continue
+			}
+			ours++
+			var fields struct {
+				Metadata struct {
+					Annotations map[string]any `json:"f:annotations"`
+					Labels      map[string]any `json:"f:labels"`
+				} `json:"f:metadata"`
+				Status map[string]any `json:"f:status"`
+			}
+			if err := json.Unmarshal(mf.FieldsV1.Raw, &fields); err != nil {
+				t.Errorf("workflow %s/%s: managedFields of %s: %v", ns, wf.Name, mf.Manager, err)
+				continue
+			}
+			for _, f := range []struct {
+				set  map[string]any
+				name string
+			}{
+				{fields.Metadata.Annotations, "f:" + workflowmeta.AnnotationLastSeenVersion},
+				{fields.Metadata.Labels, "f:" + workflowmeta.LabelCompleted},
+				{fields.Status, "f:phase"},
+			} {
+				if _, ok := f.set[f.name]; ok {
+					t.Errorf("workflow %s/%s: the function owns %s", ns, wf.Name, strings.TrimPrefix(f.name, "f:"))
+				}
+			}
+		}
+	}
+	t.Logf("%d workflows in %s, %d managedFields entries of %s: none owns the phase, the completed label or last-seen-version", len(l.Items), ns, ours, workflowmeta.Component)
 }
 
 func sortResults(rs []scenario.Result, order map[string]int) {
