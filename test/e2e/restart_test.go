@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,7 @@ import (
 // under the same name. The function receives that delete and must leave the node alone: the task
 // result stays "false" for the new incarnation's executor (which never resets a label), and no
 // record or Event claims a repair. The new pod then succeeds, and so does the workflow.
+// ADH_E2E_RESTART_FUNCTION runs another build of the function instead.
 func TestFailedPodRestart(t *testing.T) {
 	version := env("ADH_E2E_RESTART_ARGO", "v4.0.5")
 	ctx := context.Background()
@@ -37,6 +39,9 @@ func TestFailedPodRestart(t *testing.T) {
 		ArgoConfig: map[string]string{"failedPodRestart": "enabled: true\nmaxRestarts: 3\n"}}, 150*time.Second)
 	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
 		t.Fatal(err)
+	}
+	if other := os.Getenv("ADH_E2E_RESTART_FUNCTION"); other != "" {
+		bin = other // another build, e.g. one from before the rule, to see it fail
 	}
 	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
 	if err := c.StartAdapter(fn.URL, []string{nsWith}, workflowmeta.LabelWorkflow); err != nil {
@@ -81,8 +86,11 @@ func TestFailedPodRestart(t *testing.T) {
 		switch {
 		case apierrors.IsNotFound(err) && gone == 0:
 			gone = time.Since(t0)
-		case err == nil && p.UID != pod.UID && recreated == 0:
-			recreated, again = time.Since(t0), p
+		case err == nil && p.UID != pod.UID:
+			if recreated == 0 {
+				recreated = time.Since(t0)
+			}
+			again = p
 		}
 		return recreated > 0 && again != nil && again.Status.Phase == corev1.PodRunning
 	}); err != nil {
@@ -132,6 +140,6 @@ func TestFailedPodRestart(t *testing.T) {
 	u, err := c.Dynamic().Resource(cluster.WorkflowGVR).Namespace(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
 	if err == nil {
 		restarts, _, _ := unstructured.NestedInt64(u.Object, "status", "nodes", nodeID, "failedPodRestarts")
-		t.Logf("workflow %s ended %s, node failedPodRestarts %d; the function wrote nothing", wf.Name, final, restarts)
+		t.Logf("workflow %s ended %s, node failedPodRestarts %d", wf.Name, final, restarts)
 	}
 }
