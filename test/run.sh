@@ -38,15 +38,21 @@ step "benchmarks (one short run, figures only: targets are read from the report,
 go test -run '^$' -bench . -benchtime 2000x ./handlers/ ./eventing/podresource/
 
 # The e2e matrix on the local real control plane (docs/e2e.md). E2E=0 skips it for a quick run.
-# CI runs one controller version; ADH_E2E_ARGO_VERSIONS="v3.5.10 v3.6.10 v3.7.3" runs all three.
+# CI runs one controller version per test (the defaults below). ADH_E2E_FULL=1 runs the full
+# matrix (docs/e2e-results.md): every scenario on Argo v3.5.10, v3.6.10, v3.7.3 and v4.0.5, and the
+# PodGC race on v3.6.10, v3.7.3 and v4.0.5 (about 40 min more).
 if [ "${E2E:-1}" != 0 ]; then
+  if [ "${ADH_E2E_FULL:-0}" = 1 ]; then
+    : "${ADH_E2E_ARGO_VERSIONS:=v3.5.10 v3.6.10 v3.7.3 v4.0.5}" "${ADH_E2E_RACE_ARGO:=v3.6.10 v3.7.3 v4.0.5}" "${ADH_E2E_TIMEOUT:=150m}"
+  fi
   versions=${ADH_E2E_ARGO_VERSIONS:-v3.5.10}
   signals=${ADH_E2E_SIGNALS_ARGO:-v3.7.3} # the status finalizer needs 3.6+
-  race=${ADH_E2E_RACE_ARGO:-v3.6.10 v3.7.3} # PodGC's Failed status misread as success: 3.5.10 to 3.7.3
-  step "e2e binaries for Argo $versions $signals $race (built once, cached in ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler})"
-  test/e2e/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter $(for v in $versions $signals $race; do printf 'argo-%s ' "$v"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
-  step "e2e: scenario matrix (Argo $versions), disruption signals and do-no-harm (Argo $signals), PodGC race (Argo $race), sweep + audit (Argo v3.5.10), deploy/ dry run, RBAC, sender authentication"
+  race=${ADH_E2E_RACE_ARGO:-v3.7.3} # PodGC's Failed status misread as success: 3.5.10 to 3.7.3
+  restart=${ADH_E2E_RESTART_ARGO:-v4.0.5} # failedPodRestart exists from 4.0
+  step "e2e binaries for Argo $versions $signals $race $restart (built once, cached in ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler})"
+  test/e2e/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter $(for v in $versions $signals $race $restart v3.5.10; do printf 'argo-%s ' "$v"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
+  step "e2e: scenario matrix (Argo $versions), disruption signals and do-no-harm (Argo $signals), PodGC race (Argo $race), failedPodRestart (Argo $restart), sweep + audit (Argo v3.5.10), deploy/ dry run, RBAC, sender authentication"
   # The tables are printed in the log; docs/e2e-results.md is only rewritten on request.
-  ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_RACE_ARGO="$race" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
-    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication|TestPodGCRace' -v -timeout 80m ./test/e2e/
+  ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_RACE_ARGO="$race" ADH_E2E_RESTART_ARGO="$restart" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
+    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication|TestPodGCRace|TestFailedPodRestart' -v -timeout "${ADH_E2E_TIMEOUT:-80m}" ./test/e2e/
 fi
