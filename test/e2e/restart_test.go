@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
-	"function/handlers/record"
 	"function/test/e2e/cluster"
 	"function/test/e2e/scenario"
 	"function/workflowmeta"
@@ -103,21 +102,7 @@ func TestFailedPodRestart(t *testing.T) {
 	if !fn.LogContains("failed before its main container started") {
 		t.Errorf("the function's log does not show it decided on the restarted pod's delete (see %s)", c.LogDir())
 	}
-	tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(nsWith).Get(ctx, nodeID, metav1.GetOptions{})
-	if err != nil || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
-		t.Errorf("task result %s: %v %v, want still \"false\" for the restarted pod's executor", nodeID, err, tr.GetLabels())
-	}
-	w, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if recs := record.Recorded(w); len(recs) != 0 {
-		t.Errorf("records written for a pod the controller restarts: %v", recs)
-	}
-	evs, _ := e.Kube.CoreV1().Events(nsWith).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + record.EventReason})
-	if len(evs.Items) != 0 {
-		t.Errorf("%d %s Events for a pod the controller restarts", len(evs.Items), record.EventReason)
-	}
+	noRepairWritten(ctx, t, e, nsWith, wf.Name, nodeID, "a pod the controller restarts")
 
 	// The new incarnation runs to its end, as its wait container would report it.
 	if err := c.CompletePod(ctx, nsWith, again.Name, true); err != nil {

@@ -9,8 +9,14 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"function/handlers/record"
 	"function/test/e2e/cluster"
 	"function/test/e2e/scenario"
+	"function/workflowmeta"
 )
 
 // functionStack builds the function binary and starts the local control plane with opts,
@@ -53,4 +59,27 @@ func runFunction(ctx context.Context, t *testing.T, bin string, c *cluster.Clust
 	}
 	t.Cleanup(fn.Stop)
 	return fn
+}
+
+// noRepairWritten asserts that the function wrote nothing about a workflow node: its task result
+// is still "false", the Workflow carries no record and the namespace no PodDisrupted Event. why
+// names the case in failures; the Workflow is returned as read, for the caller's own checks.
+func noRepairWritten(ctx context.Context, t *testing.T, e *scenario.Env, ns, workflow, nodeID, why string) *wfv1.Workflow {
+	t.Helper()
+	tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(ns).Get(ctx, nodeID, metav1.GetOptions{})
+	if err != nil || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
+		t.Errorf("task result %s/%s: %v %v, want still \"false\" (%s)", ns, nodeID, err, tr.GetLabels(), why)
+	}
+	w, err := e.Argo.ArgoprojV1alpha1().Workflows(ns).Get(ctx, workflow, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs := record.Recorded(w); len(recs) != 0 {
+		t.Errorf("records written for %s: %v", why, recs)
+	}
+	evs, _ := e.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + record.EventReason})
+	if len(evs.Items) != 0 {
+		t.Errorf("%d %s Events for %s", len(evs.Items), record.EventReason, why)
+	}
+	return w
 }

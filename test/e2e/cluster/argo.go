@@ -38,8 +38,8 @@ var (
 	WorkflowTaskResultGVR = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "workflowtaskresults"}
 )
 
-// ArgoModule is the Go module path of an Argo release: the major version is in it from v4.
-func ArgoModule(version string) string {
+// argoModule is the Go module path of an Argo release: the major version is in it from v4.
+func argoModule(version string) string {
 	major, _, _ := strings.Cut(version, ".")
 	return "github.com/argoproj/argo-workflows/" + major
 }
@@ -61,7 +61,7 @@ func argoCRDDir(cacheDir, version string) (string, error) {
 	if m, _ := filepath.Glob(filepath.Join(d, "argoproj.io_*.yaml")); len(m) > 0 {
 		return d, nil
 	}
-	cmd := exec.Command("go", "mod", "download", "-json", ArgoModule(version)+"@"+version)
+	cmd := exec.Command("go", "mod", "download", "-json", argoModule(version)+"@"+version)
 	cmd.Dir = os.TempDir() // outside any module
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
 	out, err := cmd.Output()
