@@ -75,6 +75,11 @@ type Config struct {
 	KubeQPS   float32 `envconfig:"KUBE_QPS" default:"100" desc:"client-go QPS toward the API server (all clients together)"`
 	KubeBurst int     `envconfig:"KUBE_BURST" default:"200" desc:"client-go burst toward the API server (all clients together)"`
 
+	// NodeRepairWorkers bounds the pods of one node-wide signal (a Node or NodeClaim deleted, an
+	// instance terminated) repaired at once. The shared QPS budget is what bounds the rate; the
+	// workers hide each call's latency (docs/scale.md).
+	NodeRepairWorkers int `envconfig:"NODE_REPAIR_WORKERS" default:"8" desc:"pods of one node-wide signal repaired at once"`
+
 	// SweepBudget bounds one PingSource-driven sweep; the next ping resumes where it stopped.
 	// It must leave room inside func-go's 30 s write timeout for the last page and the answer.
 	SweepBudget time.Duration `envconfig:"SWEEP_BUDGET" default:"20s" desc:"time budget of one sweep (a PingSource tick); the next tick resumes where it stopped"`
@@ -165,6 +170,9 @@ func (c *Config) Validate() error {
 	}
 	if c.KubeQPS <= 0 {
 		bad("KUBE_QPS", "%v must be positive", c.KubeQPS)
+	}
+	if c.NodeRepairWorkers < 1 || c.NodeRepairWorkers > 64 {
+		bad("NODE_REPAIR_WORKERS", "%d is outside [1, 64]", c.NodeRepairWorkers)
 	}
 	if c.KubeBurst < 1 {
 		bad("KUBE_BURST", "%d must be at least 1", c.KubeBurst)

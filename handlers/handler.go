@@ -66,6 +66,8 @@ type Handler struct {
 	Metrics *metrics.Recorder
 	// MaxBodyBytes bounds the event data.
 	MaxBodyBytes int
+	// NodeRepairWorkers bounds the pods of one node-wide signal repaired at once (0: one).
+	NodeRepairWorkers int
 	// Timeout bounds the work for one event.
 	Timeout time.Duration
 	Log     *zap.SugaredLogger
@@ -256,38 +258,7 @@ func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
 	if err != nil {
 		return err
 	}
-	return h.repairPods(ctx, pods, seenOr(g.Seen), "node delete event", g.NodeName, g.Machine, "NodeDeleted", message)
-}
-
-// repairPods runs the repair for each workflow pod a signal says lost its machine. reason and
-// message stand in when nothing better is known about a pod. node, when not "", is the Node the
-// signal named; machine is what it claims of the machine (the repair confirms the Node is gone
-// before acting on it).
-func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, seen time.Time, trigger, node string, machine eventing.Machine, reason, message string) error {
-	log := logging.FromContext(ctx)
-	var errs []error
-	for i := range pods {
-		pod := &pods[i]
-		if h.Scope.Check(pod.Namespace, pod.Labels) != nil {
-			continue
-		}
-		if ok, why := repair.Relevant(pod, true); !ok {
-			log.Debugw("pod left alone", zap.String("pod", pod.Namespace+"/"+pod.Name), zap.String("why", why))
-			continue
-		}
-		t, err := repair.TargetFromPod(pod, seen, trigger)
-		if err != nil {
-			continue
-		}
-		t.NodeName, t.Machine = node, machine
-		if t.Reason == record.UnknownReason {
-			t.Reason, t.Message = reason, message
-		}
-		if _, err := h.Repairer.Repair(ctx, t); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return h.repairPods(ctx, pods, nodeWide{seen: seenOr(g.Seen), trigger: "node delete event", node: g.NodeName, machine: g.Machine, reason: "NodeDeleted", message: message})
 }
 
 // disruption records an announced disruption on the pods it concerns and their workflows, and,
@@ -341,29 +312,33 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 		log.Debugw("no workflow pod concerned", zap.Strings("nodes", nodes), zap.Strings("instances", d.InstanceIDs))
 		return nil
 	}
+	sig := nodeWide{seen: seenOr(d.Seen), trigger: d.Source + " " + d.Reason, machine: d.Machine, reason: d.Reason, message: d.Message, announced: true}
+	if d.Machine != eventing.MachineUnknown {
+		// A pod whose Node is gone is repaired, its record naming the announced reason; one whose
+		// Node exists gets the warning, for the repair its deletion will bring.
+		sig.warning = &record.Warning{Source: d.Source, Reason: d.Reason, Message: d.Message}
+		return h.repairPods(ctx, pods, sig)
+	}
 	var errs []error
 	for i := range pods {
-		pod := &pods[i]
-		if h.Scope.Check(pod.Namespace, pod.Labels) != nil || repair.PodFinished(pod) || repair.WaitReported(pod) {
-			continue
-		}
-		w := record.Warning{Source: d.Source, Reason: d.Reason, Message: d.Message, Node: pod.Spec.NodeName, Time: seenOr(d.Seen).UTC().Truncate(time.Second)}
-		if err := h.Repairer.RecordWarning(ctx, pod, w); err != nil {
+		if err := h.warn(ctx, &pods[i], d.Source, d.Reason, d.Message, seenOr(d.Seen)); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		log.Infow("disruption recorded", zap.String("pod", pod.Namespace+"/"+pod.Name), zap.String("workflow", pod.Labels[workflowmeta.LabelWorkflow]))
-		if d.Machine != eventing.MachineUnknown {
-			// Re-read: the warning annotation is now on the pod, for the repair's record.
-			if fresh, err := h.Repairer.Kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{}); err == nil {
-				pods[i] = *fresh
-			}
-		}
-	}
-	if d.Machine != eventing.MachineUnknown {
-		errs = append(errs, h.repairPods(ctx, pods, seenOr(d.Seen), d.Source+" "+d.Reason, "", d.Machine, d.Reason, d.Message))
 	}
 	return errors.Join(errs...)
+}
+
+// warn records an announced disruption on a pod that may still run, and on its workflow.
+func (h *Handler) warn(ctx context.Context, pod *corev1.Pod, source, reason, message string, seen time.Time) error {
+	if h.Scope.Check(pod.Namespace, pod.Labels) != nil || repair.PodFinished(pod) || repair.WaitReported(pod) {
+		return nil
+	}
+	w := record.Warning{Source: source, Reason: reason, Message: message, Node: pod.Spec.NodeName, Time: seen.UTC().Truncate(time.Second)}
+	if err := h.Repairer.RecordWarning(ctx, pod, w); err != nil {
+		return err
+	}
+	logging.FromContext(ctx).Infow("disruption recorded", zap.String("pod", pod.Namespace+"/"+pod.Name), zap.String("workflow", pod.Labels[workflowmeta.LabelWorkflow]))
+	return nil
 }
 
 // metricType keeps the metrics' type label bounded: a type no decoder knows counts as "unknown".
@@ -468,18 +443,19 @@ func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
 	r.DryRun, r.Attempts, r.InstanceID = cfg.DryRun, cfg.ConflictRetries, cfg.InstanceID
 	r.FollowUps = &repair.FollowUps{For: cfg.ControllerWait, Max: followUpsMax, First: followUpFirst}
 	return &Handler{
-		Registry:       families.Registry(),
-		Repairer:       r,
-		Scope:          sc,
-		Finder:         lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic},
-		AllowedSources: cfg.AllowedSources,
-		Sender:         &sender.Authenticator{Kube: cs.Kube, Audience: cfg.OIDCAudience, Subjects: cfg.OIDCSubjects, Required: cfg.OIDCRequired},
-		Sweeper:        NewSweeper(cfg, cs, r, sc),
-		SweepLease:     &sweep.Lease{Kube: cs.Kube, Namespace: cfg.StateNamespace, Name: SweepLeaseName, Holder: r.Host},
-		SweepBudget:    cfg.SweepBudget,
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		Timeout:        cfg.EventTimeout,
-		Log:            log,
+		Registry:          families.Registry(),
+		Repairer:          r,
+		Scope:             sc,
+		Finder:            lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic},
+		AllowedSources:    cfg.AllowedSources,
+		Sender:            &sender.Authenticator{Kube: cs.Kube, Audience: cfg.OIDCAudience, Subjects: cfg.OIDCSubjects, Required: cfg.OIDCRequired},
+		Sweeper:           NewSweeper(cfg, cs, r, sc),
+		SweepLease:        &sweep.Lease{Kube: cs.Kube, Namespace: cfg.StateNamespace, Name: SweepLeaseName, Holder: r.Host},
+		SweepBudget:       cfg.SweepBudget,
+		MaxBodyBytes:      cfg.MaxBodyBytes,
+		NodeRepairWorkers: cfg.NodeRepairWorkers,
+		Timeout:           cfg.EventTimeout,
+		Log:               log,
 	}
 }
 

@@ -36,7 +36,7 @@ func StatusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, eventing.ErrMalformed), errors.Is(err, eventing.ErrUnknownType), errors.Is(err, ErrNotWorkflowPod):
 		return http.StatusBadRequest
-	case errors.Is(err, repair.ErrConflictsExhausted),
+	case errors.Is(err, repair.ErrConflictsExhausted), errors.Is(err, ErrUnfinished),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable
 	case errors.As(err, &apiStatus):

@@ -101,6 +101,13 @@ func TargetFromPod(pod *corev1.Pod, seen time.Time, trigger string) (Target, err
 	return t, nil
 }
 
+// Announce makes an announced disruption (a terminated instance's message) the target's
+// reason, keeping the Kubernetes-side cause in the message, as a warning recorded on the pod
+// would have.
+func Announce(t *Target, reason, message string) {
+	t.Reason, t.Message = reason, withCause(message, t.Reason)
+}
+
 // WorkflowOwner returns the UID of the Workflow named workflow among owner references, "" when
 // none is there.
 func WorkflowOwner(refs []metav1.OwnerReference, workflow string) types.UID {

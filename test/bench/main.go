@@ -21,6 +21,9 @@
 //     event (a real delete event captured from the adapter) handled; binary size; RSS.
 //   - burst:      N workflows with one running pod each, all pods force-deleted at once, the
 //     binary fed by the real adapter (through a counting proxy) → until all left Running.
+//   - node:       a Karpenter-labelled Node carrying N running workflow pods deleted with its
+//     machine gone (kwok stopped); the adapter delivers the Node's delete event to the in-process
+//     handler → API calls per pod, event → every task result complete, → every workflow moved.
 package main
 
 import (
@@ -59,6 +62,7 @@ type options struct {
 	CompressedRuns int
 	BigNodes       int
 	Burst          int
+	NodePods       int
 	BurstBound     time.Duration
 	Bursts         []burstConfig
 	BurstsSpec     string
@@ -88,6 +92,7 @@ type result struct {
 	Compressed *compressedResult
 	Cold       *coldResult
 	Bursts     []*burstResult
+	Node       *nodeResult
 	ArgoEnv    map[string]string // the controller's environment as started
 	StackLock  time.Duration     // waited for another stack to stop
 	StackDir   string            // kept with -keep
@@ -97,7 +102,7 @@ type result struct {
 
 func main() {
 	var o options
-	parts := flag.String("parts", "micro,repairs,compressed,cold,burst", "comma-separated parts to run")
+	parts := flag.String("parts", "micro,repairs,compressed,cold,burst,node", "comma-separated parts to run")
 	flag.StringVar(&o.Out, "out", "docs/BENCHMARKS.md", `report file ("-": stdout), relative to the module root`)
 	flag.StringVar(&o.Argo, "argo", "v3.5.10", "Argo workflow-controller version (built by test/e2e/build-bins.sh)")
 	argoEnv := flag.String("argo-env", "", "extra controller environment, K=V,K=V (e.g. ARGO_QPS=50,ARGO_BURST=100)")
@@ -107,6 +112,7 @@ func main() {
 	flag.IntVar(&o.CompressedRuns, "compressed-runs", 5, "repairs of a compressed workflow on the real API server")
 	flag.IntVar(&o.BigNodes, "big-nodes", 5000, "nodes of the compressed workflow (real API server part)")
 	flag.IntVar(&o.Burst, "burst", 500, "workflows in the burst")
+	flag.IntVar(&o.NodePods, "node-pods", 110, "workflow pods on the Node deleted in the node part (110: the EKS default max-pods)")
 	flag.DurationVar(&o.BurstBound, "burst-bound", 4*time.Minute, "how long the burst is followed")
 	bursts := flag.String("bursts", defaultBursts, `burst configurations separated by ";": "default", or "fn:K=V,… argo:K=V,…" (function environment; controller environment, applied by restarting it)`)
 	flag.IntVar(&o.Count, "count", 5, "go test -count for the micro benchmarks")
@@ -219,7 +225,7 @@ func run(ctx context.Context, o options) *result {
 		}
 		step("micro benchmarks (go test: build + run)")
 	}
-	if !(o.Parts["repairs"] || o.Parts["compressed"] || o.Parts["cold"] || o.Parts["burst"]) {
+	if !(o.Parts["repairs"] || o.Parts["compressed"] || o.Parts["cold"] || o.Parts["burst"] || o.Parts["node"]) {
 		if o.Parts["micro"] {
 			micro()
 		}
@@ -316,6 +322,14 @@ func run(ctx context.Context, o options) *result {
 			fail("cold", err)
 		}
 		step(fmt.Sprintf("cold: %d starts of the binary", len(coldEvents)))
+	}
+	if o.Parts["node"] && ctx.Err() == nil {
+		nd, err := runNode(ctx, e, o.NodePods)
+		r.Node = nd
+		if err != nil {
+			fail("node", err)
+		}
+		step(fmt.Sprintf("node: a Node with %d workflow pods deleted", o.NodePods))
 	}
 	if o.Parts["burst"] {
 		current := o.ArgoEnv

@@ -143,6 +143,16 @@ func writeReport(r *result) error {
 	for i, bu := range r.Bursts {
 		w("| 6e/%d | RSS under burst %d (sampled every 100 ms; VmHWM at the end) | **%s** (VmHWM %s) | ≤ 60 MB | %s |\n", i+1, i+1, mb(bu.RSSMax), mb(bu.End.HWM), verdict(bu.RSSMax <= 60e6 && bu.End.HWM <= 60e6))
 	}
+	if nd := r.Node; nd != nil && nd.Pods > 0 {
+		_, _, allDone := quantiles(nd.Completed)
+		_, _, allLeft := quantiles(nd.LeftRunning)
+		perPod := float64(len(nd.Event.Calls)) / float64(nd.Pods)
+		w("| 7 | one Karpenter Node deleted (machine terminated) with %d workflow pods on it, Argo %s | all task results complete **%s** after the event (%d of %d; answer %d in %s); **%.2f API calls per pod** (%d for the event); all workflows left Running %s after the Node delete (%d of %d) | ≤ 3 s after the event; ≤ 4 calls per pod; every workflow at the controller's next reconcile | %s |\n",
+			nd.Pods, nd.Argo, secs(allDone-nd.DeleteToEvent), len(nd.Completed), nd.Pods, nd.Event.Status, secs(nd.Event.Done.Sub(nd.Event.Recv)), perPod, len(nd.Event.Calls), secs(allLeft), len(nd.LeftRunning), nd.Pods,
+			verdict(len(nd.Completed) == nd.Pods && allDone-nd.DeleteToEvent <= 3*time.Second && perPod <= 4))
+	} else {
+		w("| 7 | one Karpenter Node with 110 workflow pods deleted | %s | ≤ 3 s, ≤ 4 calls per pod | |\n", notRun)
+	}
 	w("\n")
 
 	// ---------- details ----------
@@ -152,6 +162,7 @@ func writeReport(r *result) error {
 	writeBurst(w, r)
 	writeCompressed(w, r)
 	writeCold(w, r)
+	writeNode(w, r)
 	writeCommand(w, r)
 
 	if o.Out == "-" {
@@ -659,4 +670,36 @@ func configDefault(field string) string {
 		return "?"
 	}
 	return f.Tag.Get("default")
+}
+
+func writeNode(w writer, r *result) {
+	w("## 7. A whole node lost at once\n\n")
+	nd := r.Node
+	if nd == nil || nd.Pods == 0 {
+		w("%s.\n\n", notRun)
+		return
+	}
+	w("A kwok Node labelled as Karpenter's (`karpenter.sh/nodepool`, `karpenter.sh/registered`) runs %d one-step\n", nd.Pods)
+	w("workflows (Argo %s), each node Running with its task result `\"false\"`; kwok is stopped (the machine is\n", nd.Argo)
+	w("gone) and the Node deleted. The real adapter, watching Nodes, delivers the delete event to the in-process\n")
+	w("handler (the function's own wiring, `ADH_NODE_REPAIR_WORKERS=%d`, `ADH_KUBE_QPS`/`BURST` %.0f/%d), whose API calls the\n", nd.Workers, nd.QPS, nd.Burst)
+	w("counting RoundTripper lists. Set-up took %s.\n\n", secs(nd.SetupTook))
+	c50, c99, cmax := quantiles(nd.Completed)
+	l50, l99, lmax := quantiles(nd.LeftRunning)
+	w("| | |\n|---|---|\n")
+	w("| Node delete → event at the handler | %s |\n", secs(nd.DeleteToEvent))
+	w("| answers of the delete event's deliveries | %v |\n", nd.Answers)
+	w("| handling time of the last delivery | %s |\n", secs(nd.Event.Done.Sub(nd.Event.Recv)))
+	w("| Node delete → task result completed (p50 / p99 / max, %d of %d) | %s / %s / %s |\n", len(nd.Completed), nd.Pods, secs(c50), secs(c99), secs(cmax))
+	w("| Node delete → workflow out of Running (p50 / p99 / max, %d of %d) | %s / %s / %s |\n", len(nd.LeftRunning), nd.Pods, secs(l50), secs(l99), secs(lmax))
+	keys := make([]string, 0, len(nd.CallsByKey))
+	for k := range nd.CallsByKey {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s × %d", k, nd.CallsByKey[k]))
+	}
+	w("| API calls of the event (%d, %.2f per pod) | %s |\n\n", len(nd.Event.Calls), float64(len(nd.Event.Calls))/float64(nd.Pods), strings.Join(parts, ", "))
 }

@@ -118,12 +118,21 @@ func workflowObject(ns, name, node string) *unstructured.Unstructured {
 // controller to have every node Running. It returns the victims in name order and how long that
 // took.
 func (e *env) prepare(ctx context.Context, ns, prefix string, n int) ([]victim, time.Duration, error) {
+	return e.prepareOn(ctx, ns, prefix, n, "")
+}
+
+// prepareOn is prepare with every pod on node ("": spread over the kwok Nodes).
+func (e *env) prepareOn(ctx context.Context, ns, prefix string, n int, node string) ([]victim, time.Duration, error) {
 	if err := e.ensureNamespace(ctx, ns); err != nil {
 		return nil, 0, err
 	}
 	begin := time.Now()
 	err := parallel(n, 16, func(i int) error {
-		obj := workflowObject(ns, fmt.Sprintf("%s-%04d", prefix, i), cluster.NodeName(i%e.nodes))
+		on := node
+		if on == "" {
+			on = cluster.NodeName(i % e.nodes)
+		}
+		obj := workflowObject(ns, fmt.Sprintf("%s-%04d", prefix, i), on)
 		_, err := e.dyn.Resource(cluster.WorkflowGVR).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{})
 		return err
 	})

@@ -1,0 +1,211 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
+
+	"function/eventing/eventingtest"
+	"function/handlers/record"
+	"function/workflowmeta"
+)
+
+// callLog records every API call of both clientsets, by verb and resource.
+type callLog struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (l *callLog) reactor(a k8stesting.Action) (bool, runtime.Object, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, a.GetVerb()+" "+a.GetResource().Resource)
+	return false, nil, nil
+}
+
+func (l *callLog) count(verbResource string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, c := range l.calls {
+		if verbResource == "" || c == verbResource {
+			n++
+		}
+	}
+	return n
+}
+
+// fullNode builds n one-step workflows whose pods run on goneNode, each gated on its task result.
+func fullNode(n int, finalizer bool) (kube *kubefake.Clientset, argo *argofake.Clientset, calls *callLog) {
+	var kubeObjs, argoObjs []runtime.Object
+	for i := range n {
+		wf := fmt.Sprintf("step-%03d", i)
+		node := fmt.Sprintf("%s-%d", wf, 1000+i)
+		w, tr := gatedWorkflow(wf, node)
+		p := workflowPod(wf, node, goneNode, false)
+		if finalizer {
+			p.Finalizers = []string{workflowmeta.FinalizerStatus}
+		}
+		kubeObjs, argoObjs = append(kubeObjs, p), append(argoObjs, w, tr)
+	}
+	kube = kubefake.NewSimpleClientset(kubeObjs...)
+	fieldSelectingPods(kube)
+	deletingOnLastFinalizer(kube)
+	argo = fakeArgo(argoObjs...)
+	calls = &callLog{}
+	kube.PrependReactor("*", "*", calls.reactor)
+	argo.PrependReactor("*", "*", calls.reactor)
+	return kube, argo, calls
+}
+
+// A Karpenter Node delete with a full node behind it: every pod repaired in one delivery, with at
+// most four calls per pod (five when Argo's status finalizer holds it) and no read of a Workflow
+// or task result; each workflow records the repair; a re-delivery finds nothing left to do.
+func TestNodeWideRepairOfAFullNode(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		finalizer bool
+		perPod    int
+	}{
+		{"pods without Argo's status finalizer", false, 4},
+		{"pods held by Argo's status finalizer", true, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const pods = 110
+			kube, argo, calls := fullNode(pods, tc.finalizer)
+			h := handlerOver(kube, argo)
+			h.NodeRepairWorkers = 8
+			ctx := context.Background()
+			if _, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
+				t.Fatal(res)
+			}
+			first := calls.count("")
+			reads := map[string]int{}
+			for _, read := range []string{"get workflows", "get workflowtaskresults"} {
+				reads[read] = calls.count(read)
+			}
+			for i := range pods {
+				wf := fmt.Sprintf("step-%03d", i)
+				tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, fmt.Sprintf("%s-%d", wf, 1000+i), metav1.GetOptions{})
+				if err != nil || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+					t.Fatalf("%s: task result not completed (%v)", wf, err)
+				}
+				if rec := record.Recorded(mustWF(t, argo, wf))[tr.Name]; rec.Reason != "NodeDeleted" {
+					t.Fatalf("%s: record = %+v", wf, rec)
+				}
+			}
+			if left, _ := kube.CoreV1().Pods(fxNS).List(ctx, metav1.ListOptions{}); len(left.Items) != 0 {
+				t.Fatalf("%d pods left on the gone node", len(left.Items))
+			}
+			// The constant part: the handler's Node read, the pod LIST, the workers' Node reads.
+			if perPod := float64(first-12) / pods; perPod > float64(tc.perPod) {
+				t.Errorf("%.2f API calls per pod (%d in all), want at most %d", perPod, first, tc.perPod)
+			}
+			for read, n := range reads {
+				if n != 0 {
+					t.Errorf("%d × %s on the node-wide path", n, read)
+				}
+			}
+			before := calls.count("")
+			if _, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
+				t.Fatal(res)
+			}
+			if again := calls.count("") - before; again > 2 {
+				t.Errorf("re-delivery cost %d calls, want the Node read and the pod LIST only", again)
+			}
+		})
+	}
+}
+
+// A node whose pods cannot all be repaired before the event's deadline: no pod is started once
+// less than the reserve is left, the event is answered 503, and the re-delivery goes on with the
+// pods still on the LIST — none is repaired twice.
+func TestNodeWideRepairHandsOnWhatTheDeadlineLeaves(t *testing.T) {
+	const pods = 60
+	kube, argo, calls := fullNode(pods, false)
+	slow := func(k8stesting.Action) (bool, runtime.Object, error) {
+		time.Sleep(40 * time.Millisecond)
+		return false, nil, nil
+	}
+	argo.PrependReactor("patch", "workflowtaskresults", slow)
+	h := handlerOver(kube, argo)
+	h.NodeRepairWorkers = 2
+	h.Timeout = nodeWideReserve + 300*time.Millisecond
+	ctx := context.Background()
+	_, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json"))
+	if got := statusOf(res); got != http.StatusServiceUnavailable {
+		t.Fatalf("first delivery answered %d (%v), want 503", got, res)
+	}
+	left, _ := kube.CoreV1().Pods(fxNS).List(ctx, metav1.ListOptions{})
+	if n := len(left.Items); n == 0 || n == pods {
+		t.Fatalf("%d pods left after the first delivery, want some repaired and some handed on", n)
+	}
+	h.Timeout = time.Minute
+	if _, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
+		t.Fatalf("re-delivery: %v", res)
+	}
+	if left, _ := kube.CoreV1().Pods(fxNS).List(ctx, metav1.ListOptions{}); len(left.Items) != 0 {
+		t.Fatalf("%d pods left after the re-delivery", len(left.Items))
+	}
+	if n := calls.count("patch workflowtaskresults"); n != pods {
+		t.Errorf("%d task-result patches for %d pods: some were repaired twice, or not at all", n, pods)
+	}
+}
+
+// The listed pod is not taken on trust: a write the API server refuses on its preconditions
+// (the pod changed since the LIST) undoes the completion before anything else and sends the pod
+// down the full path, which reads everything and decides; a pod re-created under the name is
+// never deleted.
+func TestNodeWideRepairOnAPodThatChangedSinceTheList(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		refuse     error // the answer to the first finalizer release
+		recreated  bool  // the refusal is a new pod under the name
+		wantGone   bool
+		wantTRDone bool
+	}{
+		{"updated since the list (409): repaired by the full path", apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "p", nil), false, true, true},
+		{"re-created under the name: left to the new incarnation", apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "p", nil), true, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kube, argo, _ := fullNode(1, true)
+			refused := false
+			kube.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+				if refused {
+					return false, nil, nil
+				}
+				refused = true
+				if tc.recreated {
+					gvr := schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+					pod := workflowPod("step-000", "step-000-1000", "ip-10-0-9-9.eu-west-1.compute.internal", false)
+					pod.UID = "uid-step-000-new"
+					_ = kube.Tracker().Update(gvr, pod, fxNS)
+				}
+				return true, nil, tc.refuse
+			})
+			h := handlerOver(kube, argo)
+			ctx := context.Background()
+			_, _ = h.Handle(ctx, eventingtest.Load(t, "node-delete.json"))
+			tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, "step-000-1000", metav1.GetOptions{})
+			if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; got != tc.wantTRDone {
+				t.Errorf("task result completed = %v, want %v", got, tc.wantTRDone)
+			}
+			_, err := kube.CoreV1().Pods(fxNS).Get(ctx, workflowPod("step-000", "step-000-1000", goneNode, false).Name, metav1.GetOptions{})
+			if gone := apierrors.IsNotFound(err); gone != tc.wantGone {
+				t.Errorf("pod gone = %v, want %v (err %v)", gone, tc.wantGone, err)
+			}
+		})
+	}
+}
