@@ -147,6 +147,10 @@ func (h *Handler) repairListed(ctx context.Context, hosts *hostReads, sig nodeWi
 			if why := repair.ListedSkip(j.t, j.pod); why != "" {
 				logging.FromContext(ctx).Debugw("pod left alone", zap.String("pod", j.pod.Namespace+"/"+j.pod.Name),
 					zap.String("workflow", j.t.Namespace+"/"+j.t.Workflow), zap.String("why", why))
+				if sig.warning != nil {
+					// Its deletion (PodGC) will bring the repair: the warning names the cause.
+					return h.warn(ctx, j.pod, sig.warning.Source, sig.warning.Reason, sig.warning.Message, sig.seen)
+				}
 				return nil
 			}
 			l.HostGoneAt = at

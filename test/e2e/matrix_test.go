@@ -7,7 +7,8 @@
 //
 // ADH_E2E_ARGO_VERSIONS (default v3.5.10) picks the controllers, ADH_E2E_BOUND (default 180s)
 // how long a run without the function is waited for, ADH_E2E_REPORT where the table goes
-// (default docs/e2e-results.md; "-" for none).
+// (default docs/e2e-results.md; "-" for none), ADH_E2E_FAILED_POD_RESTART=1 turns Argo 4's
+// failedPodRestart on in the controllers' ConfigMap.
 package e2e
 
 import (
@@ -59,8 +60,12 @@ func TestMatrix(t *testing.T) {
 		all = append(all, runVersion(t, ctx, v, bin, bound)...)
 	}
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "Measured on %s by `go test -tags e2e -run TestMatrix ./test/e2e/` (Argo %s; controller DEFAULT_REQUEUE_TIME default 10 s; runs without the function waited %s).\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), strings.Join(versions, ", "), bound)
+	config := ""
+	if len(argoConfig()) > 0 {
+		config = "; controller ConfigMap failedPodRestart enabled"
+	}
+	fmt.Fprintf(&buf, "Measured on %s by `go test -tags e2e -run TestMatrix ./test/e2e/` (Argo %s; controller DEFAULT_REQUEUE_TIME default 10 s%s; runs without the function waited %s).\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), strings.Join(versions, ", "), config, bound)
 	scenario.WriteTable(&buf, all)
 	t.Log("\n" + buf.String())
 	if out := env("ADH_E2E_REPORT", filepath.Join(root, "docs", "e2e-results.md")); out != "-" {
@@ -71,12 +76,20 @@ func TestMatrix(t *testing.T) {
 	}
 }
 
+// argoConfig is the controllers' ConfigMap data the matrix runs with.
+func argoConfig() map[string]string {
+	if env("ADH_E2E_FAILED_POD_RESTART", "0") == "1" {
+		return map[string]string{"failedPodRestart": "enabled: true\nmaxRestarts: 3\n"}
+	}
+	return nil
+}
+
 // want reports whether scenario s is selected by ADH_E2E_SCENARIOS (default all: "abcde").
 func want(s string) bool { return strings.Contains(env("ADH_E2E_SCENARIOS", "abcde"), s) }
 
 func runVersion(t *testing.T, ctx context.Context, version, bin string, bound time.Duration) []scenario.Result {
 	t.Logf("=== Argo %s", version)
-	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: version, Nodes: 6, Logf: t.Logf, KeepDir: true})
+	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: version, Nodes: 6, Logf: t.Logf, KeepDir: true, ArgoConfig: argoConfig()})
 	if err != nil {
 		t.Fatalf("starting the control plane with Argo %s: %v", version, err)
 	}
