@@ -349,8 +349,12 @@ func (h *Handler) metricType(t string) string {
 	return "unknown"
 }
 
-// sweepSlack is what a sweep may run past its budget: the page in progress, and the answer.
-const sweepSlack = 5 * time.Second
+// sweepSlack is what a sweep may run past its budget: the workflow in progress, and the answer.
+// sweepCheckpointEvery is how often at most its cursor is stored on the Lease as it advances.
+const (
+	sweepSlack           = 5 * time.Second
+	sweepCheckpointEvery = 2 * time.Second
+)
 
 // timeoutFor is the deadline of one event: a sweep gets its budget and the slack, everything
 // else the event timeout.
@@ -377,12 +381,18 @@ func (h *Handler) sweep(ctx context.Context, s *eventing.Sweep) error {
 	if err != nil {
 		return err
 	}
-	rep := h.Sweeper.Run(ctx, sweep.Options{From: from, Budget: h.SweepBudget})
+	term := h.SweepBudget + sweepSlack
+	rep := h.Sweeper.Run(ctx, sweep.Options{From: from, Budget: h.SweepBudget, CheckpointEvery: sweepCheckpointEvery,
+		Checkpoint: func(cur sweep.Cursor) error { return h.SweepLease.Checkpoint(ctx, cur, term, time.Now()) }})
 	// Released even when the event's deadline has passed, so the next tick need not wait for
 	// the Lease to expire.
 	relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	relErr := h.SweepLease.Release(relCtx, rep.Next)
+	for _, key := range rep.Skipped {
+		log.Warnw("sweep skipped a workflow: runs kept stopping on it (over the budget, or the process killed)", zap.String("workflow", key),
+			zap.Int("stalls", sweep.MaxStalls))
+	}
 	for _, f := range rep.Findings {
 		if f.Stuck() {
 			log.Infow("sweep found a stuck workflow", zap.String("workflow", f.Target.Namespace+"/"+f.Target.Workflow),

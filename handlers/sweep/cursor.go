@@ -97,6 +97,32 @@ func (l *Lease) Release(ctx context.Context, next Cursor) error {
 	return nil
 }
 
+// Checkpoint stores where the run is while it holds the Lease, and renews its term: a run that
+// dies mid-page leaves the cursor of its last finished workflow, and the next holder resumes
+// there once the term has run out.
+func (l *Lease) Checkpoint(ctx context.Context, cur Cursor, d time.Duration, now time.Time) error {
+	leases := l.Kube.CoordinationV1().Leases(l.Namespace)
+	lease, err := leases.Get(ctx, l.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading lease %s/%s: %w", l.Namespace, l.Name, err)
+	}
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != l.Holder {
+		return fmt.Errorf("lease %s/%s no longer ours", l.Namespace, l.Name)
+	}
+	if lease.Annotations == nil {
+		lease.Annotations = map[string]string{}
+	}
+	b, _ := json.Marshal(cur)
+	lease.Annotations[AnnotationCursor] = string(b)
+	renew := metav1.NewMicroTime(now)
+	secs := int32(d.Seconds() + 1)
+	lease.Spec.RenewTime, lease.Spec.LeaseDurationSeconds = &renew, &secs
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{FieldManager: workflowmeta.Component}); err != nil {
+		return fmt.Errorf("storing the cursor on lease %s/%s: %w", l.Namespace, l.Name, err)
+	}
+	return nil
+}
+
 func (l *Lease) hold(lease *coordinationv1.Lease, d time.Duration, now time.Time) {
 	holder := l.Holder
 	secs := int32(d.Seconds() + 1)

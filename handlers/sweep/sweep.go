@@ -42,11 +42,19 @@ type Options struct {
 	Namespaces []string
 	// From resumes an earlier run (Report.Next); zero starts at the beginning.
 	From Cursor
-	// Budget stops the run between pages once spent (0: no budget); Report.Next then says where
-	// to resume.
+	// Budget stops the run once spent, checked after each workflow once one was swept (0: no
+	// budget); Report.Next then says where to resume.
 	Budget time.Duration
 	// Progress, when set, is told after each page.
 	Progress func(p Progress)
+	// Checkpoint, when set, stores where the run is, so that a run killed mid-page (an OOM, the
+	// request's deadline) resumes after the last workflow it finished: at the start (with the
+	// stall count raised), then after a finished workflow at most every CheckpointEvery, and at
+	// the end of each page. An error is logged by the caller; the run goes on.
+	Checkpoint      func(Cursor) error
+	CheckpointEvery time.Duration
+	// Clock is the budget's clock (nil: the wall clock).
+	Clock func() time.Time
 }
 
 // Progress is reported after each page.
@@ -56,16 +64,25 @@ type Progress struct {
 	Found     int
 }
 
-// Cursor is where a run stopped: the namespace being listed (index into the run's namespaces)
-// and the API server's continue token within it. It is small and JSON-friendly, so it can be
-// kept on the cluster between pings.
+// Cursor is where a run stopped: the namespace being listed (index into the run's namespaces),
+// the API server's continue token of the page in progress within it, and the last workflow of
+// that page already swept ("namespace/name"). It is small and JSON-friendly, so it can be kept
+// on the cluster between pings. Stalls counts the runs that started here and did not finish a
+// workflow: at MaxStalls the next workflow is skipped, so one that always overruns the budget
+// or kills the process cannot stop the sweep for good.
 type Cursor struct {
 	Namespace int    `json:"namespace"`
 	Continue  string `json:"continue,omitempty"`
+	After     string `json:"after,omitempty"`
+	Stalls    int    `json:"stalls,omitempty"`
 }
 
+// MaxStalls is how many runs may start at the same place without finishing a workflow before
+// the workflow there is skipped.
+const MaxStalls = 2
+
 // Zero reports whether the cursor is the start.
-func (c Cursor) Zero() bool { return c.Namespace == 0 && c.Continue == "" }
+func (c Cursor) Zero() bool { return c.Namespace == 0 && c.Continue == "" && c.After == "" }
 
 // Finding is one candidate and what the ladder made of it.
 type Finding struct {
@@ -91,6 +108,8 @@ type Report struct {
 	// Errors are the failures of single workflows (the scan went on) and the listing error that
 	// stopped it, if any.
 	Errors []error
+	// Skipped are the workflows ("namespace/name") passed over because runs kept stopping on them.
+	Skipped []string
 }
 
 // Stuck is the number of findings that needed a write.
@@ -110,9 +129,13 @@ const defaultPageSize = 100
 // cursor stays where it was, so a retry resumes there); a failed repair is recorded and the scan
 // goes on.
 func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report) {
-	// The budget runs on the wall clock; s.Now only dates the decisions.
-	rep.Started = time.Now()
-	defer func() { rep.Duration = time.Since(rep.Started) }()
+	// The budget runs on its own clock (the wall clock); s.Now only dates the decisions.
+	clock := opts.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	rep.Started = clock()
+	defer func() { rep.Duration = clock().Sub(rep.Started) }()
 	namespaces := s.namespaces(opts.Namespaces)
 	cur := opts.From
 	if cur.Namespace >= len(namespaces) {
@@ -122,12 +145,12 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report) {
 	if page <= 0 {
 		page = defaultPageSize
 	}
-	for pages := 0; cur.Namespace < len(namespaces); pages++ {
-		// Checked between pages, never before the first: every run makes progress.
-		if opts.Budget > 0 && pages > 0 && time.Since(rep.Started) > opts.Budget {
-			rep.Next = cur
-			return rep
-		}
+	ck := checkpointer{save: opts.Checkpoint, every: opts.CheckpointEvery, clock: clock, rep: &rep}
+	skipNext := cur.Stalls >= MaxStalls
+	// Stored before any work: a run that dies before finishing a workflow leaves the count raised.
+	ck.force(Cursor{Namespace: cur.Namespace, Continue: cur.Continue, After: cur.After, Stalls: cur.Stalls + 1})
+	swept := 0
+	for cur.Namespace < len(namespaces) {
 		ns := namespaces[cur.Namespace]
 		list, err := s.listRunning(ctx, ns, cur.Continue, page)
 		if err != nil {
@@ -137,26 +160,76 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report) {
 		}
 		for i := range list.Items {
 			wf := &list.Items[i]
-			if s.Scope.Check(wf.Namespace, wf.Labels) != nil {
+			key := wf.Namespace + "/" + wf.Name
+			if cur.After != "" && key <= cur.After {
+				continue // swept by an earlier run (lists come in key order)
+			}
+			if opts.Budget > 0 && swept > 0 && clock().Sub(rep.Started) > opts.Budget {
+				rep.Next = cur
+				ck.force(cur)
+				return rep
+			}
+			if skipNext {
+				skipNext = false
+				rep.Skipped = append(rep.Skipped, key)
+				cur.After, cur.Stalls = key, 0
 				continue
 			}
-			rep.Workflows++
-			found, err := s.sweepWorkflow(ctx, wf)
-			rep.Findings = append(rep.Findings, found...)
-			if err != nil {
-				rep.Errors = append(rep.Errors, err)
+			if s.Scope.Check(wf.Namespace, wf.Labels) == nil {
+				rep.Workflows++
+				found, err := s.sweepWorkflow(ctx, wf)
+				rep.Findings = append(rep.Findings, found...)
+				if err != nil {
+					rep.Errors = append(rep.Errors, err)
+				}
+				if ctx.Err() != nil {
+					// Cut short: this workflow is not finished; the next run starts with it.
+					rep.Next = cur
+					return rep
+				}
 			}
+			swept++
+			cur.After, cur.Stalls = key, 0
+			ck.maybe(cur)
 		}
 		if opts.Progress != nil {
 			opts.Progress(Progress{Namespace: ns, Scanned: rep.Workflows, Found: len(rep.Findings)})
 		}
 		if list.Continue != "" {
-			cur.Continue = list.Continue
-			continue
+			cur = Cursor{Namespace: cur.Namespace, Continue: list.Continue}
+		} else {
+			cur = Cursor{Namespace: cur.Namespace + 1}
 		}
-		cur = Cursor{Namespace: cur.Namespace + 1}
+		if cur.Namespace < len(namespaces) {
+			ck.force(cur)
+		}
 	}
 	return rep
+}
+
+// checkpointer stores the cursor through Options.Checkpoint, at most every `every` unless forced.
+type checkpointer struct {
+	save  func(Cursor) error
+	every time.Duration
+	clock func() time.Time
+	last  time.Time
+	rep   *Report
+}
+
+func (c *checkpointer) maybe(cur Cursor) {
+	if c.save != nil && c.clock().Sub(c.last) >= c.every {
+		c.force(cur)
+	}
+}
+
+func (c *checkpointer) force(cur Cursor) {
+	if c.save == nil {
+		return
+	}
+	c.last = c.clock()
+	if err := c.save(cur); err != nil {
+		c.rep.Errors = append(c.rep.Errors, fmt.Errorf("storing the sweep's cursor: %w", err))
+	}
 }
 
 // listRunning lists one page of Running workflows of our controller. A continue token the API
@@ -192,9 +265,9 @@ func (s *Sweeper) listRunning(ctx context.Context, ns, cont string, limit int64)
 // sweepWorkflow finds a workflow's candidates and repairs each: one LIST of its pods (by the
 // workflow label), then the ladder for each candidate.
 func (s *Sweeper) sweepWorkflow(ctx context.Context, wf *wfv1.Workflow) ([]Finding, error) {
-	pods, err := s.Kube.CoreV1().Pods(wf.Namespace).List(ctx, metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow + "=" + wf.Name})
+	pods, err := s.podsOf(ctx, wf)
 	if err != nil {
-		return nil, fmt.Errorf("listing pods of workflow %s/%s: %w", wf.Namespace, wf.Name, err)
+		return nil, err
 	}
 	now := s.now()
 	var incomplete []string
@@ -205,7 +278,7 @@ func (s *Sweeper) sweepWorkflow(ctx context.Context, wf *wfv1.Workflow) ([]Findi
 			return nil, err
 		}
 	}
-	cands := Candidates(wf, podsOf(pods), now, s.Grace, incomplete...)
+	cands := Candidates(wf, pods, now, s.Grace, incomplete...)
 	running := time.Duration(0)
 	if !wf.Status.StartedAt.IsZero() {
 		running = now.Sub(wf.Status.StartedAt.Time)
@@ -239,11 +312,23 @@ func (s *Sweeper) incompleteTaskResults(ctx context.Context, wf *wfv1.Workflow) 
 	return ids, nil
 }
 
-func podsOf(l *corev1.PodList) []corev1.Pod {
-	if l == nil {
-		return nil
+// podPage bounds one LIST of a workflow's pods.
+const podPage = 500
+
+// podsOf lists the workflow's pods, a page at a time.
+func (s *Sweeper) podsOf(ctx context.Context, wf *wfv1.Workflow) ([]corev1.Pod, error) {
+	var out []corev1.Pod
+	opts := metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow + "=" + wf.Name, Limit: podPage}
+	for {
+		pods, err := s.Kube.CoreV1().Pods(wf.Namespace).List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("listing pods of workflow %s/%s: %w", wf.Namespace, wf.Name, err)
+		}
+		out = append(out, pods.Items...)
+		if opts.Continue = pods.Continue; opts.Continue == "" {
+			return out, nil
+		}
 	}
-	return l.Items
 }
 
 // namespaces returns the namespaces to list: the ones asked for, else the scope's, else ""

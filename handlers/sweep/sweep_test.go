@@ -332,32 +332,96 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// tickingClock advances one second each time it is read: the budget is checked against it.
+func tickingClock() func() time.Time {
+	at := now
+	return func() time.Time { at = at.Add(time.Second); return at }
+}
+
+// The budget is checked after each workflow, inside a page: a run stops after the workflow that
+// spent it, and the next resumes right after that workflow, in the middle of the page.
 func TestRunResumesAcrossBudget(t *testing.T) {
 	kube, argo := stuckCluster(t, 5)
 	s := sweeper(kube, argo, false)
 	var cur Cursor
-	runs := 0
+	var runs, swept int
 	for {
 		runs++
-		// A budget that allows one page per run: checked before each page.
-		start := time.Now()
-		rep := s.Run(ctx, Options{From: cur, Progress: func(Progress) {
-			for time.Since(start) < 2*time.Millisecond {
-			}
-		}, Budget: time.Millisecond})
+		rep := s.Run(ctx, Options{From: cur, Budget: 2500 * time.Millisecond, Clock: tickingClock()})
 		if len(rep.Errors) > 0 {
 			t.Fatal(rep.Errors)
 		}
+		swept += rep.Workflows
 		cur = rep.Next
+		if runs == 1 && (cur.After != ns+"/etl-02" || cur.Continue != "page-2") {
+			t.Errorf("first run stopped at %+v, want after %s/etl-02 in the page page-2 names", cur, ns)
+		}
 		if cur.Zero() || runs > 10 {
 			break
 		}
 	}
-	if runs != 3 {
-		t.Errorf("%d runs, want 3 (one page of 2 each)", runs)
+	if runs != 2 || swept != 6 {
+		t.Errorf("%d runs sweeping %d workflows, want 2 runs of 3: each workflow once", runs, swept)
 	}
 	if got := completed(t, argo); got != 5 {
 		t.Errorf("%d completed, want 5", got)
+	}
+}
+
+// A run killed in the middle of a page (an OOM, the request's deadline) loses its report; the
+// next one resumes from the last cursor it stored, after the last workflow it finished.
+func TestRunResumesAfterACrashMidPage(t *testing.T) {
+	kube, argo := stuckCluster(t, 5)
+	s := sweeper(kube, argo, false)
+	var stored Cursor
+	killed, kill := context.WithCancel(ctx)
+	_ = s.Run(killed, Options{Checkpoint: func(c Cursor) error {
+		stored = c
+		if c.After == ns+"/etl-02" {
+			kill()
+		}
+		return nil
+	}})
+	if stored.After != ns+"/etl-02" {
+		t.Fatalf("stored cursor %+v, want after etl-02", stored)
+	}
+	rep := s.Run(ctx, Options{From: stored})
+	if rep.Workflows != 3 || !rep.Next.Zero() || len(rep.Errors) > 0 {
+		t.Errorf("resumed run swept %d workflows (next %+v, errors %v), want the 3 after etl-02 and the end", rep.Workflows, rep.Next, rep.Errors)
+	}
+	if got := completed(t, argo); got != 5 {
+		t.Errorf("%d completed, want 5", got)
+	}
+}
+
+// A workflow on which every run dies (too big for the budget or the memory) is skipped after
+// MaxStalls runs, with its name in the report; the sweep goes on past it.
+func TestRunSkipsAWorkflowThatAlwaysStopsIt(t *testing.T) {
+	kube, argo := stuckCluster(t, 5)
+	s := sweeper(kube, argo, false)
+	stored := Cursor{Continue: "page-2", After: ns + "/etl-01"}
+	for range MaxStalls {
+		killed, kill := context.WithCancel(ctx)
+		_ = s.Run(killed, Options{From: stored, Checkpoint: func(c Cursor) error {
+			stored = c
+			kill() // dies on the workflow after etl-01, every time
+			return nil
+		}})
+	}
+	if stored.Stalls != MaxStalls {
+		t.Fatalf("stored %+v, want %d stalls", stored, MaxStalls)
+	}
+	rep := s.Run(ctx, Options{From: stored, Checkpoint: func(c Cursor) error { stored = c; return nil }})
+	if !slices.Equal(rep.Skipped, []string{ns + "/etl-02"}) {
+		t.Fatalf("skipped %v, want etl-02", rep.Skipped)
+	}
+	if rep.Workflows != 3 || !rep.Next.Zero() {
+		t.Errorf("swept %d after the skip (next %+v), want etl-03, etl-04, healthy and the end", rep.Workflows, rep.Next)
+	}
+	for _, f := range rep.Findings {
+		if f.Target.Workflow == "etl-02" {
+			t.Errorf("the skipped workflow was swept: %+v", f)
+		}
 	}
 }
 
@@ -422,5 +486,30 @@ func TestCandidatesOffloaded37(t *testing.T) {
 	got := Candidates(w, []corev1.Pod{podFor(wf, liveID, "load", corev1.PodRunning)}, now, 2*time.Minute, goneID, liveID)
 	if len(got) != 1 || got[0].Target.NodeID != goneID || got[0].PodState != "gone" {
 		t.Fatalf("candidates %+v, want only %s", got, goneID)
+	}
+}
+
+// A checkpoint renews the holder's term and stores the cursor: a holder that dies mid-run leaves
+// it to the next one, which resumes there once the term has run out.
+func TestLeaseCheckpoint(t *testing.T) {
+	kube := kubefake.NewSimpleClientset()
+	a := &Lease{Kube: kube, Namespace: "adh", Name: "sweep", Holder: "pod-a"}
+	b := &Lease{Kube: kube, Namespace: "adh", Name: "sweep", Holder: "pod-b"}
+	if _, err := a.Acquire(ctx, 25*time.Second, now); err != nil {
+		t.Fatal(err)
+	}
+	mid := Cursor{Continue: "page-2", After: ns + "/etl-02", Stalls: 1}
+	if err := a.Checkpoint(ctx, mid, 25*time.Second, now.Add(20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Checkpoint(ctx, Cursor{}, 25*time.Second, now); err == nil {
+		t.Error("a checkpoint by a non-holder was accepted")
+	}
+	if _, err := b.Acquire(ctx, 25*time.Second, now.Add(30*time.Second)); !errors.Is(err, ErrHeld) {
+		t.Fatalf("within the renewed term: %v, want ErrHeld", err)
+	}
+	cur, err := b.Acquire(ctx, 25*time.Second, now.Add(50*time.Second))
+	if err != nil || cur != mid {
+		t.Fatalf("after a's term: %+v %v, want %+v", cur, err, mid)
 	}
 }
