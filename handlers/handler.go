@@ -456,7 +456,7 @@ func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
 		Registry:          families.Registry(),
 		Repairer:          r,
 		Scope:             sc,
-		Finder:            lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic},
+		Finder:            lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic, Instances: &lookup.InstanceIndex{MaxAge: instanceIndexAge}},
 		AllowedSources:    cfg.AllowedSources,
 		Sender:            &sender.Authenticator{Kube: cs.Kube, Audience: cfg.OIDCAudience, Subjects: cfg.OIDCSubjects, Required: cfg.OIDCRequired},
 		Sweeper:           NewSweeper(cfg, cs, r, sc),
@@ -475,6 +475,10 @@ const (
 	followUpsMax  = 1000
 	followUpFirst = 500 * time.Millisecond
 )
+
+// instanceIndexAge is how long one listing of the cluster's Nodes and NodeClaims answers EC2
+// instance lookups (docs/scale.md).
+const instanceIndexAge = 30 * time.Second
 
 // SweepLeaseName is the Lease holding the sweep's state, in ADH_STATE_NAMESPACE.
 const SweepLeaseName = "argo-disruption-handler-sweep"

@@ -5,7 +5,10 @@ package lookup
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,6 +32,57 @@ var NodeClaimGVR = schema.GroupVersionResource{Group: "karpenter.sh", Version: "
 type Finder struct {
 	Kube    kubernetes.Interface
 	Dynamic dynamic.Interface
+	// Instances, when set, answers instance lookups from a listing kept for a while instead of
+	// listing every Node and NodeClaim per message.
+	Instances *InstanceIndex
+}
+
+// InstanceIndex maps EC2 instance IDs to the Nodes running them, from one listing of every Node
+// and NodeClaim reused for MaxAge. Karpenter's EventBridge rules deliver the state changes of every
+// instance of the account and region, most of them not this cluster's; listing the cluster for
+// each would cost its size per message. An instance whose Node appeared after the listing is
+// missed until MaxAge has passed: that is doing nothing, and its Node's delete event still
+// repairs. Safe for concurrent use; one listing at a time.
+type InstanceIndex struct {
+	MaxAge time.Duration
+	Now    func() time.Time
+
+	mu    sync.Mutex
+	built time.Time
+	nodes map[string][]string
+}
+
+// NodesOf returns the Nodes of the instances, listing the cluster only when the index is older
+// than MaxAge.
+func (x *InstanceIndex) NodesOf(ctx context.Context, f Finder, ids []string) ([]string, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	now := time.Now
+	if x.Now != nil {
+		now = x.Now
+	}
+	if x.nodes == nil || now().Sub(x.built) >= x.MaxAge {
+		built := now()
+		nodes := map[string][]string{}
+		err := f.scanInstances(ctx, func(id, node string) {
+			if !slices.Contains(nodes[id], node) {
+				nodes[id] = append(nodes[id], node)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		x.nodes, x.built = nodes, built
+	}
+	var out []string
+	for _, id := range ids {
+		for _, n := range x.nodes[id] {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out, nil
 }
 
 // instanceOf returns the EC2 instance ID of an AWS provider ID (aws:///<az>/<id>), or "".
@@ -43,53 +97,66 @@ func instanceOf(providerID string) string {
 // spec.providerID names one (no label carries the instance ID), and NodeClaims' status.nodeName
 // (a NodeClaim outlives its Node while Karpenter terminates it) when the CRD exists.
 func (f Finder) NodesOfInstances(ctx context.Context, ids []string) ([]string, error) {
+	if f.Instances != nil {
+		return f.Instances.NodesOf(ctx, f, ids)
+	}
 	want := map[string]bool{}
 	for _, id := range ids {
 		want[id] = true
 	}
-	found := map[string]bool{}
+	var out []string
+	err := f.scanInstances(ctx, func(id, node string) {
+		if want[id] && !slices.Contains(out, node) {
+			out = append(out, node)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("looking up instances %v: %w", ids, err)
+	}
+	return out, nil
+}
+
+// scanInstances lists every Node and NodeClaim a page at a time and calls found for each
+// instance ID → Node name they show. Only one page is held at once.
+func (f Finder) scanInstances(ctx context.Context, found func(id, node string)) error {
 	opts := metav1.ListOptions{Limit: PageSize}
 	for {
 		nodes, err := f.Kube.CoreV1().Nodes().List(ctx, opts)
 		if err != nil {
-			return nil, fmt.Errorf("listing nodes for instances %v: %w", ids, err)
+			return fmt.Errorf("listing nodes: %w", err)
 		}
 		for _, n := range nodes.Items {
-			if want[instanceOf(n.Spec.ProviderID)] {
-				found[n.Name] = true
+			if id := instanceOf(n.Spec.ProviderID); id != "" {
+				found(id, n.Name)
 			}
 		}
 		if opts.Continue = nodes.Continue; opts.Continue == "" {
 			break
 		}
 	}
-	if f.Dynamic != nil {
-		opts = metav1.ListOptions{Limit: PageSize}
-		for {
-			claims, err := f.Dynamic.Resource(NodeClaimGVR).List(ctx, opts)
-			if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
-				break // Karpenter is not installed
-			}
-			if err != nil {
-				return nil, fmt.Errorf("listing nodeclaims for instances %v: %w", ids, err)
-			}
-			for _, c := range claims.Items {
-				pid, _, _ := unstructured.NestedString(c.Object, "status", "providerID")
-				node, _, _ := unstructured.NestedString(c.Object, "status", "nodeName")
-				if want[instanceOf(pid)] && node != "" {
-					found[node] = true
-				}
-			}
-			if opts.Continue = claims.GetContinue(); opts.Continue == "" {
-				break
+	if f.Dynamic == nil {
+		return nil
+	}
+	opts = metav1.ListOptions{Limit: PageSize}
+	for {
+		claims, err := f.Dynamic.Resource(NodeClaimGVR).List(ctx, opts)
+		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+			return nil // Karpenter is not installed
+		}
+		if err != nil {
+			return fmt.Errorf("listing nodeclaims: %w", err)
+		}
+		for _, c := range claims.Items {
+			pid, _, _ := unstructured.NestedString(c.Object, "status", "providerID")
+			node, _, _ := unstructured.NestedString(c.Object, "status", "nodeName")
+			if id := instanceOf(pid); id != "" && node != "" {
+				found(id, node)
 			}
 		}
+		if opts.Continue = claims.GetContinue(); opts.Continue == "" {
+			return nil
+		}
 	}
-	out := make([]string, 0, len(found))
-	for n := range found {
-		out = append(out, n)
-	}
-	return out, nil
 }
 
 // NodeOfClaim returns the Node name of a NodeClaim, "" when it has none or is gone.
