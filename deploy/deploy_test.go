@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -629,5 +630,30 @@ func TestNetworkPolicyComponent(t *testing.T) {
 	_, port, _ := net.SplitHostPort(cfg.MetricsAddress)
 	if !strings.Contains(fmt.Sprint(np.Object["spec"]), "port:"+port) {
 		t.Errorf("the metrics port %s is not admitted: %v", port, np.Object["spec"])
+	}
+}
+
+// TestFuncAcceptsTheRepository: func v0.44.0 refuses to build or deploy a directory whose
+// func.yaml is not an initialized function (`fn.Function.Initialized()`: a non-zero `created`,
+// which `func create` writes), and the host builder needs the Go runtime and a name.
+func TestFuncAcceptsTheRepository(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(Dir(), "..", "func.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		SpecVersion string    `json:"specVersion"`
+		Name        string    `json:"name"`
+		Runtime     string    `json:"runtime"`
+		Created     time.Time `json:"created"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatalf("func.yaml: %v", err)
+	}
+	if f.Created.IsZero() {
+		t.Error("func.yaml has no `created`: func build and func deploy answer \"does not contain an initialized function\"")
+	}
+	if f.Runtime != "go" || f.Name == "" || f.SpecVersion == "" {
+		t.Errorf("func.yaml: runtime %q, name %q, specVersion %q", f.Runtime, f.Name, f.SpecVersion)
 	}
 }
