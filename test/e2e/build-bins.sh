@@ -8,6 +8,7 @@
 # Usage: test/e2e/build-bins.sh [component ...]
 #   components: etcd kube-apiserver kube-controller-manager kubectl kwok adapter
 #               argo-v3.5.10 argo-v3.6.10 argo-v3.7.3 argo-v4.0.5   (also: all, argo = every argo version)
+#               func (the knative func CLI v0.44.0; not in "all": test/func-build.sh builds it)
 #   default: all
 # Env: ADH_CACHE (output root), ADH_NICE (nice level, default 10), ADH_FORCE=1 (rebuild).
 # Builds run sequentially (2-core machine); only the Go module proxy is contacted.
@@ -47,6 +48,7 @@ spec() {
     kubectl)                 echo "kubernetes|$K8S_VERSION|k8s.io/kubernetes/cmd/kubectl|kubectl|$K8S_LDFLAGS" ;;
     kwok)                    echo "kwok|v0.7.0|sigs.k8s.io/kwok/cmd/kwok|kwok|" ;;
     adapter)                 echo "adapter|v0.50.0|.|apiserver_receive_adapter|" ;;
+    func)                    echo "func|v0.44.0|knative.dev/func/cmd/func|func|-X knative.dev/func/pkg/app.vers=v0.44.0" ;;
     argo-v*)
       local v="${1#argo-}" m
       m="$(argo_module "$v")"
