@@ -70,13 +70,9 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredL
 	log.Infow("repair plan", zap.Any("actions", plan.Actions), zap.Bool("record", plan.Record), zap.Bool("fastPath", true))
 	wf := &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: t.Workflow, Namespace: t.Namespace, UID: t.WorkflowUID}}
 	rec := r.newRecord(t, &Observation{}, plan)
-	tr, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Patch(ctx, t.NodeID, types.JSONPatchType, completeIfIncomplete(t, r.Scope.InstanceID), r.patchOptions())
-	switch {
-	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
-		log.Debugw("task result not incomplete as expected: full path", zap.Error(err))
-		return res, false, nil
-	case err != nil:
-		return res, true, fmt.Errorf("completing task result %s/%s: %w", t.Namespace, t.NodeID, err)
+	tr, ok, err := r.completeByTest(ctx, t, log)
+	if !ok {
+		return res, err != nil, err
 	}
 	if err := r.guardRecreation(ctx, t, tr); errors.Is(err, errRecreated) {
 		log.Infow("completion undone: the pod was re-created under the same name", zap.Error(err))
@@ -94,6 +90,22 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredL
 	}
 	res.Recorded = true
 	return res, true, nil
+}
+
+// completeByTest is step 1 as one JSON patch whose test operations the API server checks
+// (completeIfIncomplete). ok is false with a nil error when the task result is not incomplete as
+// expected (404, or a failed test: the full path reads and decides), false with the error of
+// any other failure.
+func (r *Repairer) completeByTest(ctx context.Context, t Target, log *zap.SugaredLogger) (*wfv1.WorkflowTaskResult, bool, error) {
+	tr, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Patch(ctx, t.NodeID, types.JSONPatchType, completeIfIncomplete(t, r.Scope.InstanceID), r.patchOptions())
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
+		log.Debugw("task result not incomplete as expected: full path", zap.Error(err))
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("completing task result %s/%s: %w", t.Namespace, t.NodeID, err)
+	}
+	return tr, true, nil
 }
 
 // completeIfIncomplete is the JSON patch of fastComplete's step 2.

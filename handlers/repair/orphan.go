@@ -9,9 +9,7 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/pkg/logging"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
@@ -95,13 +93,9 @@ func (r *Repairer) fastOrphan(ctx context.Context, t Target, pod *corev1.Pod, lo
 	log.Infow("repair plan", zap.Any("actions", plan.Actions), zap.Bool("record", plan.Record), zap.Bool("nodeWidePath", true))
 	wf := &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: t.Workflow, Namespace: t.Namespace, UID: t.WorkflowUID}}
 	rec := r.newRecord(t, &Observation{}, plan)
-	tr, err := r.Argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Patch(ctx, t.NodeID, types.JSONPatchType, completeIfIncomplete(t, r.Scope.InstanceID), r.patchOptions())
-	switch {
-	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
-		log.Debugw("task result not incomplete as expected: full path", zap.Error(err))
-		return res, false, nil
-	case err != nil:
-		return res, true, fmt.Errorf("completing task result %s/%s: %w", t.Namespace, t.NodeID, err)
+	tr, ok, err := r.completeByTest(ctx, t, log)
+	if !ok {
+		return res, err != nil, err
 	}
 	res.Done = []Action{CompleteTaskResult}
 	if held {

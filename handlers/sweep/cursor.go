@@ -71,27 +71,18 @@ func (l *Lease) Acquire(ctx context.Context, d time.Duration, now time.Time) (Cu
 
 // Release stores where the run stopped (zero: the scan completed) and gives the Lease up.
 func (l *Lease) Release(ctx context.Context, next Cursor) error {
-	leases := l.Kube.CoordinationV1().Leases(l.Namespace)
-	lease, err := leases.Get(ctx, l.Name, metav1.GetOptions{})
+	lease, err := l.ours(ctx)
 	if err != nil {
-		return fmt.Errorf("reading lease %s/%s: %w", l.Namespace, l.Name, err)
-	}
-	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != l.Holder {
-		return fmt.Errorf("lease %s/%s no longer ours", l.Namespace, l.Name)
-	}
-	if lease.Annotations == nil {
-		lease.Annotations = map[string]string{}
+		return err
 	}
 	if next.Zero() {
 		delete(lease.Annotations, AnnotationCursor)
 	} else {
-		b, _ := json.Marshal(next)
-		lease.Annotations[AnnotationCursor] = string(b)
+		storeCursor(lease, next)
 	}
 	lease.Spec.HolderIdentity = nil
 	lease.Spec.LeaseDurationSeconds = nil
-	_, err = leases.Update(ctx, lease, metav1.UpdateOptions{FieldManager: workflowmeta.Component})
-	if err != nil {
+	if _, err := l.Kube.CoordinationV1().Leases(l.Namespace).Update(ctx, lease, metav1.UpdateOptions{FieldManager: workflowmeta.Component}); err != nil {
 		return fmt.Errorf("releasing lease %s/%s: %w", l.Namespace, l.Name, err)
 	}
 	return nil
@@ -101,26 +92,38 @@ func (l *Lease) Release(ctx context.Context, next Cursor) error {
 // dies mid-page leaves the cursor of its last finished workflow, and the next holder resumes
 // there once the term has run out.
 func (l *Lease) Checkpoint(ctx context.Context, cur Cursor, d time.Duration, now time.Time) error {
-	leases := l.Kube.CoordinationV1().Leases(l.Namespace)
-	lease, err := leases.Get(ctx, l.Name, metav1.GetOptions{})
+	lease, err := l.ours(ctx)
 	if err != nil {
-		return fmt.Errorf("reading lease %s/%s: %w", l.Namespace, l.Name, err)
+		return err
+	}
+	storeCursor(lease, cur)
+	renew := metav1.NewMicroTime(now)
+	secs := int32(d.Seconds() + 1)
+	lease.Spec.RenewTime, lease.Spec.LeaseDurationSeconds = &renew, &secs
+	if _, err := l.Kube.CoordinationV1().Leases(l.Namespace).Update(ctx, lease, metav1.UpdateOptions{FieldManager: workflowmeta.Component}); err != nil {
+		return fmt.Errorf("storing the cursor on lease %s/%s: %w", l.Namespace, l.Name, err)
+	}
+	return nil
+}
+
+// ours reads the Lease and checks that this instance holds it.
+func (l *Lease) ours(ctx context.Context) (*coordinationv1.Lease, error) {
+	lease, err := l.Kube.CoordinationV1().Leases(l.Namespace).Get(ctx, l.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading lease %s/%s: %w", l.Namespace, l.Name, err)
 	}
 	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != l.Holder {
-		return fmt.Errorf("lease %s/%s no longer ours", l.Namespace, l.Name)
+		return nil, fmt.Errorf("lease %s/%s no longer ours", l.Namespace, l.Name)
 	}
 	if lease.Annotations == nil {
 		lease.Annotations = map[string]string{}
 	}
-	b, _ := json.Marshal(cur)
+	return lease, nil
+}
+
+func storeCursor(lease *coordinationv1.Lease, cur Cursor) {
+	b, _ := json.Marshal(cur) // ints and strings: cannot fail
 	lease.Annotations[AnnotationCursor] = string(b)
-	renew := metav1.NewMicroTime(now)
-	secs := int32(d.Seconds() + 1)
-	lease.Spec.RenewTime, lease.Spec.LeaseDurationSeconds = &renew, &secs
-	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{FieldManager: workflowmeta.Component}); err != nil {
-		return fmt.Errorf("storing the cursor on lease %s/%s: %w", l.Namespace, l.Name, err)
-	}
-	return nil
 }
 
 func (l *Lease) hold(lease *coordinationv1.Lease, d time.Duration, now time.Time) {
