@@ -1,0 +1,83 @@
+package handlers
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+
+	"function/eventing/eventingtest"
+	"function/handlers/lookup"
+	"function/handlers/record"
+	"function/workflowmeta"
+)
+
+// An EC2 state message names an instance; its Node is found through the NodeClaim (which
+// outlives the Node while Karpenter terminates it). Where the Node exists, or the machine is only
+// shutting down, the pods get the warning and nothing else; a terminated instance whose Node is
+// gone is repaired at once, its record naming the announced reason, with no warning written first.
+func TestEC2StateMessages(t *testing.T) {
+	const instance = "i-0abc123def4567890"
+	for _, tc := range []struct {
+		name       string
+		state      string
+		nodeExists bool
+		warning    string // recorded on the pod and the workflow ("" none)
+		repaired   bool
+	}{
+		{"shutting-down, Node still there: warned", "shutting-down", true, "InstanceShuttingDown", false},
+		{"shutting-down, Node gone: warned, left to PodGC", "shutting-down", false, "InstanceShuttingDown", false},
+		{"terminated, Node still there: warned (its delete repairs)", "terminated", true, "InstanceTerminated", false},
+		{"terminated, Node gone: repaired, the reason in the record", "terminated", false, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wf, tr := gatedWorkflow("etl-a", "etl-a-111")
+			pod := workflowPod("etl-a", "etl-a-111", goneNode, false)
+			objs := []runtime.Object{pod}
+			if tc.nodeExists {
+				objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: goneNode}, Spec: corev1.NodeSpec{ProviderID: "aws:///eu-west-1a/" + instance}})
+			}
+			kube := kubefake.NewSimpleClientset(objs...)
+			fieldSelectingPods(kube)
+			claim := &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "metadata": map[string]any{"name": "workflows-abcde"},
+				"status": map[string]any{"providerID": "aws:///eu-west-1a/" + instance, "nodeName": goneNode}}}
+			dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{lookup.NodeClaimGVR: "NodeClaimList"}, claim)
+			argo := fakeArgo(wf, tr)
+			h := handlerOver(kube, argo)
+			h.Finder = lookup.Finder{Kube: kube, Dynamic: dyn}
+			e := eventingtest.Load(t, "ec2-terminated-triggermesh-sqs.json")
+			e.DataEncoded = []byte(strings.Replace(string(e.Data()), `"state": "terminated"`, `"state": "`+tc.state+`"`, 1))
+			ctx := context.Background()
+			if _, res := h.Handle(ctx, e); res != nil {
+				t.Fatal(res)
+			}
+			live, err := kube.CoreV1().Pods(fxNS).Get(ctx, pod.Name, metav1.GetOptions{})
+			if gone := apierrors.IsNotFound(err); gone != tc.repaired {
+				t.Errorf("pod gone = %v, want %v", gone, tc.repaired)
+			}
+			if w, _ := record.PodWarning(live); !tc.repaired && w.Reason != tc.warning {
+				t.Errorf("pod warning %q, want %q", w.Reason, tc.warning)
+			}
+			got := mustWF(t, argo, "etl-a")
+			if w := record.Warnings(got)[pod.Name].Reason; w != tc.warning {
+				t.Errorf("workflow warning %q, want %q", w, tc.warning)
+			}
+			trNow, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, "etl-a-111", metav1.GetOptions{})
+			if done := trNow.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; done != tc.repaired {
+				t.Errorf("task result completed = %v, want %v", done, tc.repaired)
+			}
+			if rec := record.Recorded(got)["etl-a-111"]; tc.repaired && rec.Reason != "InstanceTerminated" {
+				t.Errorf("record %+v, want reason InstanceTerminated", rec)
+			}
+		})
+	}
+}
