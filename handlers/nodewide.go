@@ -54,8 +54,8 @@ type job struct {
 // repairPods repairs the workflow pods a node-wide signal found, a bounded number at once.
 // Their Node is read once per repair.HostReadValidity; on a gone Node, pods whose decision the
 // listed object already gives (their delete event or the sweep takes them) cost no further call,
-// and the others are repaired with what the LIST returned. Past nodeWideReserve before the deadline no pod is started:
-// the event is answered ErrUnfinished.
+// and the others are repaired with what the LIST returned. Past nodeWideReserve before the
+// deadline no pod is started: the event is answered ErrUnfinished.
 func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, sig nodeWide) error {
 	log := logging.FromContext(ctx)
 	jobs := h.nodeWideJobs(ctx, pods, sig)
