@@ -147,8 +147,10 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report) {
 	}
 	ck := checkpointer{save: opts.Checkpoint, every: opts.CheckpointEvery, clock: clock, rep: &rep}
 	skipNext := cur.Stalls >= MaxStalls
-	// Stored before any work: a run that dies before finishing a workflow leaves the count raised.
-	ck.force(Cursor{Namespace: cur.Namespace, Continue: cur.Continue, After: cur.After, Stalls: cur.Stalls + 1})
+	// The count is raised until a workflow finishes, and stored before any work: a run that is
+	// killed, or returns at its deadline, before finishing one leaves it raised.
+	cur.Stalls++
+	ck.force(cur)
 	swept := 0
 	for cur.Namespace < len(namespaces) {
 		ns := namespaces[cur.Namespace]
@@ -156,6 +158,9 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report) {
 		if err != nil {
 			rep.Errors = append(rep.Errors, err)
 			rep.Next = cur
+			if swept == 0 {
+				rep.Next.Stalls = opts.From.Stalls // a failed listing is no workflow's fault
+			}
 			return rep
 		}
 		for i := range list.Items {

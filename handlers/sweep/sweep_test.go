@@ -394,34 +394,63 @@ func TestRunResumesAfterACrashMidPage(t *testing.T) {
 	}
 }
 
-// A workflow on which every run dies (too big for the budget or the memory) is skipped after
-// MaxStalls runs, with its name in the report; the sweep goes on past it.
+// A workflow on which every run stops (too big for the budget or the memory) is skipped after
+// MaxStalls runs, with its name in the report; the sweep goes on past it. A run stops either by
+// being killed (what survives is the cursor it stored last) or by its request's deadline (the
+// cursor it returns, which the handler stores when it releases the Lease).
 func TestRunSkipsAWorkflowThatAlwaysStopsIt(t *testing.T) {
-	kube, argo := stuckCluster(t, 5)
-	s := sweeper(kube, argo, false)
-	stored := Cursor{Continue: "page-2", After: ns + "/etl-01"}
-	for range MaxStalls {
-		killed, kill := context.WithCancel(ctx)
-		_ = s.Run(killed, Options{From: stored, Checkpoint: func(c Cursor) error {
-			stored = c
-			kill() // dies on the workflow after etl-01, every time
-			return nil
-		}})
+	for _, tc := range []struct {
+		name   string
+		killed bool
+	}{
+		{"the process killed on it", true},
+		{"the request's deadline reached on it", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kube, argo := stuckCluster(t, 5)
+			s := sweeper(kube, argo, false)
+			stored := Cursor{Continue: "page-2", After: ns + "/etl-01"}
+			for range MaxStalls {
+				stopped, stop := context.WithCancel(ctx)
+				rep := s.Run(stopped, Options{From: stored, Checkpoint: func(c Cursor) error {
+					if tc.killed {
+						stored = c
+					}
+					stop() // stops on the workflow after etl-01, every time
+					return nil
+				}})
+				if !tc.killed {
+					stored = rep.Next
+				}
+			}
+			if stored.Stalls != MaxStalls || stored.After != ns+"/etl-01" {
+				t.Fatalf("stored %+v, want after etl-01 with %d stalls", stored, MaxStalls)
+			}
+			rep := s.Run(ctx, Options{From: stored, Checkpoint: func(c Cursor) error { stored = c; return nil }})
+			if !slices.Equal(rep.Skipped, []string{ns + "/etl-02"}) {
+				t.Fatalf("skipped %v, want etl-02", rep.Skipped)
+			}
+			if rep.Workflows != 3 || !rep.Next.Zero() {
+				t.Errorf("swept %d after the skip (next %+v), want etl-03, etl-04, healthy and the end", rep.Workflows, rep.Next)
+			}
+			for _, f := range rep.Findings {
+				if f.Target.Workflow == "etl-02" {
+					t.Errorf("the skipped workflow was swept: %+v", f)
+				}
+			}
+		})
 	}
-	if stored.Stalls != MaxStalls {
-		t.Fatalf("stored %+v, want %d stalls", stored, MaxStalls)
-	}
-	rep := s.Run(ctx, Options{From: stored, Checkpoint: func(c Cursor) error { stored = c; return nil }})
-	if !slices.Equal(rep.Skipped, []string{ns + "/etl-02"}) {
-		t.Fatalf("skipped %v, want etl-02", rep.Skipped)
-	}
-	if rep.Workflows != 3 || !rep.Next.Zero() {
-		t.Errorf("swept %d after the skip (next %+v), want etl-03, etl-04, healthy and the end", rep.Workflows, rep.Next)
-	}
-	for _, f := range rep.Findings {
-		if f.Target.Workflow == "etl-02" {
-			t.Errorf("the skipped workflow was swept: %+v", f)
-		}
+}
+
+// A listing that fails is not a workflow that stops the sweep: the stall count it returns is the
+// one it started with.
+func TestRunListingErrorIsNotAStall(t *testing.T) {
+	kube, argo := stuckCluster(t, 3)
+	argo.fail = apierrors.NewServiceUnavailable("etcd")
+	from := Cursor{Continue: "page-2", After: ns + "/etl-01", Stalls: 1}
+	rep := sweeper(kube, argo, false).Run(ctx, Options{From: from})
+	if len(rep.Errors) == 0 || rep.Next != from {
+		t.Errorf("next %+v (errors %v), want %+v", rep.Next, rep.Errors, from)
 	}
 }
 
