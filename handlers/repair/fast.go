@@ -14,6 +14,7 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
+	"function/handlers/record"
 	"function/workflowmeta"
 )
 
@@ -68,7 +69,7 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredL
 	}
 	plan := Plan{Actions: []Action{CompleteTaskResult}, Record: true}
 	log.Infow("repair plan", zap.Any("actions", plan.Actions), zap.Bool("record", plan.Record), zap.Bool("fastPath", true))
-	wf := &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: t.Workflow, Namespace: t.Namespace, UID: t.WorkflowUID}}
+	wf := workflowNamed(t)
 	rec := r.newRecord(t, &Observation{}, plan)
 	tr, ok, err := r.completeByTest(ctx, t, log)
 	if !ok {
@@ -82,14 +83,24 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredL
 		return res, true, err
 	}
 	res.Plan, res.Done = plan, []Action{CompleteTaskResult}
+	err = r.recordOn(ctx, wf, rec)
+	res.Recorded = err == nil
+	return res, true, err
+}
+
+// workflowNamed is the target's Workflow as the short paths know it without reading it: name and
+// UID, which is all the record's writes need (the annotation is UID-guarded).
+func workflowNamed(t Target) *wfv1.Workflow {
+	return &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: t.Workflow, Namespace: t.Namespace, UID: t.WorkflowUID}}
+}
+
+// recordOn writes the record of a repair on its Workflow: the Event, then the node's annotation
+// (in that order: Decide takes an annotation as proof that the Event exists).
+func (r *Repairer) recordOn(ctx context.Context, wf *wfv1.Workflow, rec record.Record) error {
 	if err := r.createEvent(ctx, wf, rec); err != nil {
-		return res, true, err
+		return err
 	}
-	if err := r.annotateWorkflow(ctx, wf, rec); err != nil {
-		return res, true, err
-	}
-	res.Recorded = true
-	return res, true, nil
+	return r.annotateWorkflow(ctx, wf, rec)
 }
 
 // completeByTest is step 1 as one JSON patch whose test operations the API server checks

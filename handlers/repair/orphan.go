@@ -9,10 +9,6 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"knative.dev/pkg/logging"
-
-	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
 	"function/eventing"
 	"function/workflowmeta"
@@ -61,22 +57,15 @@ func orphanEligible(t Target, l Listed, now time.Time) bool {
 // record — four calls, five with the finalizer, and no read. Anything else, or any precondition
 // the API server refuses, goes down the full path, which reads everything and decides.
 func (r *Repairer) RepairListed(ctx context.Context, t Target, l Listed) (Result, error) {
-	if why := podNameNotNodes(t); why != "" || !orphanEligible(t, l, r.Now()) {
+	if podNameNotNodes(t) != "" || !orphanEligible(t, l, r.Now()) {
 		return r.Repair(ctx, t)
 	}
-	log := logging.FromContext(ctx).With(
-		zap.String("workflow", t.Namespace+"/"+t.Workflow), zap.String("node", t.NodeID),
-		zap.String("pod", t.PodName), zap.String("reason", t.Reason), zap.Bool("dryRun", r.DryRun))
+	log := r.targetLog(ctx, t)
 	res, done, err := r.fastOrphan(ctx, t, l.Pod, log)
 	if !done {
 		return r.Repair(ctx, t)
 	}
-	if err == nil {
-		log.Infow("repaired", zap.Any("actions", res.Done), zap.Bool("recorded", res.Recorded), zap.Bool("nodeWidePath", true))
-		for _, a := range res.Done {
-			r.Metrics.Repair(string(a), t.Reason, r.DryRun)
-		}
-	}
+	r.shortPathDone(log, t, res, err, "nodeWidePath")
 	return res, err
 }
 
@@ -91,7 +80,7 @@ func (r *Repairer) fastOrphan(ctx context.Context, t Target, pod *corev1.Pod, lo
 	}
 	plan.Actions = append(plan.Actions, DeleteOrphanedPod)
 	log.Infow("repair plan", zap.Any("actions", plan.Actions), zap.Bool("record", plan.Record), zap.Bool("nodeWidePath", true))
-	wf := &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: t.Workflow, Namespace: t.Namespace, UID: t.WorkflowUID}}
+	wf := workflowNamed(t)
 	rec := r.newRecord(t, &Observation{}, plan)
 	tr, ok, err := r.completeByTest(ctx, t, log)
 	if !ok {
@@ -119,12 +108,7 @@ func (r *Repairer) fastOrphan(ctx context.Context, t Target, pod *corev1.Pod, lo
 	}
 	res.Done = plan.Actions
 	res.Plan = plan
-	if err := r.createEvent(ctx, wf, rec); err != nil {
-		return res, true, err
-	}
-	if err := r.annotateWorkflow(ctx, wf, rec); err != nil {
-		return res, true, err
-	}
-	res.Recorded = true
-	return res, true, nil
+	err = r.recordOn(ctx, wf, rec)
+	res.Recorded = err == nil
+	return res, true, err
 }

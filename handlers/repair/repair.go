@@ -72,9 +72,7 @@ func New(kube kubernetes.Interface, argo argoclient.Interface, pol Policy) *Repa
 // handed to FollowUps, and the event answered. An error wraps the object it is about; a nil
 // error with an empty plan means there was nothing (more) to do.
 func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
-	log := logging.FromContext(ctx).With(
-		zap.String("workflow", t.Namespace+"/"+t.Workflow), zap.String("node", t.NodeID),
-		zap.String("pod", t.PodName), zap.String("reason", t.Reason), zap.Bool("dryRun", r.DryRun))
+	log := r.targetLog(ctx, t)
 	if why := podNameNotNodes(t); why != "" {
 		log.Infow("not ours: nothing written", zap.String("why", why))
 		r.Metrics.NotOurs()
@@ -83,12 +81,7 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 	if fastEligible(t) {
 		res, done, err := r.fastComplete(ctx, t, log)
 		if done {
-			if err == nil {
-				log.Infow("repaired", zap.Any("actions", res.Done), zap.Bool("recorded", res.Recorded), zap.Bool("fastPath", true))
-				for _, a := range res.Done {
-					r.Metrics.Repair(string(a), t.Reason, r.DryRun)
-				}
-			}
+			r.shortPathDone(log, t, res, err, "fastPath")
 			return res, err
 		}
 	}
@@ -152,6 +145,24 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 		// see the pod go when its last status could be taken for the step's outcome.
 		removed = true
 		t.StatusMisleading = t.StatusMisleading || !statusIsOutcome(obs.Pod) && PodFinished(obs.Pod)
+	}
+}
+
+// targetLog is the logger of one target's repair, with the fields every line of it carries.
+func (r *Repairer) targetLog(ctx context.Context, t Target) *zap.SugaredLogger {
+	return logging.FromContext(ctx).With(
+		zap.String("workflow", t.Namespace+"/"+t.Workflow), zap.String("node", t.NodeID),
+		zap.String("pod", t.PodName), zap.String("reason", t.Reason), zap.Bool("dryRun", r.DryRun))
+}
+
+// shortPathDone logs and counts what a short path (path: its log field) wrote, when it succeeded.
+func (r *Repairer) shortPathDone(log *zap.SugaredLogger, t Target, res Result, err error, path string) {
+	if err != nil {
+		return
+	}
+	log.Infow("repaired", zap.Any("actions", res.Done), zap.Bool("recorded", res.Recorded), zap.Bool(path, true))
+	for _, a := range res.Done {
+		r.Metrics.Repair(string(a), t.Reason, r.DryRun)
 	}
 }
 
