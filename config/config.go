@@ -43,10 +43,10 @@ type Config struct {
 	// OIDCRequired refuses (401) a request without a bearer token.
 	OIDCRequired bool `envconfig:"OIDC_REQUIRED" default:"false" desc:"refuse requests without a bearer token (turn on once Knative Eventing's authentication-oidc feature is)"`
 
-	// InstanceID is the Argo controller's instanceID. Argo controllers only own workflows whose
+	// ControllerInstanceID is the Argo controller's instanceID. Argo controllers only own workflows whose
 	// workflows.argoproj.io/controller-instanceid label equals their own (absent when none is
 	// configured), and so do we: a workflow of another controller is never written.
-	InstanceID string `envconfig:"INSTANCE_ID" default:"" desc:"Argo controller instanceID whose workflows we repair; empty means workflows without the label"`
+	ControllerInstanceID string `envconfig:"INSTANCE_ID" default:"" desc:"Argo controller instanceID whose workflows we repair; empty means workflows without the label"`
 
 	// NodeErrorGrace is how long a Pod node may stay Running with no pod before the last-resort
 	// step marks it Error itself. The controller's own podReconciliation does that within about
@@ -138,9 +138,9 @@ func (c *Config) Validate() error {
 			bad("ALLOWED_SOURCES", "%q %s", src, msg)
 		}
 	}
-	if c.InstanceID != "" {
-		if msgs := validation.IsValidLabelValue(c.InstanceID); len(msgs) > 0 {
-			bad("INSTANCE_ID", "%q is not a label value: %s", c.InstanceID, strings.Join(msgs, "; "))
+	if c.ControllerInstanceID != "" {
+		if msgs := validation.IsValidLabelValue(c.ControllerInstanceID); len(msgs) > 0 {
+			bad("INSTANCE_ID", "%q is not a label value: %s", c.ControllerInstanceID, strings.Join(msgs, "; "))
 		}
 	}
 	if c.NodeErrorGrace < 10*time.Second {

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"function/config"
-	"function/handlers"
+	"function/sweep"
 )
 
 // funcYAML is the part of func.yaml the manifests must agree with.
@@ -499,7 +499,7 @@ func TestREADMERBACTable(t *testing.T) {
 }
 
 // TestSweepLeaseRole: the sweep's Lease is the function's only namespaced state, and its Role
-// grants exactly what handlers/sweep.Lease calls — create any Lease (RBAC cannot narrow create to
+// grants exactly what sweep.Lease calls — create any Lease (RBAC cannot narrow create to
 // a name), get and update only the sweep's — bound to the function's ServiceAccount.
 func TestSweepLeaseRole(t *testing.T) {
 	f := readFuncYAML(t)
@@ -541,8 +541,8 @@ func TestSweepLeaseRole(t *testing.T) {
 	if len(subjects) != 1 || subjects[0].(map[string]any)["name"] != f.Deploy.ServiceAccountName {
 		t.Errorf("RoleBinding subjects %v", subjects)
 	}
-	if handlers.SweepLeaseName != "argo-disruption-handler-sweep" {
-		t.Errorf("the code's Lease is %q", handlers.SweepLeaseName)
+	if sweep.LeaseName != "argo-disruption-handler-sweep" {
+		t.Errorf("the code's Lease is %q", sweep.LeaseName)
 	}
 }
 

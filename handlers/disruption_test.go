@@ -10,39 +10,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	kubefake "k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 
+	"function/apifake"
 	"function/eventing/eventingtest"
-	"function/handlers/record"
+	"function/record"
 	"function/workflowmeta"
 )
-
-// fieldSelectingPods makes the fake honour spec.nodeName field selectors on pod lists, as the
-// API server does.
-func fieldSelectingPods(kube *kubefake.Clientset) {
-	kube.PrependReactor("list", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		fs := a.(k8stesting.ListActionImpl).GetListRestrictions().Fields
-		obj, err := kube.Tracker().List(corev1.SchemeGroupVersion.WithResource("pods"), corev1.SchemeGroupVersion.WithKind("Pod"), a.GetNamespace())
-		if err != nil {
-			return true, nil, err
-		}
-		list := obj.(*corev1.PodList)
-		var keep []corev1.Pod
-		for _, p := range list.Items {
-			if fs.Matches(fields.Set{"spec.nodeName": p.Spec.NodeName}) {
-				keep = append(keep, p)
-			}
-		}
-		list.Items = keep
-		return true, list, nil
-	})
-}
 
 func TestDisruptionSignals(t *testing.T) {
 	const instance = "i-0abc123def4567890"
@@ -70,17 +46,16 @@ func TestDisruptionSignals(t *testing.T) {
 			wfC, trC := gatedWorkflow("etl-c", "etl-c-333")
 			podA := workflowPod("etl-a", "etl-a-111", goneNode, false)
 			podC := workflowPod("etl-c", "etl-c-333", otherNode.Name, false)
-			kube := kubefake.NewSimpleClientset(podA, podC, spotNode, otherNode)
-			fieldSelectingPods(kube)
-			argo := fakeArgo(wfA, trA, wfC, trC)
-			h := handlerOver(kube, argo)
+			c := apifake.NewCluster(podA, podC, spotNode, otherNode, wfA, trA, wfC, trC)
+			kube, argo := c.Kube, c.Argo
+			h := handlerOver(c)
 			ctx := context.Background()
 			for _, f := range tc.fixtures {
 				if _, res := h.Handle(ctx, eventingtest.Load(t, f)); res != nil {
 					t.Fatalf("%s: %v", f, res)
 				}
 			}
-			pod, err := kube.CoreV1().Pods(fxNS).Get(ctx, podA.Name, metav1.GetOptions{})
+			pod, err := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, podA.Name, metav1.GetOptions{})
 			if tc.completed {
 				// Completed only once the pod of the terminated machine is gone.
 				if !apierrors.IsNotFound(err) {
@@ -89,11 +64,11 @@ func TestDisruptionSignals(t *testing.T) {
 			} else if w, ok := record.PodWarning(pod); (tc.reason != "") != ok || w.Reason != tc.reason {
 				t.Errorf("pod warning = %+v (%v), want %q", w, ok, tc.reason)
 			}
-			wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-a", metav1.GetOptions{})
+			wf, _ := argo.ArgoprojV1alpha1().Workflows(apifake.Namespace).Get(ctx, "etl-a", metav1.GetOptions{})
 			if got := record.Warnings(wf)[podA.Name].Reason; got != tc.reason {
 				t.Errorf("workflow warning = %q, want %q", got, tc.reason)
 			}
-			evs, _ := kube.CoreV1().Events(fxNS).List(ctx, metav1.ListOptions{})
+			evs, _ := kube.CoreV1().Events(apifake.Namespace).List(ctx, metav1.ListOptions{})
 			warnings := 0
 			for _, e := range evs.Items {
 				if e.Reason == record.WarningEventReason {
@@ -103,14 +78,14 @@ func TestDisruptionSignals(t *testing.T) {
 			if want := map[bool]int{true: 1, false: 0}[tc.reason != ""]; warnings != want {
 				t.Errorf("%d DisruptionWarning events, want %d", warnings, want)
 			}
-			tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, "etl-a-111", metav1.GetOptions{})
+			tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, "etl-a-111", metav1.GetOptions{})
 			if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; got != tc.completed {
 				t.Errorf("task result completed = %v, want %v", got, tc.completed)
 			}
 			if rec := record.Recorded(mustWF(t, argo, "etl-a"))["etl-a-111"]; tc.completed && rec.Reason != "InstanceTerminated" {
 				t.Errorf("repair record = %+v", rec)
 			}
-			podOther, _ := kube.CoreV1().Pods(fxNS).Get(ctx, podC.Name, metav1.GetOptions{})
+			podOther, _ := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, podC.Name, metav1.GetOptions{})
 			if _, ok := record.PodWarning(podOther); ok {
 				t.Error("pod on another node got the warning")
 			}
@@ -120,9 +95,9 @@ func TestDisruptionSignals(t *testing.T) {
 
 // The reason a warning left on the pod is what the repair records when the pod is then deleted.
 func TestWarningReadBackByRepair(t *testing.T) {
-	kube := kubefake.NewSimpleClientset()
-	argo := fakeArgo(runningWorkflow(), incompleteTaskResult())
-	h := handlerOver(kube, argo)
+	c := apifake.NewCluster(apifake.Workflow(), apifake.TaskResult("false"))
+	argo := c.Argo
+	h := handlerOver(c)
 	e := eventingtest.Load(t, "pod-delete-evicted.json")
 	var pod map[string]any
 	_ = json.Unmarshal(e.Data(), &pod)
@@ -132,7 +107,7 @@ func TestWarningReadBackByRepair(t *testing.T) {
 	if _, res := h.Handle(context.Background(), e); res != nil {
 		t.Fatal(res)
 	}
-	rec := record.Recorded(mustWF(t, argo, fxWF))[fxNode]
+	rec := record.Recorded(mustWF(t, argo, apifake.WorkflowName))[apifake.NodeID]
 	if rec.Reason != "SpotInterrupted" || !strings.Contains(rec.Message, "EvictionByEvictionAPI") {
 		t.Fatalf("record = %+v, want SpotInterrupted with the eviction as cause", rec)
 	}
@@ -140,7 +115,7 @@ func TestWarningReadBackByRepair(t *testing.T) {
 
 func mustWF(t *testing.T, argo *argofake.Clientset, name string) *wfv1.Workflow {
 	t.Helper()
-	wf, err := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(context.Background(), name, metav1.GetOptions{})
+	wf, err := argo.ArgoprojV1alpha1().Workflows(apifake.Namespace).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,11 +12,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
-	kubefake "k8s.io/client-go/kubernetes/fake"
 
+	"function/apifake"
 	"function/eventing/eventingtest"
-	"function/handlers/lookup"
-	"function/handlers/record"
+	"function/lookup"
+	"function/record"
 	"function/workflowmeta"
 )
 
@@ -45,22 +45,20 @@ func TestEC2StateMessages(t *testing.T) {
 			if tc.nodeExists {
 				objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: goneNode}, Spec: corev1.NodeSpec{ProviderID: "aws:///eu-west-1a/" + instance}})
 			}
-			kube := kubefake.NewSimpleClientset(objs...)
-			fieldSelectingPods(kube)
 			claim := &unstructured.Unstructured{Object: map[string]any{
 				"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "metadata": map[string]any{"name": "workflows-abcde"},
 				"status": map[string]any{"providerID": "aws:///eu-west-1a/" + instance, "nodeName": goneNode}}}
 			dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{lookup.NodeClaimGVR: "NodeClaimList"}, claim)
-			argo := fakeArgo(wf, tr)
-			h := handlerOver(kube, argo)
-			h.Finder = lookup.Finder{Kube: kube, Dynamic: dyn}
+			c := apifake.NewCluster(append(objs, wf, tr)...)
+			kube, argo := c.Kube, c.Argo
+			h := handlerOver(c, func(o *Options) { o.Finder = lookup.Finder{Kube: kube, Dynamic: dyn} })
 			e := eventingtest.Load(t, "ec2-terminated-triggermesh-sqs.json")
 			e.DataEncoded = []byte(strings.Replace(string(e.Data()), `"state": "terminated"`, `"state": "`+tc.state+`"`, 1))
 			ctx := context.Background()
 			if _, res := h.Handle(ctx, e); res != nil {
 				t.Fatal(res)
 			}
-			live, err := kube.CoreV1().Pods(fxNS).Get(ctx, pod.Name, metav1.GetOptions{})
+			live, err := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 			if gone := apierrors.IsNotFound(err); gone != tc.repaired {
 				t.Errorf("pod gone = %v, want %v", gone, tc.repaired)
 			}
@@ -71,7 +69,7 @@ func TestEC2StateMessages(t *testing.T) {
 			if w := record.Warnings(got)[pod.Name].Reason; w != tc.warning {
 				t.Errorf("workflow warning %q, want %q", w, tc.warning)
 			}
-			trNow, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, "etl-a-111", metav1.GetOptions{})
+			trNow, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, "etl-a-111", metav1.GetOptions{})
 			if done := trNow.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; done != tc.repaired {
 				t.Errorf("task result completed = %v, want %v", done, tc.repaired)
 			}

@@ -16,20 +16,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"knative.dev/pkg/logging"
 
-	"function/clients"
 	"function/config"
 	"function/eventing"
-	"function/eventing/families"
 	"function/eventing/pingsource"
-	"function/handlers/lookup"
-	"function/handlers/record"
-	"function/handlers/repair"
-	"function/handlers/scope"
-	"function/handlers/sweep"
+	"function/lookup"
 	"function/metrics"
+	"function/record"
+	"function/repair"
+	"function/scope"
 	"function/sender"
+	"function/sweep"
 	"function/workflowmeta"
 )
 
@@ -48,8 +47,11 @@ var ErrNotWorkflowPod = errors.New("pod is not a workflow pod")
 // a stranger's event neither loops nor is silently swallowed.
 var ErrSourceNotAllowed = errors.New("CloudEvent source not allowed")
 
-// Handler handles one CloudEvent at a time; it is safe for concurrent use.
-type Handler struct {
+// Options are everything a Handler works with; the composition root (package wiring) builds them
+// from the configuration.
+type Options struct {
+	// Kube reads the objects an event names (pods, Nodes).
+	Kube     kubernetes.Interface
 	Registry *eventing.Registry
 	Repairer *repair.Repairer
 	Scope    scope.Scope
@@ -73,10 +75,20 @@ type Handler struct {
 	Log     *zap.SugaredLogger
 }
 
+// Handler handles one CloudEvent at a time; it is safe for concurrent use.
+type Handler struct{ o Options }
+
+// New returns a Handler working with o.
+func New(o Options) *Handler { return &Handler{o: o} }
+
+// Stop ends the follow-ups still waiting for the controller once their runs in progress finish:
+// nothing else is held that the cluster does not show.
+func (h *Handler) Stop(ctx context.Context) { h.o.Repairer.StopFollowUps(ctx) }
+
 // Handle is the function's CloudEvents entry point. It returns no response event (a reply
 // would be re-injected into the broker); the error, when not nil, is an HTTP result.
 func (h *Handler) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	log := h.Log.With(zap.String("ceID", e.ID()), zap.String("ceType", e.Type()), zap.String("ceSubject", e.Subject()))
+	log := h.o.Log.With(zap.String("ceID", e.ID()), zap.String("ceType", e.Type()), zap.String("ceSubject", e.Subject()))
 	ctx = logging.WithLogger(ctx, log)
 	if timeout := h.timeoutFor(e); timeout > 0 {
 		var cancel context.CancelFunc
@@ -91,7 +103,7 @@ func (h *Handler) Handle(ctx context.Context, e event.Event) (*event.Event, erro
 	if ignored {
 		outcome = metrics.Ignored
 	}
-	defer func() { h.Metrics.Event(h.metricType(e.Type()), outcome, time.Since(began)) }()
+	defer func() { h.o.Metrics.Event(h.metricType(e.Type()), outcome, time.Since(began)) }()
 	switch {
 	case err == nil:
 		return nil, nil
@@ -113,13 +125,13 @@ func (h *Handler) handle(ctx context.Context, e event.Event, ignored *bool) erro
 	}
 	// Then, before the data is even looked at: an event from a sender not on the list costs
 	// nothing and reaches no decoder and no API call.
-	if !config.SourceAllowed(e.Source(), h.AllowedSources) {
+	if !config.SourceAllowed(e.Source(), h.o.AllowedSources) {
 		return fmt.Errorf("%w: %q (ADH_ALLOWED_SOURCES)", ErrSourceNotAllowed, e.Source())
 	}
-	if n := len(e.Data()); n > h.MaxBodyBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, h.MaxBodyBytes)
+	if n := len(e.Data()); n > h.o.MaxBodyBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, h.o.MaxBodyBytes)
 	}
-	sig, err := h.Registry.Decode(e)
+	sig, err := h.o.Registry.Decode(e)
 	if err != nil {
 		return err
 	}
@@ -150,14 +162,14 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	} else {
 		log.Debugw("event received")
 	}
-	if !h.Scope.NamespaceAllowed(pc.Namespace) {
+	if !h.o.Scope.NamespaceAllowed(pc.Namespace) {
 		log.Debugw("ignored", zap.String("why", "namespace out of scope"))
 		return nil
 	}
 	trigger := "pod " + string(pc.Op) + " event"
 	pod, deleted := pc.Pod, pc.Op == eventing.OpDelete
 	if pod == nil {
-		live, err := h.Repairer.Kube.CoreV1().Pods(pc.Namespace).Get(ctx, pc.Name, metav1.GetOptions{})
+		live, err := h.o.Kube.CoreV1().Pods(pc.Namespace).Get(ctx, pc.Name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 			return h.goneByName(ctx, pc, trigger)
@@ -169,7 +181,7 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 		}
 		pod, deleted = live, false
 	}
-	if err := h.Scope.Check(pod.Namespace, pod.Labels); err != nil {
+	if err := h.o.Scope.Check(pod.Namespace, pod.Labels); err != nil {
 		log.Debugw("ignored", zap.String("why", err.Error()))
 		return nil
 	}
@@ -192,7 +204,7 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	}
 	if repair.WaitReported(pod) {
 		// Exit 0 of wait is not proof of its label flip: read the task result.
-		switch done, err := h.Repairer.TaskResultComplete(ctx, t.Namespace, t.NodeID); {
+		switch done, err := h.o.Repairer.TaskResultComplete(ctx, t.Namespace, t.NodeID); {
 		case err != nil:
 			return err
 		case done:
@@ -204,7 +216,7 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	// checked on its labels above: the repair may take its four-call path, which goes on only if
 	// the pod is gone when read.
 	t.FromPodEvent = pc.Pod != nil
-	_, err = h.Repairer.Repair(ctx, t)
+	_, err = h.o.Repairer.Repair(ctx, t)
 	return err
 }
 
@@ -223,7 +235,7 @@ func (h *Handler) deadLetter(ctx context.Context, e event.Event) bool {
 	body, _ := base64.StdEncoding.DecodeString(fmt.Sprint(ext["knativeerrordata"]))
 	logging.FromContext(ctx).Errorw("dead letter: the broker gave up delivering this event", zap.String("source", e.Source()),
 		zap.Any("destination", dest), zap.String("code", code), zap.String("answer", string(body)))
-	h.Metrics.DeadLetter(h.metricType(e.Type()), code)
+	h.o.Metrics.DeadLetter(h.metricType(e.Type()), code)
 	return true
 }
 
@@ -243,7 +255,7 @@ func forceDeleting(pod *corev1.Pod, deleted bool) bool {
 func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
 	log := logging.FromContext(ctx).With(zap.String("node", g.NodeName), zap.String("kind", g.Kind), zap.String("providerID", g.ProviderID))
 	ctx = logging.WithLogger(ctx, log)
-	switch _, err := h.Repairer.Kube.CoreV1().Nodes().Get(ctx, g.NodeName, metav1.GetOptions{}); {
+	switch _, err := h.o.Kube.CoreV1().Nodes().Get(ctx, g.NodeName, metav1.GetOptions{}); {
 	case err == nil:
 		log.Infow("node exists: the delete event is about an earlier node of that name, or its machine still runs; nothing done")
 		return nil
@@ -254,7 +266,7 @@ func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
 	if g.ProviderID != "" {
 		message += " (" + g.ProviderID + ")"
 	}
-	pods, err := h.Finder.WorkflowPodsOn(ctx, g.NodeName, h.Scope.Namespaces)
+	pods, err := h.o.Finder.WorkflowPodsOn(ctx, g.NodeName, h.o.Scope.Namespaces)
 	if err != nil {
 		return err
 	}
@@ -269,13 +281,13 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 	var nodes []string
 	switch {
 	case d.PodName != "":
-		if !h.Scope.NamespaceAllowed(d.PodNamespace) {
+		if !h.o.Scope.NamespaceAllowed(d.PodNamespace) {
 			return nil
 		}
 	case d.NodeName != "":
 		nodes = []string{d.NodeName}
 	case d.NodeClaimName != "":
-		n, err := h.Finder.NodeOfClaim(ctx, d.NodeClaimName)
+		n, err := h.o.Finder.NodeOfClaim(ctx, d.NodeClaimName)
 		if err != nil {
 			return err
 		}
@@ -284,13 +296,13 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 		}
 	case len(d.InstanceIDs) > 0:
 		var err error
-		if nodes, err = h.Finder.NodesOfInstances(ctx, d.InstanceIDs); err != nil {
+		if nodes, err = h.o.Finder.NodesOfInstances(ctx, d.InstanceIDs); err != nil {
 			return err
 		}
 	}
 	var pods []corev1.Pod
 	if d.PodName != "" {
-		pod, err := h.Repairer.Kube.CoreV1().Pods(d.PodNamespace).Get(ctx, d.PodName, metav1.GetOptions{})
+		pod, err := h.o.Kube.CoreV1().Pods(d.PodNamespace).Get(ctx, d.PodName, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:
@@ -302,7 +314,7 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 		}
 	}
 	for _, n := range nodes {
-		on, err := h.Finder.WorkflowPodsOn(ctx, n, h.Scope.Namespaces)
+		on, err := h.o.Finder.WorkflowPodsOn(ctx, n, h.o.Scope.Namespaces)
 		if err != nil {
 			return err
 		}
@@ -330,11 +342,11 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 
 // warn records an announced disruption on a pod that may still run, and on its workflow.
 func (h *Handler) warn(ctx context.Context, pod *corev1.Pod, source, reason, message string, seen time.Time) error {
-	if h.Scope.Check(pod.Namespace, pod.Labels) != nil || repair.PodFinished(pod) || repair.WaitReported(pod) {
+	if h.o.Scope.Check(pod.Namespace, pod.Labels) != nil || repair.PodFinished(pod) || repair.WaitReported(pod) {
 		return nil
 	}
 	w := record.Warning{Source: source, Reason: reason, Message: message, Node: pod.Spec.NodeName, Time: seen.UTC().Truncate(time.Second)}
-	if err := h.Repairer.RecordWarning(ctx, pod, w); err != nil {
+	if err := h.o.Repairer.RecordWarning(ctx, pod, w); err != nil {
 		return err
 	}
 	logging.FromContext(ctx).Infow("disruption recorded", zap.String("pod", pod.Namespace+"/"+pod.Name), zap.String("workflow", pod.Labels[workflowmeta.LabelWorkflow]))
@@ -343,7 +355,7 @@ func (h *Handler) warn(ctx context.Context, pod *corev1.Pod, source, reason, mes
 
 // metricType keeps the metrics' type label bounded: a type no decoder knows counts as "unknown".
 func (h *Handler) metricType(t string) string {
-	if h.Registry != nil && h.Registry.Knows(t) {
+	if h.o.Registry != nil && h.o.Registry.Knows(t) {
 		return t
 	}
 	return "unknown"
@@ -359,21 +371,21 @@ const (
 // timeoutFor is the deadline of one event: a sweep gets its budget and the slack, everything
 // else the event timeout.
 func (h *Handler) timeoutFor(e event.Event) time.Duration {
-	if e.Type() == pingsource.Type && h.SweepBudget > 0 {
-		return h.SweepBudget + sweepSlack
+	if e.Type() == pingsource.Type && h.o.SweepBudget > 0 {
+		return h.o.SweepBudget + sweepSlack
 	}
-	return h.Timeout
+	return h.o.Timeout
 }
 
 // sweep runs the safety-net scan on a PingSource tick: one run at a time (the Lease), bounded by
 // the budget, resuming where the previous tick stopped.
 func (h *Handler) sweep(ctx context.Context, s *eventing.Sweep) error {
 	log := logging.FromContext(ctx)
-	if h.Sweeper == nil || h.SweepLease == nil {
+	if h.o.Sweeper == nil || h.o.SweepLease == nil {
 		log.Warnw("sweep requested but not configured")
 		return nil
 	}
-	from, err := h.SweepLease.Acquire(ctx, h.SweepBudget+sweepSlack, time.Now())
+	from, err := h.o.SweepLease.Acquire(ctx, h.o.SweepBudget+sweepSlack, time.Now())
 	if errors.Is(err, sweep.ErrHeld) {
 		log.Infow("sweep skipped", zap.String("why", err.Error()))
 		return nil
@@ -381,14 +393,14 @@ func (h *Handler) sweep(ctx context.Context, s *eventing.Sweep) error {
 	if err != nil {
 		return err
 	}
-	term := h.SweepBudget + sweepSlack
-	rep := h.Sweeper.Run(ctx, sweep.Options{From: from, Budget: h.SweepBudget, CheckpointEvery: sweepCheckpointEvery,
-		Checkpoint: func(cur sweep.Cursor) error { return h.SweepLease.Checkpoint(ctx, cur, term, time.Now()) }})
+	term := h.o.SweepBudget + sweepSlack
+	rep := h.o.Sweeper.Run(ctx, sweep.Options{From: from, Budget: h.o.SweepBudget, CheckpointEvery: sweepCheckpointEvery,
+		Checkpoint: func(cur sweep.Cursor) error { return h.o.SweepLease.Checkpoint(ctx, cur, term, time.Now()) }})
 	// Released even when the event's deadline has passed, so the next tick need not wait for
 	// the Lease to expire.
 	relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	relErr := h.SweepLease.Release(relCtx, rep.Next)
+	relErr := h.o.SweepLease.Release(relCtx, rep.Next)
 	for _, key := range rep.Skipped {
 		log.Warnw("sweep skipped a workflow: runs kept stopping on it (over the budget, or the process killed)", zap.String("workflow", key),
 			zap.Int("stalls", sweep.MaxStalls))
@@ -400,7 +412,7 @@ func (h *Handler) sweep(ctx context.Context, s *eventing.Sweep) error {
 				zap.String("why", f.Why), zap.Any("actions", f.Result.Plan.Actions), zap.Bool("dryRun", f.Result.DryRun))
 		}
 	}
-	h.Metrics.Sweep(rep.Duration, rep.Workflows, rep.Stuck(), rep.Next.Zero())
+	h.o.Metrics.Sweep(rep.Duration, rep.Workflows, rep.Stuck(), rep.Next.Zero())
 	log.Infow("sweep done", zap.Int("workflows", rep.Workflows), zap.Int("candidates", len(rep.Findings)), zap.Int("stuck", rep.Stuck()),
 		zap.Duration("duration", rep.Duration), zap.Bool("complete", rep.Next.Zero()), zap.Int("errors", len(rep.Errors)))
 	return errors.Join(append(rep.Errors, relErr)...)
@@ -408,7 +420,7 @@ func (h *Handler) sweep(ctx context.Context, s *eventing.Sweep) error {
 
 // goneByName handles a pod known only by name that no longer exists.
 func (h *Handler) goneByName(ctx context.Context, pc *eventing.PodChange, trigger string) error {
-	targets, err := h.Repairer.LocateByPodName(ctx, pc.Namespace, pc.Name, seenOr(pc.Seen), trigger)
+	targets, err := h.o.Repairer.LocateByPodName(ctx, pc.Namespace, pc.Name, seenOr(pc.Seen), trigger)
 	if err != nil {
 		return err
 	}
@@ -417,7 +429,7 @@ func (h *Handler) goneByName(ctx context.Context, pc *eventing.PodChange, trigge
 	}
 	var errs []error
 	for _, t := range targets {
-		if _, err := h.Repairer.Repair(ctx, t); err != nil {
+		if _, err := h.o.Repairer.Repair(ctx, t); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -444,47 +456,4 @@ func oneLine(err error) string {
 		s = s[:512] + "…"
 	}
 	return s
-}
-
-// New wires a Handler from the configuration and clients.
-func New(cfg *config.Config, cs *clients.Set, log *zap.SugaredLogger) *Handler {
-	sc := scope.Scope{Namespaces: cfg.Namespaces, Excluded: cfg.ExcludedNamespaces, InstanceID: cfg.InstanceID}
-	r := repair.New(cs.Kube, cs.Argo, repair.Policy{Scope: sc, NodeErrorGrace: cfg.NodeErrorGrace})
-	r.DryRun, r.Attempts, r.InstanceID = cfg.DryRun, cfg.ConflictRetries, cfg.InstanceID
-	r.FollowUps = &repair.FollowUps{For: cfg.ControllerWait, Max: followUpsMax, First: followUpFirst}
-	return &Handler{
-		Registry:          families.Registry(),
-		Repairer:          r,
-		Scope:             sc,
-		Finder:            lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic, Instances: &lookup.InstanceIndex{MaxAge: instanceIndexAge}},
-		AllowedSources:    cfg.AllowedSources,
-		Sender:            &sender.Authenticator{Kube: cs.Kube, Audience: cfg.OIDCAudience, Subjects: cfg.OIDCSubjects, Required: cfg.OIDCRequired},
-		Sweeper:           NewSweeper(cfg, cs, r, sc),
-		SweepLease:        &sweep.Lease{Kube: cs.Kube, Namespace: cfg.StateNamespace, Name: SweepLeaseName, Holder: r.Host},
-		SweepBudget:       cfg.SweepBudget,
-		MaxBodyBytes:      cfg.MaxBodyBytes,
-		NodeRepairWorkers: cfg.NodeRepairWorkers,
-		Timeout:           cfg.EventTimeout,
-		Log:               log,
-	}
-}
-
-// The follow-ups of targets waiting for the controller: at most this many at once (beyond, the
-// sweep takes them), the first re-read this long after the event.
-const (
-	followUpsMax  = 1000
-	followUpFirst = 500 * time.Millisecond
-)
-
-// instanceIndexAge is how long one listing of the cluster's Nodes and NodeClaims answers EC2
-// instance lookups (docs/scale.md).
-const instanceIndexAge = 30 * time.Second
-
-// SweepLeaseName is the Lease holding the sweep's state, in ADH_STATE_NAMESPACE.
-const SweepLeaseName = "argo-disruption-handler-sweep"
-
-// NewSweeper wires the sweep over the same Repairer as the event path (the audit command uses it
-// with its own Repairer).
-func NewSweeper(cfg *config.Config, cs *clients.Set, r *repair.Repairer, sc scope.Scope) *sweep.Sweeper {
-	return &sweep.Sweeper{Kube: cs.Kube, Argo: cs.Argo, Repairer: r, Scope: sc, Grace: cfg.SweepGrace, PageSize: cfg.SweepPageSize}
 }

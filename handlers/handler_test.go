@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,85 +18,46 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	kubefake "k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
-	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 
+	"function/apifake"
 	"function/eventing"
 	"function/eventing/eventingtest"
 	"function/eventing/families"
-	"function/handlers/apifake"
-	"function/handlers/lookup"
-	"function/handlers/repair"
-	"function/handlers/scope"
+	"function/lookup"
+	"function/repair"
+	"function/scope"
 	"function/workflowmeta"
 )
 
-// The fixtures' workflow pod: nightly-etl-7k2xq-extract-1571963540 in argo, node
-// nightly-etl-7k2xq-1571963540.
-const (
-	fxNS   = "argo"
-	fxWF   = "nightly-etl-7k2xq"
-	fxNode = "nightly-etl-7k2xq-1571963540"
-)
-
-type apiCounter struct{ n atomic.Int64 }
-
-func (c *apiCounter) reactor(fail error) k8stesting.ReactionFunc {
-	return func(k8stesting.Action) (bool, runtime.Object, error) {
-		c.n.Add(1)
-		if fail != nil {
-			return true, nil, fail
-		}
-		return false, nil, nil
-	}
-}
-
-func runningWorkflow() *wfv1.Workflow {
-	return &wfv1.Workflow{
-		ObjectMeta: metav1.ObjectMeta{Name: fxWF, Namespace: fxNS, UID: fxWFUID, ResourceVersion: "9"},
-		Status: wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, TaskResultsCompletionStatus: map[string]bool{fxNode: false},
-			Nodes: wfv1.Nodes{fxNode: {ID: fxNode, Type: wfv1.NodeTypePod, Phase: wfv1.NodeRunning}}},
-	}
-}
-
-func incompleteTaskResult() *wfv1.WorkflowTaskResult { return taskResultLabelled("false") }
-
-func taskResultLabelled(completed string) *wfv1.WorkflowTaskResult {
-	return &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: fxNode, Namespace: fxNS, ResourceVersion: "5",
-		Labels:          map[string]string{workflowmeta.LabelWorkflow: fxWF, workflowmeta.LabelReportOutputsCompleted: completed},
-		OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: fxWF, UID: fxWFUID}}}}
-}
-
-// fxWFUID is the UID of the fixtures' workflow (their pods' ownerReference).
-const fxWFUID = "0d7f6c1e-5b0e-4f55-9c55-0b9c1a3e8f21"
-
-// fakeArgo is the Argo fake clientset answering JSON patches as kube-apiserver does.
-func fakeArgo(objs ...runtime.Object) *argofake.Clientset {
-	c := argofake.NewSimpleClientset(objs...)
-	apifake.JSONPatchLikeAPIServer(c)
-	return c
-}
-
-// newHandler returns a handler over fake clientsets holding the argo objects, counting every API
-// call; fail, when set, is returned by every call.
-func newHandler(t testing.TB, fail error, argoObjs ...runtime.Object) (*Handler, *apiCounter, *argofake.Clientset) {
+// newHandler returns a handler over the fake API holding objs; fail, when set, is returned by every
+// call.
+func newHandler(t testing.TB, fail error, objs ...runtime.Object) (*Handler, *apifake.Cluster, *argofake.Clientset) {
 	t.Helper()
-	calls := &apiCounter{}
-	kube, argo := kubefake.NewSimpleClientset(), fakeArgo(argoObjs...)
-	kube.PrependReactor("*", "*", calls.reactor(fail))
-	argo.PrependReactor("*", "*", calls.reactor(fail))
-	return handlerOver(kube, argo), calls, argo
+	c := apifake.NewCluster(objs...)
+	c.FailAll(fail)
+	return handlerOver(c), c, c.Argo
 }
 
-// handlerOver wires a Handler over the given clientsets with the default scope.
-func handlerOver(kube *kubefake.Clientset, argo *argofake.Clientset) *Handler {
+// handlerOver wires a Handler over the fake API as package wiring does, with the default scope;
+// tune changes its options.
+func handlerOver(c *apifake.Cluster, tune ...func(*Options)) *Handler {
 	sc := scope.Scope{Excluded: []string{"kube-system"}}
-	r := repair.New(kube, argo, repair.Policy{Scope: sc, NodeErrorGrace: time.Minute})
-	return &Handler{Registry: families.Registry(), Repairer: r, Scope: sc, Finder: lookup.Finder{Kube: kube},
-		MaxBodyBytes: 4 << 20, Timeout: 5 * time.Second, Log: zap.NewNop().Sugar()}
+	o := Options{
+		Kube:         c.Kube,
+		Registry:     families.Registry(),
+		Repairer:     repair.New(c.Kube, c.Argo, repair.Options{Policy: repair.Policy{Scope: sc, NodeErrorGrace: time.Minute}}),
+		Scope:        sc,
+		Finder:       lookup.Finder{Kube: c.Kube},
+		MaxBodyBytes: 4 << 20,
+		Timeout:      5 * time.Second,
+		Log:          zap.NewNop().Sugar(),
+	}
+	for _, f := range tune {
+		f(&o)
+	}
+	return New(o)
 }
 
 func statusOf(res error) int {
@@ -118,28 +78,28 @@ func TestHandleFixtures(t *testing.T) {
 		fail     error
 		objs     []runtime.Object
 		status   int
-		calls    int64 // -1: not checked
+		calls    int // -1: not checked
 		repaired bool
 	}{
 		// Answered without any API call: the cheap path.
 		{"pod-delete-nonworkflow.json", unavailable, nil, 200, 0, false},
 		{"pod-update-running.json", unavailable, nil, 200, 0, false},
 		// wait exited 0: one read of the task result, since its exit code comes before its flip.
-		{"pod-delete-completed.json", nil, []runtime.Object{runningWorkflow(), taskResultLabelled("true")}, 200, 1, true}, // already complete: read, not written
+		{"pod-delete-completed.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("true")}, 200, 1, true}, // already complete: read, not written
 		{"pod-delete-completed.json", nil, nil, 200, 1, false},
-		{"pod-delete-completed.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-delete-completed.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
 		{"pod-delete-completed.json", unavailable, nil, 503, 1, false},
 		{"pod-delete-agent.json", unavailable, nil, 200, 0, false},
 		// Relevant: repaired when the API answers, 503 when it does not.
-		{"pod-delete-evicted.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
-		{"pod-delete-forced.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
-		{"pod-update-kubelet-evicted.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-delete-evicted.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
+		{"pod-delete-forced.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
+		{"pod-update-kubelet-evicted.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
 		{"pod-delete-evicted.json", unavailable, nil, 503, 1, false},
-		{"pod-ref-delete.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
-		{"pod-ref-update.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-ref-delete.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
+		{"pod-ref-update.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
 		{"pod-ref-delete.json", unavailable, nil, 503, 1, false},
 		// An update while the pod terminates: the pod is re-read; gone by then, so repaired.
-		{"pod-update-evicting.json", nil, []runtime.Object{runningWorkflow(), incompleteTaskResult()}, 200, -1, true},
+		{"pod-update-evicting.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.file, func(t *testing.T) {
@@ -148,13 +108,13 @@ func TestHandleFixtures(t *testing.T) {
 			if got := statusOf(res); got != tc.status {
 				t.Fatalf("status %d (%v), want %d", got, res, tc.status)
 			}
-			if tc.calls >= 0 && calls.n.Load() != tc.calls {
-				t.Errorf("%d API calls, want %d", calls.n.Load(), tc.calls)
+			if tc.calls >= 0 && calls.Count("") != tc.calls {
+				t.Errorf("%d API calls, want %d", calls.Count(""), tc.calls)
 			}
 			if tc.objs == nil {
 				return
 			}
-			tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(context.Background(), fxNode, metav1.GetOptions{})
+			tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(context.Background(), apifake.NodeID, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,8 +150,8 @@ func TestHandleAnswers(t *testing.T) {
 			if got := statusOf(res); got != tc.status || !strings.Contains(res.Error(), tc.msg) {
 				t.Fatalf("got %d %v, want %d %q", got, res, tc.status, tc.msg)
 			}
-			if calls.n.Load() != 0 {
-				t.Errorf("%d API calls for bad input", calls.n.Load())
+			if calls.Count("") != 0 {
+				t.Errorf("%d API calls for bad input", calls.Count(""))
 			}
 		})
 	}
@@ -240,15 +200,15 @@ func TestForceDeleteUpdateWaitsForTheDelete(t *testing.T) {
 	if err := upd.SetData("application/json", pod); err != nil {
 		t.Fatal(err)
 	}
-	h, calls, argo := newHandler(t, nil, runningWorkflow(), incompleteTaskResult())
-	if _, res := h.Handle(context.Background(), upd); res != nil || calls.n.Load() != 0 {
-		t.Fatalf("update: %v after %d API calls, want 200 after none", res, calls.n.Load())
+	h, calls, argo := newHandler(t, nil, apifake.Workflow(), apifake.TaskResult("false"))
+	if _, res := h.Handle(context.Background(), upd); res != nil || calls.Count("") != 0 {
+		t.Fatalf("update: %v after %d API calls, want 200 after none", res, calls.Count(""))
 	}
 	if _, res := h.Handle(context.Background(), del); res != nil {
 		t.Fatal(res)
 	}
-	n := calls.n.Load()
-	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(context.Background(), fxNode, metav1.GetOptions{})
+	n := calls.Count("")
+	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(context.Background(), apifake.NodeID, metav1.GetOptions{})
 	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || n != 5 {
 		t.Errorf("delete: task result %v after %d calls, want completed after 5", tr.Labels, n)
 	}
@@ -261,11 +221,11 @@ func TestDeadLetterIsLoggedNotActedOn(t *testing.T) {
 	e.SetExtension("knativeerrordest", "http://argo-disruption-handler.argo-disruption-handler.svc.cluster.local")
 	e.SetExtension("knativeerrorcode", "503")
 	e.SetExtension("knativeerrordata", base64.StdEncoding.EncodeToString([]byte("reading workflow argo/nightly-etl-7k2xq: connection refused")))
-	h, calls, argo := newHandler(t, nil, runningWorkflow(), incompleteTaskResult())
-	if _, res := h.Handle(context.Background(), e); res != nil || calls.n.Load() != 0 {
-		t.Fatalf("dead letter: %v after %d API calls, want 200 after none", res, calls.n.Load())
+	h, calls, argo := newHandler(t, nil, apifake.Workflow(), apifake.TaskResult("false"))
+	if _, res := h.Handle(context.Background(), e); res != nil || calls.Count("") != 0 {
+		t.Fatalf("dead letter: %v after %d API calls, want 200 after none", res, calls.Count(""))
 	}
-	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(context.Background(), fxNode, metav1.GetOptions{})
+	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(context.Background(), apifake.NodeID, metav1.GetOptions{})
 	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
 		t.Error("a dead letter was acted on")
 	}

@@ -28,22 +28,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "POST a CloudEvent", http.StatusMethodNotAllowed)
 		return
 	}
-	if h.Sender != nil {
-		user, err := h.Sender.Check(ctx, r.Header.Get("Authorization"))
+	if h.o.Sender != nil {
+		user, err := h.o.Sender.Check(ctx, r.Header.Get("Authorization"))
 		if err != nil {
 			h.refuse(w, r, err)
 			return
 		}
 		if user != "" {
-			h.Log.Debugw("sender authenticated", zap.String("sender", user), zap.String("ceID", r.Header.Get("Ce-Id")))
+			h.o.Log.Debugw("sender authenticated", zap.String("sender", user), zap.String("ceID", r.Header.Get("Ce-Id")))
 		}
 	}
 	// A binary-mode event from a source not on the list is refused before its body is read.
-	if src := r.Header.Get("Ce-Source"); src != "" && !config.SourceAllowed(src, h.AllowedSources) {
+	if src := r.Header.Get("Ce-Source"); src != "" && !config.SourceAllowed(src, h.o.AllowedSources) {
 		h.refuse(w, r, fmt.Errorf("%w: %q (ADH_ALLOWED_SOURCES)", ErrSourceNotAllowed, src))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, int64(h.MaxBodyBytes)+envelopeSlack)
+	r.Body = http.MaxBytesReader(w, r.Body, int64(h.o.MaxBodyBytes)+envelopeSlack)
 	e, err := cehttp.NewEventFromHTTPRequest(r)
 	var tooBig *http.MaxBytesError
 	switch {
@@ -83,8 +83,8 @@ var (
 // refuse answers a request that never became an event for Handle, counting it.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	status := StatusOf(err)
-	h.Metrics.Event(h.metricType(r.Header.Get("Ce-Type")), outcomeOf(status), 0)
-	log := h.Log.With(zap.String("ceID", r.Header.Get("Ce-Id")), zap.String("ceType", r.Header.Get("Ce-Type")), zap.String("remote", r.RemoteAddr))
+	h.o.Metrics.Event(h.metricType(r.Header.Get("Ce-Type")), outcomeOf(status), 0)
+	log := h.o.Log.With(zap.String("ceID", r.Header.Get("Ce-Id")), zap.String("ceType", r.Header.Get("Ce-Type")), zap.String("remote", r.RemoteAddr))
 	switch {
 	case status >= 500:
 		log.Errorw("request failed; the sender should retry", zap.Int("status", status), zap.Error(err))

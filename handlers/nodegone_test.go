@@ -3,20 +3,17 @@ package handlers
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	kubefake "k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
+	"function/apifake"
 	"function/eventing/eventingtest"
-	"function/handlers/record"
+	"function/record"
 	"function/workflowmeta"
 )
 
@@ -24,7 +21,7 @@ const goneNode = "ip-10-0-1-23.eu-west-1.compute.internal"
 
 func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: wf + "-main-" + nodeID[len(wf)+1:], Namespace: fxNS, UID: types.UID("uid-" + wf), ResourceVersion: "3",
+		ObjectMeta: metav1.ObjectMeta{Name: wf + "-main-" + nodeID[len(wf)+1:], Namespace: apifake.Namespace, UID: types.UID("uid-" + wf), ResourceVersion: "3",
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf, UID: types.UID("wfuid-" + wf)}},
 			Labels:          map[string]string{workflowmeta.LabelWorkflow: wf},
 			Annotations:     map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
@@ -42,10 +39,10 @@ func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 
 func gatedWorkflow(name, nodeID string) (*wfv1.Workflow, *wfv1.WorkflowTaskResult) {
 	wf := &wfv1.Workflow{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: fxNS, UID: types.UID("wfuid-" + name), ResourceVersion: "9"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: apifake.Namespace, UID: types.UID("wfuid-" + name), ResourceVersion: "9"},
 		Status:     wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, TaskResultsCompletionStatus: map[string]bool{nodeID: false}},
 	}
-	tr := &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: nodeID, Namespace: fxNS, ResourceVersion: "5",
+	tr := &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: nodeID, Namespace: apifake.Namespace, ResourceVersion: "5",
 		Labels:          map[string]string{workflowmeta.LabelWorkflow: name, workflowmeta.LabelReportOutputsCompleted: "false"},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: name, UID: wf.UID}}}}
 	return wf, tr
@@ -82,14 +79,12 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 			podB := workflowPod("etl-b", "etl-b-222", goneNode, true)
 			podC := workflowPod("etl-c", "etl-c-333", "ip-10-0-2-9.eu-west-1.compute.internal", false)
 			live := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "ip-10-0-2-9.eu-west-1.compute.internal"}}
-			kube := kubefake.NewSimpleClientset(podA, podB, podC, live)
+			c := apifake.NewCluster(podA, podB, podC, live, wfA, trA, wfB, trB, wfC, trC)
+			kube, argo := c.Kube, c.Argo
 			if tc.nodeExists {
 				_ = kube.Tracker().Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: goneNode, UID: "node-uid-new"}})
 			}
-			fieldSelectingPods(kube)
-			deletingOnLastFinalizer(kube)
-			argo := fakeArgo(wfA, trA, wfB, trB, wfC, trC)
-			h := handlerOver(kube, argo)
+			h := handlerOver(c)
 			ctx := context.Background()
 			// Twice: a re-delivery writes nothing more and fails nothing.
 			for range 2 {
@@ -101,7 +96,7 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 				node string
 				want string
 			}{{"etl-a-111", tc.runningTR}, {"etl-b-222", map[bool]string{false: "true", true: "false"}[tc.nodeExists]}, {"etl-c-333", "false"}} {
-				tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, c.node, metav1.GetOptions{})
+				tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, c.node, metav1.GetOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -109,14 +104,14 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 					t.Errorf("task result %s = %q, want %q", c.node, got, c.want)
 				}
 			}
-			if _, err := kube.CoreV1().Pods(fxNS).Get(ctx, podA.Name, metav1.GetOptions{}); (err == nil) != tc.runningUp {
+			if _, err := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, podA.Name, metav1.GetOptions{}); (err == nil) != tc.runningUp {
 				t.Errorf("pod on the gone node exists = %v, want %v", err == nil, tc.runningUp)
 			}
-			if _, err := kube.CoreV1().Pods(fxNS).Get(ctx, podC.Name, metav1.GetOptions{}); err != nil {
+			if _, err := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, podC.Name, metav1.GetOptions{}); err != nil {
 				t.Errorf("pod on a live node: %v", err)
 			}
-			b, _ := kube.CoreV1().Pods(fxNS).Get(ctx, podB.Name, metav1.GetOptions{})
-			wf, _ := argo.ArgoprojV1alpha1().Workflows(fxNS).Get(ctx, "etl-b", metav1.GetOptions{})
+			b, _ := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, podB.Name, metav1.GetOptions{})
+			wf, _ := argo.ArgoprojV1alpha1().Workflows(apifake.Namespace).Get(ctx, "etl-b", metav1.GetOptions{})
 			if tc.nodeExists {
 				if b == nil || len(b.Finalizers) != 1 || len(record.Recorded(wf)) != 0 {
 					t.Errorf("a Node of that name exists, yet pod %v or records %v were touched", b, record.Recorded(wf))
@@ -131,18 +126,4 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 			}
 		})
 	}
-}
-
-// deletingOnLastFinalizer makes the fake remove a pod being deleted once its last finalizer goes,
-// as the API server does.
-func deletingOnLastFinalizer(kube *kubefake.Clientset) {
-	kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		pa := a.(k8stesting.PatchActionImpl)
-		gvr := corev1.SchemeGroupVersion.WithResource("pods")
-		cur, err := kube.Tracker().Get(gvr, pa.GetNamespace(), pa.GetName())
-		if err != nil || !strings.Contains(string(pa.GetPatch()), `"finalizers":[]`) || cur.(*corev1.Pod).DeletionTimestamp == nil {
-			return false, nil, nil
-		}
-		return true, cur, kube.Tracker().Delete(gvr, pa.GetNamespace(), pa.GetName())
-	})
 }

@@ -15,8 +15,8 @@ import (
 	"knative.dev/pkg/logging"
 
 	"function/eventing"
-	"function/handlers/record"
-	"function/handlers/repair"
+	"function/record"
+	"function/repair"
 )
 
 // ErrUnfinished says a node-wide signal's pods were not all repaired before the event's
@@ -62,14 +62,14 @@ func (h *Handler) repairPods(ctx context.Context, pods []corev1.Pod, sig nodeWid
 	if len(jobs) == 0 {
 		return nil
 	}
-	hosts := &hostReads{kube: h.Repairer.Kube, now: h.Repairer.Now}
+	hosts := &hostReads{kube: h.o.Kube, now: h.o.Repairer.Now}
 	work := make(chan job)
 	var (
 		mu   sync.Mutex
 		errs []error
 		wg   sync.WaitGroup
 	)
-	for range min(max(h.NodeRepairWorkers, 1), len(jobs)) {
+	for range min(max(h.o.NodeRepairWorkers, 1), len(jobs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -106,7 +106,7 @@ func (h *Handler) nodeWideJobs(ctx context.Context, pods []corev1.Pod, sig nodeW
 	var jobs []job
 	for i := range pods {
 		pod := &pods[i]
-		if h.Scope.Check(pod.Namespace, pod.Labels) != nil {
+		if h.o.Scope.Check(pod.Namespace, pod.Labels) != nil {
 			continue
 		}
 		if ok, why := repair.Relevant(pod, true); !ok {
@@ -156,7 +156,7 @@ func (h *Handler) repairListed(ctx context.Context, hosts *hostReads, sig nodeWi
 			l.HostGoneAt = at
 		}
 	}
-	_, err := h.Repairer.RepairListed(ctx, j.t, l)
+	_, err := h.o.Repairer.RepairListed(ctx, j.t, l)
 	return err
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,44 +11,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
-
+	"function/apifake"
 	"function/eventing/eventingtest"
-	"function/handlers/record"
+	"function/record"
 	"function/workflowmeta"
 )
 
-// callLog records every API call of both clientsets, by verb and resource.
-type callLog struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (l *callLog) reactor(a k8stesting.Action) (bool, runtime.Object, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.calls = append(l.calls, a.GetVerb()+" "+a.GetResource().Resource)
-	return false, nil, nil
-}
-
-func (l *callLog) count(verbResource string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, c := range l.calls {
-		if verbResource == "" || c == verbResource {
-			n++
-		}
-	}
-	return n
-}
-
 // fullNode builds n one-step workflows whose pods run on goneNode, each gated on its task result.
-func fullNode(n int, finalizer bool) (kube *kubefake.Clientset, argo *argofake.Clientset, calls *callLog) {
-	var kubeObjs, argoObjs []runtime.Object
+func fullNode(n int, finalizer bool) *apifake.Cluster {
+	var objs []runtime.Object
 	for i := range n {
 		wf := fmt.Sprintf("step-%03d", i)
 		node := fmt.Sprintf("%s-%d", wf, 1000+i)
@@ -58,16 +30,9 @@ func fullNode(n int, finalizer bool) (kube *kubefake.Clientset, argo *argofake.C
 		if finalizer {
 			p.Finalizers = []string{workflowmeta.FinalizerStatus}
 		}
-		kubeObjs, argoObjs = append(kubeObjs, p), append(argoObjs, w, tr)
+		objs = append(objs, p, w, tr)
 	}
-	kube = kubefake.NewSimpleClientset(kubeObjs...)
-	fieldSelectingPods(kube)
-	deletingOnLastFinalizer(kube)
-	argo = fakeArgo(argoObjs...)
-	calls = &callLog{}
-	kube.PrependReactor("*", "*", calls.reactor)
-	argo.PrependReactor("*", "*", calls.reactor)
-	return kube, argo, calls
+	return apifake.NewCluster(objs...)
 }
 
 // A Karpenter Node delete with a full node behind it: every pod repaired in one delivery, with at
@@ -84,21 +49,21 @@ func TestNodeWideRepairOfAFullNode(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const pods = 110
-			kube, argo, calls := fullNode(pods, tc.finalizer)
-			h := handlerOver(kube, argo)
-			h.NodeRepairWorkers = 8
+			calls := fullNode(pods, tc.finalizer)
+			kube, argo := calls.Kube, calls.Argo
+			h := handlerOver(calls, func(o *Options) { o.NodeRepairWorkers = 8 })
 			ctx := context.Background()
 			if _, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
 				t.Fatal(res)
 			}
-			first := calls.count("")
+			first := calls.Count("")
 			reads := map[string]int{}
 			for _, read := range []string{"get workflows", "get workflowtaskresults"} {
-				reads[read] = calls.count(read)
+				reads[read] = calls.Count(read)
 			}
 			for i := range pods {
 				wf := fmt.Sprintf("step-%03d", i)
-				tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, fmt.Sprintf("%s-%d", wf, 1000+i), metav1.GetOptions{})
+				tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, fmt.Sprintf("%s-%d", wf, 1000+i), metav1.GetOptions{})
 				if err != nil || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
 					t.Fatalf("%s: task result not completed (%v)", wf, err)
 				}
@@ -106,7 +71,7 @@ func TestNodeWideRepairOfAFullNode(t *testing.T) {
 					t.Fatalf("%s: record = %+v", wf, rec)
 				}
 			}
-			if left, _ := kube.CoreV1().Pods(fxNS).List(ctx, metav1.ListOptions{}); len(left.Items) != 0 {
+			if left, _ := kube.CoreV1().Pods(apifake.Namespace).List(ctx, metav1.ListOptions{}); len(left.Items) != 0 {
 				t.Fatalf("%d pods left on the gone node", len(left.Items))
 			}
 			// The constant part: the handler's Node read, the pod LIST, the workers' Node reads.
@@ -118,11 +83,11 @@ func TestNodeWideRepairOfAFullNode(t *testing.T) {
 					t.Errorf("%d × %s on the node-wide path", n, read)
 				}
 			}
-			before := calls.count("")
+			before := calls.Count("")
 			if _, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
 				t.Fatal(res)
 			}
-			if again := calls.count("") - before; again > 2 {
+			if again := calls.Count("") - before; again > 2 {
 				t.Errorf("re-delivery cost %d calls, want the Node read and the pod LIST only", again)
 			}
 		})
@@ -134,32 +99,31 @@ func TestNodeWideRepairOfAFullNode(t *testing.T) {
 // pods still on the LIST — none is repaired twice.
 func TestNodeWideRepairHandsOnWhatTheDeadlineLeaves(t *testing.T) {
 	const pods = 60
-	kube, argo, calls := fullNode(pods, false)
+	calls := fullNode(pods, false)
+	kube, argo := calls.Kube, calls.Argo
 	slow := func(k8stesting.Action) (bool, runtime.Object, error) {
 		time.Sleep(40 * time.Millisecond)
 		return false, nil, nil
 	}
 	argo.PrependReactor("patch", "workflowtaskresults", slow)
-	h := handlerOver(kube, argo)
-	h.NodeRepairWorkers = 2
-	h.Timeout = nodeWideReserve + 300*time.Millisecond
+	h := handlerOver(calls, func(o *Options) { o.NodeRepairWorkers, o.Timeout = 2, nodeWideReserve+300*time.Millisecond })
 	ctx := context.Background()
 	_, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json"))
 	if got := statusOf(res); got != http.StatusServiceUnavailable {
 		t.Fatalf("first delivery answered %d (%v), want 503", got, res)
 	}
-	left, _ := kube.CoreV1().Pods(fxNS).List(ctx, metav1.ListOptions{})
+	left, _ := kube.CoreV1().Pods(apifake.Namespace).List(ctx, metav1.ListOptions{})
 	if n := len(left.Items); n == 0 || n == pods {
 		t.Fatalf("%d pods left after the first delivery, want some repaired and some handed on", n)
 	}
-	h.Timeout = time.Minute
+	h = handlerOver(calls, func(o *Options) { o.NodeRepairWorkers, o.Timeout = 2, time.Minute })
 	if _, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
 		t.Fatalf("re-delivery: %v", res)
 	}
-	if left, _ := kube.CoreV1().Pods(fxNS).List(ctx, metav1.ListOptions{}); len(left.Items) != 0 {
+	if left, _ := kube.CoreV1().Pods(apifake.Namespace).List(ctx, metav1.ListOptions{}); len(left.Items) != 0 {
 		t.Fatalf("%d pods left after the re-delivery", len(left.Items))
 	}
-	if n := calls.count("patch workflowtaskresults"); n != pods {
+	if n := calls.Count("patch workflowtaskresults"); n != pods {
 		t.Errorf("%d task-result patches for %d pods: some were repaired twice, or not at all", n, pods)
 	}
 }
@@ -180,7 +144,8 @@ func TestNodeWideRepairOnAPodThatChangedSinceTheList(t *testing.T) {
 		{"re-created under the name: left to the new incarnation", apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "p", nil), true, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			kube, argo, _ := fullNode(1, true)
+			c := fullNode(1, true)
+			kube, argo := c.Kube, c.Argo
 			refused := false
 			kube.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 				if refused {
@@ -191,18 +156,18 @@ func TestNodeWideRepairOnAPodThatChangedSinceTheList(t *testing.T) {
 					gvr := schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 					pod := workflowPod("step-000", "step-000-1000", "ip-10-0-9-9.eu-west-1.compute.internal", false)
 					pod.UID = "uid-step-000-new"
-					_ = kube.Tracker().Update(gvr, pod, fxNS)
+					_ = kube.Tracker().Update(gvr, pod, apifake.Namespace)
 				}
 				return true, nil, tc.refuse
 			})
-			h := handlerOver(kube, argo)
+			h := handlerOver(c)
 			ctx := context.Background()
 			_, _ = h.Handle(ctx, eventingtest.Load(t, "node-delete.json"))
-			tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(fxNS).Get(ctx, "step-000-1000", metav1.GetOptions{})
+			tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, "step-000-1000", metav1.GetOptions{})
 			if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; got != tc.wantTRDone {
 				t.Errorf("task result completed = %v, want %v", got, tc.wantTRDone)
 			}
-			_, err := kube.CoreV1().Pods(fxNS).Get(ctx, workflowPod("step-000", "step-000-1000", goneNode, false).Name, metav1.GetOptions{})
+			_, err := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, workflowPod("step-000", "step-000-1000", goneNode, false).Name, metav1.GetOptions{})
 			if gone := apierrors.IsNotFound(err); gone != tc.wantGone {
 				t.Errorf("pod gone = %v, want %v (err %v)", gone, tc.wantGone, err)
 			}

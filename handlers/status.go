@@ -8,7 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"function/eventing"
-	"function/handlers/repair"
+	"function/repair"
 	"function/sender"
 )
 

@@ -3,7 +3,7 @@
 // ADDRESS/PORT, else 127.0.0.1:8080; cluster from KUBECONFIG, else in-cluster.
 //
 // `argo-disruption-handler sweep [--kubeconfig FILE] [-n NS | -A] [--dry-run] [-o table|json]`
-// runs the safety-net sweep once from a terminal and prints what is stuck (package audit).
+// runs the safety-net sweep once from a terminal and prints what is stuck (package sweepcmd).
 package main
 
 import (
@@ -16,13 +16,13 @@ import (
 	fhttp "knative.dev/func-go/http"
 
 	function "function"
-	"function/audit"
+	"function/cmd/argo-disruption-handler/sweepcmd"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "sweep" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := audit.Run(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		code := sweepcmd.Run(ctx, os.Args[2:], os.Stdout, os.Stderr)
 		stop()
 		os.Exit(code)
 	}

@@ -20,8 +20,8 @@ import (
 	"strings"
 	"time"
 
-	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
+	"function/localcluster"
+	"function/localcluster/scenario"
 	"function/workflowmeta"
 )
 
@@ -57,7 +57,7 @@ func run(argo string, without bool, wait time.Duration) error {
 		return fmt.Errorf("run the demo from the repository root (go run ./cmd/demo)")
 	}
 	step("building the control plane binaries if needed (first run: ~25 min, then cached)")
-	build := exec.Command("test/e2e/build-bins.sh", "etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-"+argo)
+	build := exec.Command("localcluster/build-bins.sh", "etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-"+argo)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("building binaries: %w", err)
@@ -72,7 +72,7 @@ func run(argo string, without bool, wait time.Duration) error {
 		return err
 	}
 	start := time.Now()
-	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: argo, Nodes: 1})
+	c, err := localcluster.Start(ctx, localcluster.Options{ArgoVersion: argo, Nodes: 1})
 	if err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func run(argo string, without bool, wait time.Duration) error {
 		return err
 	}
 	step("submitting a one-step workflow with an exit handler; its pod will be evicted 11 s after it starts")
-	r := e.PodDeletion(ctx, "b", mode, scenario.Spec{Namespace: "default", Node: cluster.NodeName(0), OnExit: true}, scenario.Evict, fn)
+	r := e.PodDeletion(ctx, "b", mode, scenario.Spec{Namespace: "default", Node: localcluster.NodeName(0), OnExit: true}, scenario.Evict, fn)
 	if r.Err != nil {
 		return r.Err
 	}

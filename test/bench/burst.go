@@ -22,7 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 
-	"function/test/e2e/cluster"
+	"function/localcluster"
 	"function/workflowmeta"
 )
 
@@ -286,8 +286,8 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	tr := &tracker{repaired: map[string]time.Duration{}, leftRunning: map[string]time.Duration{}, phase: map[string]string{}}
 	stopFollow := make(chan struct{})
 	defer close(stopFollow)
-	<-e.follow(ns, cluster.WorkflowGVR, tr.onWorkflow, stopFollow)
-	<-e.follow(ns, cluster.WorkflowTaskResultGVR, tr.onTaskResult, stopFollow)
+	<-e.follow(ns, localcluster.WorkflowGVR, tr.onWorkflow, stopFollow)
+	<-e.follow(ns, localcluster.WorkflowTaskResultGVR, tr.onTaskResult, stopFollow)
 
 	waitGrace(ctx, vs)
 	// The adapter delivers one event at a time: let the set-up's add/update events drain first.

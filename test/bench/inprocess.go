@@ -17,11 +17,12 @@ import (
 	"function/clients"
 	"function/config"
 	"function/handlers"
+	"function/wiring"
 	"function/workflowmeta"
 )
 
 // inProcess is the function's handler built in the bench process exactly as function.Start
-// builds it (config.Load, clients.RESTConfig, clients.New, handlers.New), its clients wrapped in
+// builds it (config.Load, clients.RESTConfig, clients.New, wiring.FromClients), its clients wrapped in
 // the counting transport.
 type inProcess struct {
 	h       *handlers.Handler
@@ -54,7 +55,7 @@ func newInProcess(kubeconfig, logPath string, tune func(*config.Config)) (*inPro
 	if err != nil {
 		return nil, err
 	}
-	ip.h = handlers.New(cfg, cs, log)
+	ip.h = wiring.FromClients(cfg, cs, nil, log).Handler
 	return ip, nil
 }
 

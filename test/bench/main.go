@@ -10,7 +10,7 @@
 // Parts:
 //   - micro:      Go benchmarks (go test -bench, parsed): the irrelevant event, a 5,000-node
 //     compressed workflow (fake clientsets, production wiring).
-//   - repairs:    on the local real control plane (test/e2e/cluster: etcd, kube-apiserver,
+//   - repairs:    on the local real control plane (localcluster: etcd, kube-apiserver,
 //     kube-controller-manager, kwok, the real Argo controller, the real ApiServerSource adapter),
 //     the handler built in-process as function.Start builds it, its clients counting every API
 //     call: pods of real workflows deleted one by one, each delete event delivered by the
@@ -41,7 +41,7 @@ import (
 	"time"
 
 	"function/config"
-	"function/test/e2e/cluster"
+	"function/localcluster"
 	"function/workflowmeta"
 )
 
@@ -104,7 +104,7 @@ func main() {
 	var o options
 	parts := flag.String("parts", "micro,repairs,compressed,cold,burst,node", "comma-separated parts to run")
 	flag.StringVar(&o.Out, "out", "docs/BENCHMARKS.md", `report file ("-": stdout), relative to the module root`)
-	flag.StringVar(&o.Argo, "argo", "v3.5.10", "Argo workflow-controller version (built by test/e2e/build-bins.sh)")
+	flag.StringVar(&o.Argo, "argo", "v3.5.10", "Argo workflow-controller version (built by localcluster/build-bins.sh)")
 	argoEnv := flag.String("argo-env", "", "extra controller environment, K=V,K=V (e.g. ARGO_QPS=50,ARGO_BURST=100)")
 	flag.IntVar(&o.Nodes, "nodes", 10, "kwok Nodes (110 pods each)")
 	flag.IntVar(&o.Repairs, "repairs", 200, "sequential repairs for the API-call count and the latency")
@@ -252,14 +252,14 @@ func run(ctx context.Context, o options) *result {
 		step("go build ./cmd/argo-disruption-handler")
 	}
 
-	if err := exec.CommandContext(ctx, "test/e2e/build-bins.sh", "etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-"+o.Argo).Run(); err != nil {
+	if err := exec.CommandContext(ctx, "localcluster/build-bins.sh", "etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-"+o.Argo).Run(); err != nil {
 		fail("build-bins", err)
 		return r
 	}
-	step("test/e2e/build-bins.sh (cached binaries)")
+	step("localcluster/build-bins.sh (cached binaries)")
 	r.ArgoEnv = o.ArgoEnv
 	begin := time.Now()
-	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: o.Argo, Nodes: o.Nodes, ArgoEnv: o.ArgoEnv, KeepDir: true, Logf: logf})
+	c, err := localcluster.Start(ctx, localcluster.Options{ArgoVersion: o.Argo, Nodes: o.Nodes, ArgoEnv: o.ArgoEnv, KeepDir: true, Logf: logf})
 	if err != nil {
 		fail("cluster", err)
 		return r
@@ -306,7 +306,7 @@ func run(ctx context.Context, o options) *result {
 	}
 	if o.Parts["compressed"] && ctx.Err() == nil {
 		ip, err := newInProcess(c.Kubeconfig(), filepath.Join(c.LogDir(), "function-compressed.log"), func(cfg *config.Config) {
-			cfg.InstanceID, cfg.Namespaces = foreignInstance, []string{nsBig}
+			cfg.ControllerInstanceID, cfg.Namespaces = foreignInstance, []string{nsBig}
 		})
 		if err == nil {
 			r.Compressed, err = runCompressed(ctx, e, ip, nsBig, o.BigNodes, o.CompressedRuns)

@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"function/config"
-	"function/test/e2e/cluster"
+	"function/localcluster"
 )
 
 const nsNode = "bench-node"
@@ -64,7 +64,7 @@ func runNode(ctx context.Context, e *env, n int) (*nodeResult, error) {
 		return nil, err
 	}
 	defer stop()
-	if err := e.c.StartAdapterFor(url, []string{nsNode}, []cluster.AdapterResource{{Version: "v1", Resource: "nodes"}}); err != nil {
+	if err := e.c.StartAdapterFor(url, []string{nsNode}, []localcluster.AdapterResource{{Version: "v1", Resource: "nodes"}}); err != nil {
 		return nil, err
 	}
 	defer e.c.StopAdapter()
@@ -76,8 +76,8 @@ func runNode(ctx context.Context, e *env, n int) (*nodeResult, error) {
 	tr := &tracker{repaired: map[string]time.Duration{}, leftRunning: map[string]time.Duration{}, phase: map[string]string{}}
 	stopFollow := make(chan struct{})
 	defer close(stopFollow)
-	<-e.follow(nsNode, cluster.WorkflowGVR, tr.onWorkflow, stopFollow)
-	<-e.follow(nsNode, cluster.WorkflowTaskResultGVR, tr.onTaskResult, stopFollow)
+	<-e.follow(nsNode, localcluster.WorkflowGVR, tr.onWorkflow, stopFollow)
+	<-e.follow(nsNode, localcluster.WorkflowTaskResultGVR, tr.onTaskResult, stopFollow)
 	waitGrace(ctx, vs)
 	waitQuiet(ctx, s.lastRequest, 2*time.Second, 60*time.Second)
 

@@ -315,7 +315,7 @@ func writeMicro(w writer, r *result) {
 	}
 	w("```sh\n%s\n```\n\n", strings.Join(r.Micro.Commands, "\n"))
 	w("(%s, builds included). The benchmarks in `test/bench/micro` wire the handler exactly as the\n", secs(r.Micro.Took))
-	w("function does (`handlers.New` with the default configuration) over fake clientsets whose every call is\n")
+	w("function does (`wiring.FromClients` with the default configuration) over fake clientsets whose every call is\n")
 	w("counted (`api-calls/op`); `handlers` is the package's own benchmark of the same event, as a cross-check.\n")
 	w("Median of the %d runs (`-count`), min–max beside it:\n\n", r.Opts.Count)
 	w("| package | benchmark | ns/op (min–max) | B/op | allocs/op | API calls/op |\n|---|---|---|---|---|---|\n")
@@ -343,7 +343,7 @@ func writeCalls(w writer, r *result) {
 		return
 	}
 	w("The handler is built in the bench process as `function.Start` builds it (`config.Load`, `clients.RESTConfig`,\n")
-	w("`clients.New`, `handlers.New`), its `rest.Config` wrapped (`Wrap`) in a counting `http.RoundTripper` that\n")
+	w("`clients.New`, `wiring.FromClients`), its `rest.Config` wrapped (`Wrap`) in a counting `http.RoundTripper` that\n")
 	w("attributes each request to the event being handled (by its context). Argo %s runs; each workflow has one\n", r.Opts.Argo)
 	w("running pod (kwok) and the incomplete task result its `wait` container would have created; the pod is force-deleted\n")
 	w("and the real ApiServerSource adapter (Resource mode, label selector `workflows.argoproj.io/workflow`) delivers the\n")
@@ -613,7 +613,7 @@ func writeCommand(w writer, r *result) {
 	o := r.Opts
 	w("## The command\n\n")
 	w("```sh\n")
-	w("test/e2e/build-bins.sh etcd kube-apiserver kube-controller-manager kwok adapter argo-%s   # ~1 s when cached\n", o.Argo)
+	w("localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kwok adapter argo-%s   # ~1 s when cached\n", o.Argo)
 	w("go run -tags e2e ./test/bench")
 	var parts []string
 	for p := range o.Parts {

@@ -19,14 +19,14 @@ import (
 
 	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
 
-	"function/test/e2e/cluster"
+	"function/localcluster"
 	"function/workflowmeta"
 )
 
 // env is the bench's view of the running stack, with admin clients that are not rate limited
 // (the bench must be able to delete 500 pods within a second).
 type env struct {
-	c     *cluster.Cluster
+	c     *localcluster.Cluster
 	kube  kubernetes.Interface
 	argo  argoclient.Interface
 	dyn   dynamic.Interface
@@ -34,7 +34,7 @@ type env struct {
 	logf  func(string, ...any)
 }
 
-func newEnv(c *cluster.Cluster, nodes int, logf func(string, ...any)) (*env, error) {
+func newEnv(c *localcluster.Cluster, nodes int, logf func(string, ...any)) (*env, error) {
 	rc := c.RESTConfig()
 	rc.QPS, rc.Burst = 2000, 4000
 	kube, err := kubernetes.NewForConfig(rc)
@@ -130,10 +130,10 @@ func (e *env) prepareOn(ctx context.Context, ns, prefix string, n int, node stri
 	err := parallel(n, 16, func(i int) error {
 		on := node
 		if on == "" {
-			on = cluster.NodeName(i % e.nodes)
+			on = localcluster.NodeName(i % e.nodes)
 		}
 		obj := workflowObject(ns, fmt.Sprintf("%s-%04d", prefix, i), on)
-		_, err := e.dyn.Resource(cluster.WorkflowGVR).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{})
+		_, err := e.dyn.Resource(localcluster.WorkflowGVR).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{})
 		return err
 	})
 	if err != nil {

@@ -15,8 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
+	"function/localcluster"
+	"function/localcluster/scenario"
 )
 
 // TestDoNoHarm sends the function, on the real control plane (Argo ADH_E2E_SIGNALS_ARGO, default
@@ -34,13 +34,13 @@ import (
 func TestDoNoHarm(t *testing.T) {
 	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.3")
 	ctx := context.Background()
-	bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: version, Nodes: 1,
+	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: 1,
 		ArgoEnv: map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}}, 150*time.Second)
 	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
 		t.Fatal(err)
 	}
 	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
-	node := cluster.NodeName(0)
+	node := localcluster.NodeName(0)
 	if _, err := e.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)

@@ -27,11 +27,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"function/deploy"
-	"function/test/e2e/cluster"
+	"function/localcluster"
 )
 
 // knativeVersion is the Knative release whose CRDs the manifests are checked against (the same
-// eventing module as the ApiServerSource adapter of test/e2e/tools/adapter).
+// eventing module as the ApiServerSource adapter of localcluster/tools/adapter).
 const knativeVersion = "v0.50.0"
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
@@ -111,7 +111,7 @@ func crdEstablished(ctx context.Context, dyn dynamic.Interface, name string, tim
 
 // mapperFor returns a REST mapper that knows every kind of objs (discovery sees a new CRD shortly
 // after it is Established).
-func mapperFor(ctx context.Context, t *testing.T, c *cluster.Cluster, objs []*unstructured.Unstructured) meta.RESTMapper {
+func mapperFor(ctx context.Context, t *testing.T, c *localcluster.Cluster, objs []*unstructured.Unstructured) meta.RESTMapper {
 	t.Helper()
 	m := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Kube().Discovery()))
 	for _, o := range objs {
@@ -167,7 +167,7 @@ func TestManifestsDryRun(t *testing.T) {
 	ctx := context.Background()
 	files := knativeCRDFiles(t)
 	start := time.Now()
-	c, err := cluster.Start(ctx, cluster.Options{NoArgo: true, NoControllerManager: true, Logf: t.Logf})
+	c, err := localcluster.Start(ctx, localcluster.Options{NoArgo: true, NoControllerManager: true, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestManifestsDryRun(t *testing.T) {
 			t.Logf("deploy/%s: all %d objects accepted by a server-side dry run: %v", path, len(objs), kinds)
 
 			if kubectl == "" {
-				t.Logf("kubectl not built (test/e2e/build-bins.sh kubectl): kubectl kustomize / apply -k not checked")
+				t.Logf("kubectl not built (localcluster/build-bins.sh kubectl): kubectl kustomize / apply -k not checked")
 				return
 			}
 			dir := filepath.Join(deploy.Dir(), path)

@@ -25,8 +25,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
+	"function/localcluster"
+	"function/localcluster/scenario"
 	"function/workflowmeta"
 )
 
@@ -89,7 +89,7 @@ func want(s string) bool { return strings.Contains(env("ADH_E2E_SCENARIOS", "abc
 
 func runVersion(t *testing.T, ctx context.Context, version, bin string, bound time.Duration) []scenario.Result {
 	t.Logf("=== Argo %s", version)
-	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: version, Nodes: 6, Logf: t.Logf, KeepDir: true, ArgoConfig: argoConfig()})
+	c, err := localcluster.Start(ctx, localcluster.Options{ArgoVersion: version, Nodes: 6, Logf: t.Logf, KeepDir: true, ArgoConfig: argoConfig()})
 	if err != nil {
 		t.Fatalf("starting the control plane with Argo %s: %v", version, err)
 	}
@@ -132,7 +132,7 @@ func runVersion(t *testing.T, ctx context.Context, version, bin string, bound ti
 	add := func(r ...scenario.Result) { mu.Lock(); results = append(results, r...); mu.Unlock() }
 	var wg sync.WaitGroup
 	run := func(f func() scenario.Result) { wg.Add(1); go func() { defer wg.Done(); add(f()) }() }
-	node := func(i int) string { return cluster.NodeName(i) }
+	node := func(i int) string { return localcluster.NodeName(i) }
 	for i, m := range []scenario.Mode{scenario.With, scenario.Without} {
 		ns := map[scenario.Mode]string{scenario.With: nsWith, scenario.Without: nsWithout}[m]
 		if want("a") {

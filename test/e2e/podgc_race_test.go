@@ -22,8 +22,8 @@ import (
 
 	"k8s.io/client-go/rest"
 
-	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
+	"function/localcluster"
+	"function/localcluster/scenario"
 	"function/workflowmeta"
 )
 
@@ -55,7 +55,7 @@ func TestPodGCRace(t *testing.T) {
 	for _, version := range versions {
 		t.Run(version, func(t *testing.T) {
 			ctx := context.Background()
-			bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: version, Nodes: runs, NoArgo: true}, 90*time.Second)
+			bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: runs, NoArgo: true}, 90*time.Second)
 			if other != "" {
 				bin = other
 			}
@@ -73,7 +73,7 @@ func TestPodGCRace(t *testing.T) {
 			}
 			var dead []scenario.DeadNodeRun
 			for i := range runs {
-				dead = append(dead, scenario.DeadNodeRun{Mode: scenario.With, Spec: scenario.Spec{Namespace: nsWith, Node: cluster.NodeName(i)}})
+				dead = append(dead, scenario.DeadNodeRun{Mode: scenario.With, Spec: scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(i)}})
 			}
 			succeeded := 0
 			for _, r := range e.DeadNode(ctx, dead) {

@@ -27,12 +27,13 @@ import (
 	"function/config"
 	"function/deploy"
 	"function/eventing"
-	"function/handlers"
-	"function/handlers/lookup"
-	"function/handlers/record"
-	"function/handlers/repair"
-	"function/handlers/scope"
-	"function/test/e2e/cluster"
+	"function/localcluster"
+	"function/lookup"
+	"function/record"
+	"function/repair"
+	"function/scope"
+	"function/sweep"
+	"function/wiring"
 	"function/workflowmeta"
 )
 
@@ -47,7 +48,7 @@ const (
 // rbacEnv is the test's two identities: the admin that sets the scene and checks the outcome,
 // and the function's ServiceAccount (impersonated) that runs the project's code.
 type rbacEnv struct {
-	c     *cluster.Cluster
+	c     *localcluster.Cluster
 	admin *clients.Set
 	fn    *clients.Set
 	r     *repair.Repairer
@@ -63,7 +64,7 @@ type rbacEnv struct {
 // results and pods are created as admin in the states the steps act on.
 func TestRBACRepairSteps(t *testing.T) {
 	ctx := context.Background()
-	c, err := cluster.Start(ctx, cluster.Options{NoArgo: true, NoControllerManager: true, Logf: t.Logf})
+	c, err := localcluster.Start(ctx, localcluster.Options{NoArgo: true, NoControllerManager: true, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestRBACRepairSteps(t *testing.T) {
 	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} {
 		name := fnServiceAccount
 		if kind == "Role" || kind == "RoleBinding" {
-			name = handlers.SweepLeaseName
+			name = sweep.LeaseName
 		}
 		o := deploy.Find(objs, kind, name)
 		if o == nil {
@@ -125,8 +126,7 @@ func TestRBACRepairSteps(t *testing.T) {
 		t.Fatalf("the ClusterRoleBinding never took effect for %s", cfg.Impersonate.UserName)
 	}
 	e := &rbacEnv{c: c, admin: admin, fn: fn, now: time.Now()}
-	e.r = repair.New(fn.Kube, fn.Argo, repair.Policy{Scope: scope.Scope{Excluded: []string{"kube-system"}}, NodeErrorGrace: time.Second})
-	e.r.Host = "rbac-e2e"
+	e.r = repair.New(fn.Kube, fn.Argo, repair.Options{Policy: repair.Policy{Scope: scope.Scope{Excluded: []string{"kube-system"}}, NodeErrorGrace: time.Second}, Host: "rbac-e2e"})
 	t.Logf("identity applied and in force after %.1f s", time.Since(start).Seconds())
 
 	allowed := []struct {
@@ -154,7 +154,7 @@ func TestRBACRepairSteps(t *testing.T) {
 			"list workflows, workflowtaskresults", e.sweepLists},
 		{"force-delete the orphaned pod of a terminated machine, then step 1",
 			"get nodes; delete pods; patch workflowtaskresults", e.forceDelete},
-		{"the whole handler (handlers.New): a Node delete event",
+		{"the whole function (wiring.FromClients): a Node delete event",
 			"list pods; get workflows, pods, nodes, workflowtaskresults; patch pods; create events; patch workflows", e.nodeDeleteEvent},
 		{"the whole handler: a PingSource tick runs the sweep under its Lease",
 			"create, get, update leases (function namespace); list workflows, pods", e.sweepPing},
@@ -170,7 +170,7 @@ func TestRBACRepairSteps(t *testing.T) {
 	// Writes (and a read) outside the role: refused by the API server.
 	wf := e.workflow(t, "wf-forbidden", nil, nil)
 	trName := e.taskResult(t, wf, workflowmeta.NodeID(wf.Name, wf.Name+".x"), "false")
-	pod := e.pod(t, wf, "forbidden-pod", cluster.NodeName(0), nil)
+	pod := e.pod(t, wf, "forbidden-pod", localcluster.NodeName(0), nil)
 	forbidden := []struct {
 		name string
 		call func() error
@@ -202,11 +202,11 @@ func TestRBACRepairSteps(t *testing.T) {
 			return err
 		}},
 		{"patch a Node", func() error {
-			_, err := fn.Kube.CoreV1().Nodes().Patch(ctx, cluster.NodeName(0), types.MergePatchType, []byte(`{"metadata":{"labels":{"adh":"x"}}}`), metav1.PatchOptions{})
+			_, err := fn.Kube.CoreV1().Nodes().Patch(ctx, localcluster.NodeName(0), types.MergePatchType, []byte(`{"metadata":{"labels":{"adh":"x"}}}`), metav1.PatchOptions{})
 			return err
 		}},
 		{"delete a Node", func() error {
-			return fn.Kube.CoreV1().Nodes().Delete(ctx, cluster.NodeName(0), metav1.DeleteOptions{})
+			return fn.Kube.CoreV1().Nodes().Delete(ctx, localcluster.NodeName(0), metav1.DeleteOptions{})
 		}},
 		{"create a Pod", func() error {
 			_, err := fn.Kube.CoreV1().Pods(rbacNS).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "by-fn"},
@@ -455,7 +455,7 @@ func (e *rbacEnv) warning(t *testing.T) {
 	ctx := context.Background()
 	n := e.podNode("wf-warn", "a")
 	wf := e.workflow(t, "wf-warn", []wfv1.NodeStatus{n}, nil)
-	p := e.pod(t, wf, podName(wf, n), cluster.NodeName(0), &n)
+	p := e.pod(t, wf, podName(wf, n), localcluster.NodeName(0), &n)
 	p, err := e.fn.Kube.CoreV1().Pods(rbacNS).Get(ctx, p.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -576,7 +576,7 @@ func (e *rbacEnv) forceDelete(t *testing.T) {
 }
 
 // nodeDeleteEvent sends a Resource-mode Node delete CloudEvent through the whole handler built by
-// handlers.New with the function's clients: it lists the Node's workflow pods and releases the
+// wiring.FromClients with the function's clients: it lists the Node's workflow pods and releases the
 // status finalizer of the one left there.
 func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
 	ctx := context.Background()
@@ -610,7 +610,7 @@ func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
 	}
 	cfg := &config.Config{ExcludedNamespaces: []string{"kube-system"}, NodeErrorGrace: time.Minute, ConflictRetries: 5,
 		EventTimeout: 10 * time.Second, MaxBodyBytes: 4 << 20, KubeQPS: 50, KubeBurst: 100, LogLevel: "debug"}
-	h := handlers.New(cfg, e.fn, zaptest.NewLogger(t).Sugar())
+	h := wiring.FromClients(cfg, e.fn, nil, zaptest.NewLogger(t).Sugar()).Handler
 	if _, err := h.Handle(ctx, ev); err != nil {
 		t.Fatalf("Handle as %s: %v", fnServiceAccount, err)
 	}
@@ -627,7 +627,7 @@ func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
 
 // installNodeClaimCRD installs a minimal karpenter.sh/v1 NodeClaim CRD (no status subresource:
 // the test writes status with the object).
-func installNodeClaimCRD(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+func installNodeClaimCRD(ctx context.Context, t *testing.T, c *localcluster.Cluster) {
 	t.Helper()
 	crd := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -663,13 +663,13 @@ func (e *rbacEnv) sweepPing(t *testing.T) {
 	cfg := &config.Config{ExcludedNamespaces: []string{"kube-system"}, NodeErrorGrace: time.Minute, ConflictRetries: 5,
 		EventTimeout: 10 * time.Second, MaxBodyBytes: 4 << 20, KubeQPS: 50, KubeBurst: 100, LogLevel: "debug",
 		SweepBudget: 10 * time.Second, SweepGrace: time.Minute, SweepPageSize: 10, StateNamespace: fnNamespace}
-	h := handlers.New(cfg, e.fn, zaptest.NewLogger(t).Sugar())
+	h := wiring.FromClients(cfg, e.fn, nil, zaptest.NewLogger(t).Sugar()).Handler
 	for i := range 2 { // the first tick creates the Lease, the second updates it
 		if _, err := h.Handle(ctx, ev); err != nil {
 			t.Fatalf("ping %d as %s: %v", i+1, fnServiceAccount, err)
 		}
 	}
-	l, err := e.admin.Kube.CoordinationV1().Leases(fnNamespace).Get(ctx, handlers.SweepLeaseName, metav1.GetOptions{})
+	l, err := e.admin.Kube.CoordinationV1().Leases(fnNamespace).Get(ctx, sweep.LeaseName, metav1.GetOptions{})
 	if err != nil || l.Spec.HolderIdentity != nil {
 		t.Fatalf("sweep Lease %+v (err %v), want created and released", l, err)
 	}

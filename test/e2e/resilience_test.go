@@ -7,7 +7,7 @@
 //
 //	go test -tags e2e -run TestResilience -v ./test/e2e/
 //
-// The function runs in-process: handlers.New(cfg, clients, log) behind func-go's own HTTP stack
+// The function runs in-process: wiring.FromClients(cfg, clients, nil, log) behind func-go's own HTTP stack
 // (ce.New, the CloudEvents SDK receiver), its client wrapped by a RoundTripper that logs (and,
 // for the races, interferes with) every API call. The events are the real ones: the Knative
 // ApiServerSource adapter watches the test namespaces and posts to a recorder, and each subtest
@@ -49,9 +49,10 @@ import (
 	"function/clients"
 	"function/config"
 	"function/handlers"
-	"function/handlers/record"
-	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
+	"function/localcluster"
+	"function/localcluster/scenario"
+	"function/record"
+	"function/wiring"
 	"function/workflowmeta"
 )
 
@@ -133,7 +134,7 @@ func startStack(t *testing.T, namespaces ...string) *stack {
 	t.Helper()
 	version := env("ADH_E2E_RESILIENCE_ARGO", "v3.5.10")
 	ctx := context.Background()
-	c, err := cluster.Start(ctx, cluster.Options{ArgoVersion: version, Nodes: 3, Logf: t.Logf, KeepDir: true})
+	c, err := localcluster.Start(ctx, localcluster.Options{ArgoVersion: version, Nodes: 3, Logf: t.Logf, KeepDir: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func startStack(t *testing.T, namespaces ...string) *stack {
 
 // stack is the running control plane, the scenario helpers and the event recorder.
 type stack struct {
-	c   *cluster.Cluster
+	c   *localcluster.Cluster
 	e   *scenario.Env
 	rec *recorder
 	t   *testing.T
@@ -202,7 +203,7 @@ func (s *stack) victims(t *testing.T, nss []string, n int, how scenario.Deletion
 		go func(i int) {
 			defer wg.Done()
 			ns := nss[i%len(nss)]
-			wf, err := s.e.Submit(ctx, ns+"-", scenario.Spec{Namespace: ns, Node: cluster.NodeName(i % 3), OnExit: onExit})
+			wf, err := s.e.Submit(ctx, ns+"-", scenario.Spec{Namespace: ns, Node: localcluster.NodeName(i % 3), OnExit: onExit})
 			if err != nil {
 				errs[i] = err
 				return
@@ -454,7 +455,7 @@ func (s *stack) conflictRace(t *testing.T) {
 			if r.Method == http.MethodPatch && strings.HasSuffix(r.URL.Path, "/workflowtaskresults/"+v.nodeID) {
 				once.Do(func() {
 					patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"concurrent"}}}`, controllerMark)
-					_, interfered = s.c.Dynamic().Resource(cluster.WorkflowTaskResultGVR).Namespace(v.wf.Namespace).
+					_, interfered = s.c.Dynamic().Resource(localcluster.WorkflowTaskResultGVR).Namespace(v.wf.Namespace).
 						Patch(ctx, v.nodeID, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{})
 				})
 			}
@@ -487,7 +488,7 @@ func (s *stack) conflictRace(t *testing.T) {
 	t.Run("the controller's stale update after our patch gets 409 and re-applies", func(t *testing.T) {
 		v := vs[2]
 		// The controller's informer copy, read before our repair.
-		stale, err := s.c.Dynamic().Resource(cluster.WorkflowGVR).Namespace(v.wf.Namespace).Get(ctx, v.wf.Name, metav1.GetOptions{})
+		stale, err := s.c.Dynamic().Resource(localcluster.WorkflowGVR).Namespace(v.wf.Namespace).Get(ctx, v.wf.Name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -498,7 +499,7 @@ func (s *stack) conflictRace(t *testing.T) {
 		// Its update with that copy's resourceVersion must be refused, not overwrite our record.
 		mine := stale.DeepCopy()
 		setAnnotation(mine, controllerMark, "after-our-patch")
-		_, err = s.c.Dynamic().Resource(cluster.WorkflowGVR).Namespace(v.wf.Namespace).Update(ctx, mine, metav1.UpdateOptions{})
+		_, err = s.c.Dynamic().Resource(localcluster.WorkflowGVR).Namespace(v.wf.Namespace).Update(ctx, mine, metav1.UpdateOptions{})
 		if !apierrors.IsConflict(err) {
 			t.Fatalf("controller update with the stale resourceVersion %s: %v, want 409 Conflict", stale.GetResourceVersion(), err)
 		}
@@ -514,7 +515,7 @@ func (s *stack) conflictRace(t *testing.T) {
 // the workflow as its informer has it, change it, Update the whole object with that
 // resourceVersion (retried on 409 after a re-read, as Argo does).
 func (s *stack) controllerUpdate(ctx context.Context, wf *wfv1.Workflow, mark string) error {
-	res := s.c.Dynamic().Resource(cluster.WorkflowGVR).Namespace(wf.Namespace)
+	res := s.c.Dynamic().Resource(localcluster.WorkflowGVR).Namespace(wf.Namespace)
 	var err error
 	for range 5 {
 		var cur *unstructured.Unstructured
@@ -757,7 +758,7 @@ func (s *stack) foreignWorkflow(t *testing.T, ns, instance string) (*wfv1.Workfl
 				"templateName": "main", "phase": "Running", "startedAt": time.Now().UTC().Format(time.RFC3339)}},
 			"taskResultsCompletionStatus": map[string]any{nodeID: false}},
 	}}
-	if _, err := s.c.Dynamic().Resource(cluster.WorkflowGVR).Namespace(ns).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+	if _, err := s.c.Dynamic().Resource(localcluster.WorkflowGVR).Namespace(ns).Create(ctx, u, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	wf, err := s.e.Argo.ArgoprojV1alpha1().Workflows(ns).Get(ctx, name, metav1.GetOptions{})
@@ -769,7 +770,7 @@ func (s *stack) foreignWorkflow(t *testing.T, ns, instance string) (*wfv1.Workfl
 	}
 	// The executor of an instance-ID controller labels its task result with that ID.
 	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, workflowmeta.LabelInstanceID, instance)
-	if _, err := s.c.Dynamic().Resource(cluster.WorkflowTaskResultGVR).Namespace(ns).Patch(ctx, nodeID, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+	if _, err := s.c.Dynamic().Resource(localcluster.WorkflowTaskResultGVR).Namespace(ns).Patch(ctx, nodeID, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return wf, nodeID
@@ -787,7 +788,7 @@ func (s *stack) syntheticDelete(t *testing.T, wf *wfv1.Workflow, nodeID, source 
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf.Name, UID: wf.UID, Controller: ptrTrue()}},
 			Labels:          map[string]string{workflowmeta.LabelWorkflow: wf.Name},
 			Annotations:     map[string]string{workflowmeta.AnnotationNodeID: nodeID, workflowmeta.AnnotationNodeName: wf.Name}},
-		Spec:   corev1.PodSpec{NodeName: cluster.NodeName(0), Containers: []corev1.Container{{Name: "main"}, {Name: "wait"}}},
+		Spec:   corev1.PodSpec{NodeName: localcluster.NodeName(0), Containers: []corev1.Container{{Name: "main"}, {Name: "wait"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	}
 	for k, v := range labels {
@@ -839,7 +840,7 @@ type inprocFn struct {
 	tap *apiLog
 }
 
-// inproc builds the function as Start does — config.Load, clients.New, handlers.New — over base
+// inproc builds the function as Start does — config.Load, clients.New, wiring.FromClients — over base
 // (the API server, or the fault proxy), and serves it through func-go's HTTP stack. before, when
 // set, runs in the client's RoundTripper before each API call is sent.
 func (s *stack) inproc(t *testing.T, name string, base *rest.Config, mod func(*config.Config), before func(*http.Request)) *inprocFn {
@@ -870,7 +871,7 @@ func (s *stack) inproc(t *testing.T, name string, base *rest.Config, mod func(*c
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(ce.New(fnOf{handlers.New(cfg, cs, zl.Sugar())}).Handler)
+	srv := httptest.NewServer(ce.New(fnOf{wiring.FromClients(cfg, cs, nil, zl.Sugar()).Handler}).Handler)
 	t.Cleanup(func() { srv.Close(); _ = zl.Sync() })
 	return &inprocFn{url: srv.URL, tap: log}
 }

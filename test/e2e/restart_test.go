@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
-	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
+	"function/localcluster"
+	"function/localcluster/scenario"
 	"function/workflowmeta"
 )
 
@@ -34,7 +34,7 @@ import (
 func TestFailedPodRestart(t *testing.T) {
 	version := env("ADH_E2E_RESTART_ARGO", "v4.0.5")
 	ctx := context.Background()
-	bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: version, Nodes: 1,
+	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: 1,
 		ArgoConfig: map[string]string{"failedPodRestart": "enabled: true\nmaxRestarts: 3\n"}}, 150*time.Second)
 	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func TestFailedPodRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.StopAdapter)
-	wf, pod, nodeID, err := e.RunningStep(ctx, "restart-", scenario.Spec{Namespace: nsWith, Node: cluster.NodeName(0)})
+	wf, pod, nodeID, err := e.RunningStep(ctx, "restart-", scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestFailedPodRestart(t *testing.T) {
 	}); err != nil || final != "Succeeded" {
 		t.Errorf("workflow %s after the restarted pod succeeded: %q (%v), want Succeeded", wf.Name, final, err)
 	}
-	u, err := c.Dynamic().Resource(cluster.WorkflowGVR).Namespace(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
+	u, err := c.Dynamic().Resource(localcluster.WorkflowGVR).Namespace(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
 	if err == nil {
 		restarts, _, _ := unstructured.NestedInt64(u.Object, "status", "nodes", nodeID, "failedPodRestarts")
 		t.Logf("workflow %s ended %s, node failedPodRestarts %d", wf.Name, final, restarts)

@@ -27,7 +27,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"function/test/e2e/cluster"
+	"function/localcluster"
 )
 
 // TestSenderAuthentication runs the built function with ADH_OIDC_REQUIRED=true against the real
@@ -45,7 +45,7 @@ func TestSenderAuthentication(t *testing.T) {
 		audience = "serving.knative.dev/service/argo-disruption-handler/argo-disruption-handler"
 	)
 	ctx := context.Background()
-	bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: env("ADH_E2E_SWEEP_ARGO", "v3.5.10"), Nodes: 1}, 60*time.Second)
+	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: env("ADH_E2E_SWEEP_ARGO", "v3.5.10"), Nodes: 1}, 60*time.Second)
 	if err := e.EnsureNamespace(ctx, ns); err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"function/handlers/record"
-	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
+	"function/localcluster"
+	"function/localcluster/scenario"
+	"function/record"
 	"function/workflowmeta"
 )
 
@@ -36,13 +36,13 @@ import (
 func TestDisruptionSignals(t *testing.T) {
 	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.3")
 	ctx := context.Background()
-	bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: version, Nodes: 2,
+	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: 2,
 		ArgoEnv: map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}}, 150*time.Second)
 	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
 		t.Fatal(err)
 	}
 	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
-	withPods := []cluster.AdapterResource{{Version: "v1", Resource: "nodes"}, {Version: "v1", Resource: "events"},
+	withPods := []localcluster.AdapterResource{{Version: "v1", Resource: "nodes"}, {Version: "v1", Resource: "events"},
 		{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}}
 	var report []string
 
@@ -50,7 +50,7 @@ func TestDisruptionSignals(t *testing.T) {
 	if err := c.StartAdapterFor(fn.URL, []string{nsWith, "default"}, withPods); err != nil {
 		t.Fatal(err)
 	}
-	node1 := cluster.NodeName(1)
+	node1 := localcluster.NodeName(1)
 	wf, pod, _, err := e.RunningStep(ctx, "sig-spot-", scenario.Spec{Namespace: nsWith, Node: node1})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestDisruptionSignals(t *testing.T) {
 	if err := c.StartAdapterFor(fn.URL, []string{nsWith, "default"}, withPods[:2]); err != nil {
 		t.Fatal(err)
 	}
-	node0 := cluster.NodeName(0)
+	node0 := localcluster.NodeName(0)
 	if _, err := e.Kube.CoreV1().Nodes().Patch(ctx, node0, types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)

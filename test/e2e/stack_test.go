@@ -13,16 +13,16 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
-	"function/handlers/record"
-	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
+	"function/localcluster"
+	"function/localcluster/scenario"
+	"function/record"
 	"function/workflowmeta"
 )
 
 // functionStack builds the function binary and starts the local control plane with opts,
 // stopped (logs kept on failure) when the test ends or the process is interrupted; bound is how
 // long scenarios wait for a workflow.
-func functionStack(ctx context.Context, t *testing.T, opts cluster.Options, bound time.Duration) (bin string, c *cluster.Cluster, e *scenario.Env) {
+func functionStack(ctx context.Context, t *testing.T, opts localcluster.Options, bound time.Duration) (bin string, c *localcluster.Cluster, e *scenario.Env) {
 	t.Helper()
 	root, _ := filepath.Abs("../..")
 	bin, err := scenario.BuildFunction(ctx, root, t.TempDir())
@@ -30,7 +30,7 @@ func functionStack(ctx context.Context, t *testing.T, opts cluster.Options, boun
 		t.Fatal(err)
 	}
 	opts.Logf = t.Logf
-	c, err = cluster.Start(ctx, opts)
+	c, err = localcluster.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func functionStack(ctx context.Context, t *testing.T, opts cluster.Options, boun
 
 // runFunction starts the built function against c with the given settings (its log in the
 // stack's log directory), and stops it when the test ends.
-func runFunction(ctx context.Context, t *testing.T, bin string, c *cluster.Cluster, settings map[string]string) *scenario.Function {
+func runFunction(ctx context.Context, t *testing.T, bin string, c *localcluster.Cluster, settings map[string]string) *scenario.Function {
 	t.Helper()
 	fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), "function.log"), settings)
 	if err != nil {

@@ -18,10 +18,10 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"function/audit"
-	"function/handlers/record"
-	"function/test/e2e/cluster"
-	"function/test/e2e/scenario"
+	"function/cmd/argo-disruption-handler/sweepcmd"
+	"function/localcluster"
+	"function/localcluster/scenario"
+	"function/record"
 	"function/workflowmeta"
 )
 
@@ -37,7 +37,7 @@ import (
 func TestSweep(t *testing.T) {
 	version := env("ADH_E2E_SWEEP_ARGO", "v3.5.10")
 	ctx := context.Background()
-	bin, c, e := functionStack(ctx, t, cluster.Options{ArgoVersion: version, Nodes: 1}, 120*time.Second)
+	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: 1}, 120*time.Second)
 	const stateNS = "adh-state"
 	for _, ns := range []string{nsWith, stateNS} {
 		if err := e.EnsureNamespace(ctx, ns); err != nil {
@@ -47,7 +47,7 @@ func TestSweep(t *testing.T) {
 	settings := map[string]string{"ADH_NAMESPACES": nsWith, "ADH_STATE_NAMESPACE": stateNS, "ADH_SWEEP_GRACE": "30s"}
 	fn := runFunction(ctx, t, bin, c, settings)
 
-	wf, pod, nodeID, err := e.RunningStep(ctx, "sweep-", scenario.Spec{Namespace: nsWith, Node: cluster.NodeName(0)})
+	wf, pod, nodeID, err := e.RunningStep(ctx, "sweep-", scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestSweep(t *testing.T) {
 	// 1. The audit, dry run, over every namespace.
 	rows, code, stderr := runAudit(ctx, t, bin, c.Kubeconfig(), settings, "--dry-run", "-A", "-o", "json")
 	report = append(report, fmt.Sprintf("`sweep --dry-run -A -o json` (pod deleted %s ago, no event delivered): exit %d, %d row(s); stderr %q", since(deleted), code, len(rows), strings.TrimSpace(stderr)))
-	if code != audit.ExitStuck || len(rows) != 1 {
+	if code != sweepcmd.ExitStuck || len(rows) != 1 {
 		t.Fatalf("audit: exit %d, rows %+v, want exit 1 and one row\n%s", code, rows, stderr)
 	}
 	r := rows[0]
@@ -137,7 +137,7 @@ func TestSweep(t *testing.T) {
 	// 3. Nothing left.
 	rows, code, stderr = runAudit(ctx, t, bin, c.Kubeconfig(), settings, "--dry-run", "-A")
 	report = append(report, fmt.Sprintf("`sweep --dry-run -A` after the repair: exit %d, %d row(s)", code, len(rows)))
-	if code != audit.ExitClean {
+	if code != sweepcmd.ExitClean {
 		t.Errorf("second audit: exit %d\n%s", code, stderr)
 	}
 	for _, l := range report {
@@ -167,7 +167,7 @@ func getMetrics(t *testing.T, url string) string {
 }
 
 // runAudit runs `bin sweep args…` and decodes its JSON rows (table output gives none).
-func runAudit(ctx context.Context, t *testing.T, bin, kubeconfig string, settings map[string]string, args ...string) ([]audit.Row, int, string) {
+func runAudit(ctx context.Context, t *testing.T, bin, kubeconfig string, settings map[string]string, args ...string) ([]sweepcmd.Row, int, string) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"sweep", "--kubeconfig", kubeconfig}, args...)...)
 	cmd.Env = os.Environ()
@@ -184,7 +184,7 @@ func runAudit(ctx context.Context, t *testing.T, bin, kubeconfig string, setting
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	var rows []audit.Row
+	var rows []sweepcmd.Row
 	if len(bytes.TrimSpace(out.Bytes())) > 0 && bytes.HasPrefix(bytes.TrimSpace(out.Bytes()), []byte("[")) {
 		if err := json.Unmarshal(out.Bytes(), &rows); err != nil {
 			t.Fatalf("audit output: %v\n%s", err, out.String())

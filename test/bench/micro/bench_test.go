@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
@@ -18,8 +17,9 @@ import (
 	"function/clients"
 	"function/config"
 	"function/handlers"
-	"function/handlers/nodestatus"
+	"function/nodestatus"
 	"function/test/bench/fixture"
+	"function/wiring"
 	"function/workflowmeta"
 )
 
@@ -38,7 +38,7 @@ func (c *counter) reactor(a k8stesting.Action) (bool, runtime.Object, error) {
 	return false, nil, nil
 }
 
-// newHandler wires the handler as the function does (handlers.New, default configuration) over
+// newHandler builds the handler as the function does (wiring.FromClients, default configuration) over
 // fake clientsets holding objs, counting every call.
 func newHandler(tb testing.TB, calls *counter, argoObjs ...runtime.Object) (*handlers.Handler, *argofake.Clientset) {
 	tb.Helper()
@@ -51,7 +51,7 @@ func newHandler(tb testing.TB, calls *counter, argoObjs ...runtime.Object) (*han
 	kube.PrependReactor("*", "*", calls.reactor)
 	argo.PrependReactor("*", "*", calls.reactor)
 	dyn.PrependReactor("*", "*", calls.reactor)
-	return handlers.New(cfg, &clients.Set{Kube: kube, Argo: argo, Dynamic: dyn}, zap.NewNop().Sugar()), argo
+	return wiring.FromClients(cfg, &clients.Set{Kube: kube, Argo: argo, Dynamic: dyn}, nil, nil).Handler, argo
 }
 
 func status(res error) string {

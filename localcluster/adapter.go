@@ -1,0 +1,116 @@
+package localcluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// AdapterVersion is the knative.dev/eventing version of the adapter build.
+const AdapterVersion = "v0.50.0"
+
+type adapterGVR struct {
+	Group    string `json:"Group"`
+	Version  string `json:"Version"`
+	Resource string `json:"Resource"`
+}
+
+type adapterResource struct {
+	GVR      adapterGVR `json:"gvr"`
+	Selector string     `json:"selector,omitempty"`
+}
+
+type adapterSourceConfig struct {
+	Namespaces    []string          `json:"namespaces"`
+	AllNamespaces bool              `json:"allNamespaces"`
+	Resources     []adapterResource `json:"resources"`
+	Mode          string            `json:"mode"`
+}
+
+// StartAdapter runs the Knative ApiServerSource receive adapter outside the
+// cluster: it watches pods (Resource mode, whole objects as event data) in
+// namespaces (empty = all namespaces) matching labelSelector (may be empty)
+// and POSTs CloudEvents (dev.knative.apiserver.resource.add/update/delete) to
+// sinkURL. A second call replaces the running adapter. Its pprof server is
+// moved to a free loopback port (PROFILING_PORT) and its :8080 health-probe
+// server is not started (see localcluster/tools/adapter/main.go).
+func (c *Cluster) StartAdapter(sinkURL string, namespaces []string, labelSelector string) error {
+	return c.StartAdapterFor(sinkURL, namespaces, []AdapterResource{{Version: "v1", Resource: "pods", Selector: labelSelector}})
+}
+
+// AdapterResource is one kind the adapter watches (an ApiServerSource spec.resources entry).
+type AdapterResource struct {
+	Group, Version, Resource string
+	// Selector is a label selector ("" for all).
+	Selector string
+}
+
+// StartAdapterFor is StartAdapter for any resources: namespaced ones are watched in namespaces
+// (empty = all), cluster-scoped ones (nodes) cluster-wide, as the adapter does in a cluster.
+func (c *Cluster) StartAdapterFor(sinkURL string, namespaces []string, resources []AdapterResource) error {
+	c.StopAdapter()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return fmt.Errorf("cluster stopped")
+	}
+	bin := filepath.Join(c.opts.CacheDir, "adapter-"+AdapterVersion, "apiserver_receive_adapter")
+	if err := checkBin(bin, "adapter"); err != nil {
+		return err
+	}
+	cfg := adapterSourceConfig{
+		Namespaces:    namespaces,
+		AllNamespaces: len(namespaces) == 0,
+		Mode:          "Resource",
+	}
+	for _, r := range resources {
+		cfg.Resources = append(cfg.Resources, adapterResource{
+			GVR: adapterGVR{Group: r.Group, Version: r.Version, Resource: r.Resource}, Selector: r.Selector})
+	}
+	if cfg.Namespaces == nil {
+		cfg.Namespaces = []string{}
+	}
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	pprofPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	env := []string{
+		"KUBECONFIG=" + c.kubeconfig,
+		"K_SINK=" + sinkURL,
+		"NAME=e2e-apiserversource",
+		"NAMESPACE=" + ArgoNamespace,
+		"SYSTEM_NAMESPACE=knative-eventing",
+		"K_SOURCE_CONFIG=" + string(js),
+		"PROFILING_PORT=" + strconv.Itoa(pprofPort),
+		"K_LOGGING_CONFIG={}",
+		"K_OBSERVABILITY_CONFIG={}",
+	}
+	p, err := startProc(c.logDir, "adapter", bin, []string{"--disable-ha"}, env, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	c.addProc(p)
+	// No health endpoint (disabled on purpose): give it a moment and make
+	// sure it did not die on its configuration.
+	select {
+	case <-p.done:
+		return p.exitErr()
+	case <-time.After(500 * time.Millisecond):
+	}
+	return nil
+}
+
+// StopAdapter stops the adapter (no-op if not running).
+func (c *Cluster) StopAdapter() {
+	c.mu.Lock()
+	p := c.procs["adapter"]
+	delete(c.procs, "adapter")
+	c.mu.Unlock()
+	p.stop()
+}

@@ -1,0 +1,145 @@
+package repair
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"function/record"
+	"function/workflowmeta"
+)
+
+// fastEligible reports whether the target may take the four-call path: an event carried this
+// pod incarnation (scope checked by the caller on its labels) and named its Workflow's UID, and
+// the pod's last status cannot be mistaken for the step's outcome nor be one the controller
+// restarts the pod for (both need the Workflow's word).
+func fastEligible(t Target) bool {
+	return t.FromPodEvent && t.PodName != "" && t.WorkflowUID != "" && t.PodUID != "" && !t.StatusMisleading && !t.MayRestart
+}
+
+// fastComplete is ladder step 1 for the case that matters most — a workflow pod deleted under
+// a running step (Karpenter consolidation, a drain), its delete event (or the update that set
+// its deletionTimestamp, when the pod is already gone on reading) in hand — in four API calls
+// instead of six, with no read of the Workflow or the task result:
+//
+//  1. GET the pod: the one read no precondition can replace. Argo 3.7 re-creates the pod of an
+//     Error-but-unfulfilled node under the same name, and a late event must not complete the task
+//     result of that new incarnation (its executor never resets the label). A pod found at all
+//     sends the target down the full path.
+//  2. PATCH the task result with a JSON patch whose test operations are step 1's condition and
+//     our scope, checked by the API server itself: its labels are exactly what the executor
+//     writes (workflows 3.5–3.7 workflow/executor/taskresult.go) with "false" and, for the
+//     instance ID, ours (or none) — the executor copies its controller's instanceID there — and
+//     it belongs to this Workflow (ownerReferences[0].uid). It sets the label "true" and our
+//     repaired label. A failed test (422: already complete, unlabelled, another controller's,
+//     another workflow's, or labelled by someone else) or no task result (404) sends the target
+//     down the full path, which reads everything and decides.
+//  3. POST the Kubernetes Event (name derived from the workflow UID and node: a duplicate is
+//     AlreadyExists).
+//  4. PATCH the node's record annotation onto the Workflow (a key of its own, UID-guarded).
+//
+// What the full path reads the Workflow for is covered: scope by the pod's labels (the caller),
+// a finished workflow by the gate (its task results are complete, so the test fails), a deleted
+// one by garbage collection of its task results (404). done is false when the full path must
+// decide.
+func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredLogger) (res Result, done bool, err error) {
+	res = Result{Target: t, DryRun: r.opts.DryRun, Attempts: 1}
+	pod, err := r.kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
+	switch {
+	case err == nil && pod.UID == t.PodUID && pod.DeletionTimestamp != nil && !PodFinished(pod):
+		// Still terminating (a graceful eviction: the kubelet runs the pod's shutdown, the wait
+		// container may yet report): its delete event will follow, or, on a Node that is gone,
+		// the Node's event or the sweep. One call, instead of the full path's five that would
+		// decide the same.
+		res.Plan = Plan{Skip: "pod terminating: its delete event will follow"}
+		return res, true, nil
+	case err == nil:
+		return res, false, nil
+	case !apierrors.IsNotFound(err):
+		return res, true, fmt.Errorf("reading pod %s/%s: %w", t.Namespace, t.PodName, err)
+	}
+	plan := Plan{Actions: []Action{CompleteTaskResult}, Record: true}
+	log.Infow("repair plan", zap.Any("actions", plan.Actions), zap.Bool("record", plan.Record), zap.Bool("fastPath", true))
+	wf := workflowNamed(t)
+	rec := r.newRecord(t, &Observation{}, plan)
+	tr, ok, err := r.completeByTest(ctx, t, log)
+	if !ok {
+		return res, err != nil, err
+	}
+	if err := r.guardRecreation(ctx, t, tr); errors.Is(err, errRecreated) {
+		log.Infow("completion undone: the pod was re-created under the same name", zap.Error(err))
+		res.Plan = Plan{Skip: err.Error()}
+		return res, true, nil
+	} else if err != nil {
+		return res, true, err
+	}
+	res.Plan, res.Done = plan, []Action{CompleteTaskResult}
+	err = r.recordOn(ctx, wf, rec)
+	res.Recorded = err == nil
+	return res, true, err
+}
+
+// workflowNamed is the target's Workflow as the short paths know it without reading it: name and
+// UID, which is all the record's writes need (the annotation is UID-guarded).
+func workflowNamed(t Target) *wfv1.Workflow {
+	return &wfv1.Workflow{ObjectMeta: metav1.ObjectMeta{Name: t.Workflow, Namespace: t.Namespace, UID: t.WorkflowUID}}
+}
+
+// recordOn writes the record of a repair on its Workflow: the Event, then the node's annotation
+// (in that order: Decide takes an annotation as proof that the Event exists).
+func (r *Repairer) recordOn(ctx context.Context, wf *wfv1.Workflow, rec record.Record) error {
+	if err := r.createEvent(ctx, wf, rec); err != nil {
+		return err
+	}
+	return r.annotateWorkflow(ctx, wf, rec)
+}
+
+// completeByTest is step 1 as one JSON patch whose test operations the API server checks
+// (completeIfIncomplete). ok is false with a nil error when the task result is not incomplete as
+// expected (404, or a failed test: the full path reads and decides), false with the error of
+// any other failure.
+func (r *Repairer) completeByTest(ctx context.Context, t Target, log *zap.SugaredLogger) (*wfv1.WorkflowTaskResult, bool, error) {
+	tr, err := r.argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Patch(ctx, t.NodeID, types.JSONPatchType, completeIfIncomplete(t, r.opts.Scope.ControllerInstanceID), r.patchOptions())
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
+		log.Debugw("task result not incomplete as expected: full path", zap.Error(err))
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("completing task result %s/%s: %w", t.Namespace, t.NodeID, err)
+	}
+	return tr, true, nil
+}
+
+// completeIfIncomplete is the JSON patch of fastComplete's step 2.
+func completeIfIncomplete(t Target, instanceID string) []byte {
+	expected := map[string]string{
+		workflowmeta.LabelWorkflow:               t.Workflow,
+		workflowmeta.LabelReportOutputsCompleted: "false",
+	}
+	if instanceID != "" {
+		expected[workflowmeta.LabelInstanceID] = instanceID
+	}
+	completed := "/metadata/labels/" + jsonPointerEscape(workflowmeta.LabelReportOutputsCompleted)
+	ops := []map[string]any{
+		{"op": "test", "path": "/metadata/labels", "value": expected},
+		{"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": string(t.WorkflowUID)},
+		{"op": "replace", "path": completed, "value": "true"},
+		{"op": "add", "path": "/metadata/labels/" + jsonPointerEscape(workflowmeta.LabelRepaired), "value": string(CompleteTaskResult)},
+	}
+	b, _ := json.Marshal(ops) // maps of strings: cannot fail
+	return b
+}
+
+// jsonPointerEscape escapes a key for a JSON pointer (RFC 6901).
+func jsonPointerEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}

@@ -1,0 +1,117 @@
+package repair
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"function/nodestatus"
+	"function/record"
+	"function/workflowmeta"
+)
+
+// Observe reads what the decision needs, in an order that stops early: the Workflow (a finished
+// or foreign one ends here after one call), the pod, the pod's Node (only when the pod has not
+// finished: a gone Node means it can never report), and the task result.
+func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) {
+	o := &Observation{}
+	wf, err := r.argo.ArgoprojV1alpha1().Workflows(t.Namespace).Get(ctx, t.Workflow, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return o, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading workflow %s/%s: %w", t.Namespace, t.Workflow, err)
+	}
+	o.Workflow = wf
+	if WorkflowSkip(wf, r.opts.Scope) != "" || repairedBefore(wf, t) {
+		if lateRecordCandidate(wf, t, r.opts.Scope) {
+			o.Nodes, o.Storage, _ = nodestatus.Nodes(wf)
+		}
+		return o, nil
+	}
+	if o.Nodes, o.Storage, err = nodestatus.Nodes(wf); err != nil {
+		// Unreadable compressed nodes only disable the last-resort step (which never writes
+		// compressed nodes anyway); the task-result steps do not need them.
+		o.Nodes, o.Storage = nil, nodestatus.Compressed
+	}
+	if t.PodName != "" {
+		pod, err := r.kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, fmt.Errorf("reading pod %s/%s: %w", t.Namespace, t.PodName, err)
+		default:
+			o.Pod = pod
+		}
+	}
+	if p := o.Pod; p != nil && t.PodUID != "" && p.UID != t.PodUID {
+		// Another incarnation holds the name: it is left alone whatever else is read.
+		return o, nil
+	}
+	// Whether the pod's Node exists is asked of the API server, never taken from the signal: a
+	// Node delete or an instance message may be late, about an earlier Node of the same name, or
+	// forged. Only asked when it decides something: the pod's status is not the step's outcome
+	// (can it still report? may it go?), or it holds the status finalizer (may it be released?).
+	if p := o.Pod; p != nil && p.Spec.NodeName != "" && (!statusIsOutcome(p) || slices.Contains(p.Finalizers, workflowmeta.FinalizerStatus)) {
+		if o.HostGone, err = r.nodeGone(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	tr, err := r.argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Get(ctx, t.NodeID, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("reading task result %s/%s: %w", t.Namespace, t.NodeID, err)
+	default:
+		o.TaskResult = tr
+	}
+	return o, nil
+}
+
+func (r *Repairer) nodeGone(ctx context.Context, p *corev1.Pod) (bool, error) {
+	_, err := r.kube.CoreV1().Nodes().Get(ctx, p.Spec.NodeName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("reading node %s of pod %s/%s: %w", p.Spec.NodeName, p.Namespace, p.Name, err)
+	}
+	return false, nil
+}
+
+// repairedBefore reports whether the workflow records that this very pod incarnation's node was
+// already released (a re-delivered or duplicate event): nothing more to read, one call in all.
+// A record of a partial repair (the finalizer released, the task result waiting for the pod's
+// deletion) does not count.
+func repairedBefore(wf *wfv1.Workflow, t Target) bool {
+	if t.PodUID == "" {
+		return false
+	}
+	rec, ok := record.Recorded(wf)[t.NodeID]
+	if !ok || rec.PodUID != string(t.PodUID) {
+		return false
+	}
+	return slices.ContainsFunc(rec.Actions, func(a string) bool {
+		return a == string(CompleteTaskResult) || a == string(CreateTaskResult) || a == string(MarkNodeError)
+	})
+}
+
+// TaskResultComplete reports whether the node's task result no longer waits: labelled complete,
+// or gone (garbage-collected with a finished workflow). It is the one read a deleted pod whose
+// wait container exited 0 costs: argoexec's exit code comes before its label flip.
+func (r *Repairer) TaskResultComplete(ctx context.Context, namespace, nodeID string) (bool, error) {
+	tr, err := r.argo.ArgoprojV1alpha1().WorkflowTaskResults(namespace).Get(ctx, nodeID, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("reading task result %s/%s: %w", namespace, nodeID, err)
+	}
+	return tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true", nil
+}

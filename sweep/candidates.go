@@ -1,0 +1,161 @@
+// Package sweep is the safety net behind the event path: it scans Running workflows for nodes
+// whose pod was taken away without the function hearing of it (the ApiServerSource adapter drops
+// an event once its retries fail and reports nothing of what changed while its watch was down),
+// and hands each to the same repair ladder the event handlers use. It runs from a PingSource
+// tick (bounded by a time budget, resuming from a cursor kept on the cluster) and from the
+// `argo-disruption-handler sweep` audit command.
+package sweep
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"function/nodestatus"
+	"function/record"
+	"function/repair"
+	"function/workflowmeta"
+)
+
+// recentlyStarted mirrors Argo's RECENTLY_STARTED_POD_DURATION: the controller does not judge a
+// node's missing pod within 10 s of its start (the pod may not be in its informer yet), nor do we.
+const recentlyStarted = 10 * time.Second
+
+// Candidate is a workflow node that looks stuck, and the target to repair it.
+type Candidate struct {
+	Target repair.Target
+	// NodeName is the node's display name ("" when the nodes are offloaded).
+	NodeName string
+	// PodState says what became of the pod: "gone", "Terminating", "Failed"…
+	PodState string
+	// Why it was picked.
+	Why string
+}
+
+// Candidates returns the nodes of a Running workflow that may need the ladder, given the
+// workflow's pods (listed by its label) at time now. It is a cheap filter: the repair re-reads
+// every object and decides for itself, so a candidate that turns out healthy costs reads, never a
+// write. grace is how long a finished node may keep its task result incomplete, and a pod may stay
+// Terminating, before it is picked (the wait container may still be uploading outputs).
+// incomplete names nodes whose task result is known incomplete when neither the nodes nor the
+// gate map can be read (offloaded nodes of Argo 3.7.1+).
+func Candidates(wf *wfv1.Workflow, pods []corev1.Pod, now time.Time, grace time.Duration, incomplete ...string) []Candidate {
+	byNode := make(map[string]*corev1.Pod, len(pods))
+	for i := range pods {
+		if id, ok := repair.NodeIDOf(&pods[i]); ok {
+			// Keep the newest incarnation when a node had several pods (retries make new nodes,
+			// so this is rare: a pod re-created under the same node).
+			if old, dup := byNode[id]; !dup || old.CreationTimestamp.Before(&pods[i].CreationTimestamp) {
+				byNode[id] = &pods[i]
+			}
+		}
+	}
+	nodes, storage, err := nodestatus.Nodes(wf)
+	if err != nil || storage == nodestatus.Offloaded {
+		nodes = nil
+	}
+	var out []Candidate
+	seen := map[string]bool{}
+	add := func(id string, n *wfv1.NodeStatus, why string) {
+		if seen[id] {
+			return
+		}
+		seen[id] = true
+		out = append(out, candidate(wf, id, n, byNode[id], why, now))
+	}
+	for id, n := range nodes {
+		if n.Type != wfv1.NodeTypePod || n.IsDaemoned() {
+			continue
+		}
+		pod := byNode[id]
+		holds := nodestatus.GateHolds(wf, nodes, id)
+		switch {
+		case pod == nil && n.Phase == wfv1.NodeRunning && now.Sub(n.StartedAt.Time) > recentlyStarted:
+			add(id, &n, "node Running, its pod is gone")
+		case pod == nil && holds && repair.PhaseFulfilled(n.Phase):
+			// Nothing is left to report the outputs: no grace needed (3.5.6–3.5.10 never heal).
+			add(id, &n, "node "+string(n.Phase)+", its pod is gone, task result incomplete")
+		case pod != nil && pod.DeletionTimestamp != nil && now.Sub(pod.DeletionTimestamp.Time) > grace && (!repair.PhaseFulfilled(n.Phase) || holds):
+			add(id, &n, fmt.Sprintf("pod Terminating for %s", now.Sub(pod.DeletionTimestamp.Time).Round(time.Second)))
+		case pod != nil && holds && repair.PodFinished(pod) && !repair.WaitReported(pod) && now.Sub(n.StartedAt.Time) > grace:
+			add(id, &n, "pod "+string(pod.Status.Phase)+" without its outputs reported")
+		case pod != nil && holds && repair.PhaseFulfilled(n.Phase) && !n.FinishedAt.IsZero() && now.Sub(n.FinishedAt.Time) > grace:
+			// Usually the wait container still saving outputs; the repair reads the pod and
+			// leaves it alone while it can report.
+			add(id, &n, fmt.Sprintf("node %s for %s, its task result still incomplete", n.Phase, now.Sub(n.FinishedAt.Time).Round(time.Second)))
+		}
+	}
+	// The gate map alone, for nodes we cannot see (offloaded or unreadable status, or an entry
+	// whose node the status lost): an entry still false whose pod is gone, finished or
+	// terminating.
+	gate := wf.Status.TaskResultsCompletionStatus
+	if len(gate) == 0 && len(incomplete) > 0 {
+		gate = map[string]bool{}
+		for _, id := range incomplete {
+			gate[id] = false
+		}
+	}
+	for id, done := range gate {
+		if _, visible := nodes[id]; done || seen[id] || visible {
+			continue
+		}
+		switch pod := byNode[id]; {
+		case pod == nil:
+			add(id, nil, "task result incomplete, no pod for the node")
+		case pod.DeletionTimestamp != nil || repair.PodFinished(pod):
+			add(id, nil, "task result incomplete, pod "+podState(pod))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Target.NodeID < out[j].Target.NodeID })
+	return out
+}
+
+func candidate(wf *wfv1.Workflow, id string, n *wfv1.NodeStatus, pod *corev1.Pod, why string, now time.Time) Candidate {
+	c := Candidate{Why: why, PodState: podState(pod)}
+	t := repair.Target{Namespace: wf.Namespace, Workflow: wf.Name, NodeID: id, Reason: record.UnknownReason, Trigger: "sweep"}
+	switch {
+	case pod != nil:
+		if pt, err := repair.TargetFromPod(pod, now, "sweep"); err == nil {
+			t = pt
+			t.Workflow = wf.Name
+		}
+		if pod.DeletionTimestamp == nil {
+			// Not deleted: the last-resort grace counts from the node's start, not from now.
+			t.DeletedAt = time.Time{}
+		}
+	case n != nil:
+		// The pod name is needed so the repair can check that no new pod took its place.
+		t.PodName = workflowmeta.PodName(wf.Name, n.Name, templateOf(n), id, wf.Annotations[workflowmeta.AnnotationPodNameFormat])
+	}
+	if n != nil {
+		c.NodeName = n.Name
+	}
+	if w, ok := record.Warnings(wf)[t.PodName]; ok && t.Reason == record.UnknownReason {
+		t.Reason, t.Message = w.Reason, w.Message
+	}
+	c.Target = t
+	return c
+}
+
+// templateOf is Argo's GetTemplateFromNode: the node's template name, else its templateRef's.
+func templateOf(n *wfv1.NodeStatus) string {
+	if n.TemplateRef != nil {
+		return n.TemplateRef.Template
+	}
+	return n.TemplateName
+}
+
+func podState(pod *corev1.Pod) string {
+	switch {
+	case pod == nil:
+		return "gone"
+	case pod.DeletionTimestamp != nil:
+		return "Terminating (" + string(pod.Status.Phase) + ")"
+	default:
+		return string(pod.Status.Phase)
+	}
+}

@@ -1,0 +1,362 @@
+package sweep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
+
+	"function/nodestatus"
+	"function/repair"
+	"function/scope"
+	"function/workflowmeta"
+)
+
+// Sweeper scans Running workflows and repairs what it finds with the Repairer (whose DryRun
+// setting decides whether anything changes). It holds no state between runs.
+type Sweeper struct {
+	Kube     kubernetes.Interface
+	Argo     argoclient.Interface
+	Repairer *repair.Repairer
+	Scope    scope.Scope
+	// Grace is how long a finished node may keep its task result incomplete (and a pod stay
+	// Terminating) before it is a candidate.
+	Grace time.Duration
+	// PageSize bounds one LIST of workflows.
+	PageSize int64
+	Now      func() time.Time
+}
+
+// Options of one run.
+type Options struct {
+	// Namespaces to scan ("" = every namespace the scope allows). Empty: the scope's list, or all.
+	Namespaces []string
+	// From resumes an earlier run (Report.Next); zero starts at the beginning.
+	From Cursor
+	// Budget stops the run once spent, checked after each workflow once one was swept (0: no
+	// budget); Report.Next then says where to resume.
+	Budget time.Duration
+	// Progress, when set, is told after each page.
+	Progress func(p Progress)
+	// Checkpoint, when set, stores where the run is, so that a run killed mid-page (an OOM, the
+	// request's deadline) resumes after the last workflow it finished: at the start (with the
+	// stall count raised), then after a finished workflow at most every CheckpointEvery, and at
+	// the end of each page. An error is logged by the caller; the run goes on.
+	Checkpoint      func(Cursor) error
+	CheckpointEvery time.Duration
+	// Clock is the budget's clock (nil: the wall clock).
+	Clock func() time.Time
+}
+
+// Progress is reported after each page.
+type Progress struct {
+	Namespace string
+	Scanned   int
+	Found     int
+}
+
+// Cursor is where a run stopped: the namespace being listed (index into the run's namespaces),
+// the API server's continue token of the page in progress within it, and the last workflow of
+// that page already swept ("namespace/name"). It is small and JSON-friendly, so it can be kept
+// on the cluster between pings. Stalls counts the runs that started here and did not finish a
+// workflow: at MaxStalls the next workflow is skipped, so one that always overruns the budget
+// or kills the process cannot stop the sweep for good.
+type Cursor struct {
+	Namespace int    `json:"namespace"`
+	Continue  string `json:"continue,omitempty"`
+	After     string `json:"after,omitempty"`
+	Stalls    int    `json:"stalls,omitempty"`
+}
+
+// MaxStalls is how many runs may start at the same place without finishing a workflow before
+// the workflow there is skipped.
+const MaxStalls = 2
+
+// Zero reports whether the cursor is the start.
+func (c Cursor) Zero() bool { return c.Namespace == 0 && c.Continue == "" && c.After == "" }
+
+// Finding is one candidate and what the ladder made of it.
+type Finding struct {
+	Candidate
+	// RunningFor is the workflow's age in Running.
+	RunningFor time.Duration
+	Result     repair.Result
+	Err        error
+}
+
+// Stuck reports whether the finding needed (or needs, in dry run) a write.
+func (f Finding) Stuck() bool { return f.Err == nil && !f.Result.Plan.Empty() }
+
+// Report is the outcome of one run.
+type Report struct {
+	Started  time.Time
+	Duration time.Duration
+	// Workflows is how many Running workflows were scanned.
+	Workflows int
+	Findings  []Finding
+	// Next is where to resume; zero when the scan reached the end.
+	Next Cursor
+	// Errors are the failures of single workflows (the scan went on) and the listing error that
+	// stopped it, if any.
+	Errors []error
+	// Skipped are the workflows ("namespace/name") passed over because runs kept stopping on them.
+	Skipped []string
+}
+
+// Stuck is the number of findings that needed a write.
+func (r Report) Stuck() int {
+	n := 0
+	for _, f := range r.Findings {
+		if f.Stuck() {
+			n++
+		}
+	}
+	return n
+}
+
+const defaultPageSize = 100
+
+// Run scans from opts.From until the end or the budget. A listing error ends the run (the
+// cursor stays where it was, so a retry resumes there); a failed repair is recorded and the scan
+// goes on.
+func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report) {
+	// The budget runs on its own clock (the wall clock); s.Now only dates the decisions.
+	clock := opts.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	rep.Started = clock()
+	defer func() { rep.Duration = clock().Sub(rep.Started) }()
+	namespaces := s.namespaces(opts.Namespaces)
+	cur := opts.From
+	if cur.Namespace >= len(namespaces) {
+		cur = Cursor{}
+	}
+	page := s.PageSize
+	if page <= 0 {
+		page = defaultPageSize
+	}
+	ck := checkpointer{save: opts.Checkpoint, every: opts.CheckpointEvery, clock: clock, rep: &rep}
+	skipNext := cur.Stalls >= MaxStalls
+	// The count is raised until a workflow finishes, and stored before any work: a run that is
+	// killed, or returns at its deadline, before finishing one leaves it raised.
+	cur.Stalls++
+	ck.force(cur)
+	swept := 0
+	for cur.Namespace < len(namespaces) {
+		ns := namespaces[cur.Namespace]
+		list, err := s.listRunning(ctx, ns, cur.Continue, page)
+		if err != nil {
+			rep.Errors = append(rep.Errors, err)
+			rep.Next = cur
+			if swept == 0 {
+				rep.Next.Stalls = opts.From.Stalls // a failed listing is no workflow's fault
+			}
+			return rep
+		}
+		for i := range list.Items {
+			wf := &list.Items[i]
+			key := wf.Namespace + "/" + wf.Name
+			if cur.After != "" && key <= cur.After {
+				continue // swept by an earlier run (lists come in key order)
+			}
+			if opts.Budget > 0 && swept > 0 && clock().Sub(rep.Started) > opts.Budget {
+				rep.Next = cur
+				ck.force(cur)
+				return rep
+			}
+			if skipNext {
+				skipNext = false
+				rep.Skipped = append(rep.Skipped, key)
+				cur.After, cur.Stalls = key, 0
+				continue
+			}
+			if s.Scope.Check(wf.Namespace, wf.Labels) == nil {
+				rep.Workflows++
+				found, err := s.sweepWorkflow(ctx, wf)
+				rep.Findings = append(rep.Findings, found...)
+				if err != nil {
+					rep.Errors = append(rep.Errors, err)
+				}
+				if ctx.Err() != nil {
+					// Cut short: this workflow is not finished; the next run starts with it.
+					rep.Next = cur
+					return rep
+				}
+			}
+			swept++
+			cur.After, cur.Stalls = key, 0
+			ck.maybe(cur)
+		}
+		if opts.Progress != nil {
+			opts.Progress(Progress{Namespace: ns, Scanned: rep.Workflows, Found: len(rep.Findings)})
+		}
+		if list.Continue != "" {
+			cur = Cursor{Namespace: cur.Namespace, Continue: list.Continue}
+		} else {
+			cur = Cursor{Namespace: cur.Namespace + 1}
+		}
+		if cur.Namespace < len(namespaces) {
+			ck.force(cur)
+		}
+	}
+	return rep
+}
+
+// checkpointer stores the cursor through Options.Checkpoint, at most every `every` unless forced.
+type checkpointer struct {
+	save  func(Cursor) error
+	every time.Duration
+	clock func() time.Time
+	last  time.Time
+	rep   *Report
+}
+
+func (c *checkpointer) maybe(cur Cursor) {
+	if c.save != nil && c.clock().Sub(c.last) >= c.every {
+		c.force(cur)
+	}
+}
+
+func (c *checkpointer) force(cur Cursor) {
+	if c.save == nil {
+		return
+	}
+	c.last = c.clock()
+	if err := c.save(cur); err != nil {
+		c.rep.Errors = append(c.rep.Errors, fmt.Errorf("storing the sweep's cursor: %w", err))
+	}
+}
+
+// listRunning lists one page of Running workflows of our controller. A continue token the API
+// server has compacted away (410) is replaced by the one it offers for an inconsistent
+// continuation, else the namespace starts over: a sweep never stalls on an old cursor.
+func (s *Sweeper) listRunning(ctx context.Context, ns, cont string, limit int64) (*wfv1.WorkflowList, error) {
+	sel := workflowmeta.LabelPhase + "=" + string(wfv1.WorkflowRunning)
+	if s.Scope.ControllerInstanceID != "" {
+		sel += "," + workflowmeta.LabelInstanceID + "=" + s.Scope.ControllerInstanceID
+	} else {
+		sel += ",!" + workflowmeta.LabelInstanceID
+	}
+	opts := metav1.ListOptions{LabelSelector: sel, Limit: limit, Continue: cont}
+	list, err := s.Argo.ArgoprojV1alpha1().Workflows(ns).List(ctx, opts)
+	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+		opts.Continue = ""
+		var se apierrors.APIStatus
+		if errors.As(err, &se) {
+			opts.Continue = se.Status().ListMeta.Continue
+		}
+		list, err = s.Argo.ArgoprojV1alpha1().Workflows(ns).List(ctx, opts)
+	}
+	if err != nil {
+		where := "all namespaces"
+		if ns != "" {
+			where = "namespace " + ns
+		}
+		return nil, fmt.Errorf("listing Running workflows in %s: %w", where, err)
+	}
+	return list, nil
+}
+
+// sweepWorkflow finds a workflow's candidates and repairs each: one LIST of its pods (by the
+// workflow label), then the ladder for each candidate.
+func (s *Sweeper) sweepWorkflow(ctx context.Context, wf *wfv1.Workflow) ([]Finding, error) {
+	pods, err := s.podsOf(ctx, wf)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var incomplete []string
+	if _, storage, _ := nodestatus.Nodes(wf); storage == nodestatus.Offloaded && len(wf.Status.TaskResultsCompletionStatus) == 0 {
+		// Argo 3.7.1+ keeps the gate on the nodes, which are in the database: the incomplete
+		// task results name the nodes instead.
+		if incomplete, err = s.incompleteTaskResults(ctx, wf); err != nil {
+			return nil, err
+		}
+	}
+	cands := Candidates(wf, pods, now, s.Grace, incomplete...)
+	running := time.Duration(0)
+	if !wf.Status.StartedAt.IsZero() {
+		running = now.Sub(wf.Status.StartedAt.Time)
+	}
+	var out []Finding
+	var errs []error
+	for _, c := range cands {
+		res, err := s.Repairer.Repair(ctx, c.Target)
+		out = append(out, Finding{Candidate: c, RunningFor: running, Result: res, Err: err})
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// incompleteTaskResults names the nodes whose task result the workflow's executors left
+// incomplete.
+func (s *Sweeper) incompleteTaskResults(ctx context.Context, wf *wfv1.Workflow) ([]string, error) {
+	sel := workflowmeta.LabelWorkflow + "=" + wf.Name + "," + workflowmeta.LabelReportOutputsCompleted + "=false"
+	list, err := s.Argo.ArgoprojV1alpha1().WorkflowTaskResults(wf.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, fmt.Errorf("listing incomplete task results of workflow %s/%s: %w", wf.Namespace, wf.Name, err)
+	}
+	var ids []string
+	for _, tr := range list.Items {
+		if ownedBy := repair.WorkflowOwner(tr.OwnerReferences, wf.Name); ownedBy == wf.UID {
+			ids = append(ids, tr.Name)
+		}
+	}
+	return ids, nil
+}
+
+// podPage bounds one LIST of a workflow's pods.
+const podPage = 500
+
+// podsOf lists the workflow's pods, a page at a time.
+func (s *Sweeper) podsOf(ctx context.Context, wf *wfv1.Workflow) ([]corev1.Pod, error) {
+	var out []corev1.Pod
+	opts := metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow + "=" + wf.Name, Limit: podPage}
+	for {
+		pods, err := s.Kube.CoreV1().Pods(wf.Namespace).List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("listing pods of workflow %s/%s: %w", wf.Namespace, wf.Name, err)
+		}
+		out = append(out, pods.Items...)
+		if opts.Continue = pods.Continue; opts.Continue == "" {
+			return out, nil
+		}
+	}
+}
+
+// namespaces returns the namespaces to list: the ones asked for, else the scope's, else ""
+// (every namespace, in one paginated list; excluded ones are dropped as read).
+func (s *Sweeper) namespaces(asked []string) []string {
+	var out []string
+	for _, ns := range asked {
+		if ns == "" || s.Scope.NamespaceAllowed(ns) {
+			out = append(out, ns)
+		}
+	}
+	if len(asked) == 0 {
+		out = slices.Clone(s.Scope.Namespaces)
+	}
+	if len(out) == 0 && len(asked) == 0 {
+		out = []string{""}
+	}
+	return out
+}
+
+func (s *Sweeper) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}

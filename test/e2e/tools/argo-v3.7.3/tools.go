@@ -1,6 +1,0 @@
-//go:build tools
-
-// Package tools pins github.com/argoproj/argo-workflows/v3 v3.7.3; test/e2e/build-bins.sh builds github.com/argoproj/argo-workflows/v3/cmd/workflow-controller from it.
-package tools
-
-import _ "github.com/argoproj/argo-workflows/v3/cmd/workflow-controller"

@@ -1,6 +1,0 @@
-//go:build tools
-
-// Package tools pins github.com/argoproj/argo-workflows/v4 v4.0.5; test/e2e/build-bins.sh builds github.com/argoproj/argo-workflows/v4/cmd/workflow-controller from it.
-package tools
-
-import _ "github.com/argoproj/argo-workflows/v4/cmd/workflow-controller"
