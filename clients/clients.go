@@ -58,8 +58,7 @@ func RESTConfig(o Options) (*rest.Config, error) {
 	cfg.QPS, cfg.Burst, cfg.Timeout = o.QPS, o.Burst, o.Timeout
 	// One token bucket for the Kubernetes, Argo and dynamic clientsets together: each would
 	// otherwise build its own from QPS/Burst, and the function's load on the API server would be
-	// three times the setting (measured in docs/BENCHMARKS.md: the Argo clientset alone bound a
-	// 500-pod burst).
+	// three times the setting.
 	if o.QPS > 0 && o.Burst > 0 {
 		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(o.QPS, o.Burst)
 	}

@@ -70,8 +70,8 @@ type Config struct {
 	MaxBodyBytes int `envconfig:"MAX_BODY_BYTES" default:"4194304" desc:"largest event data accepted, in bytes (413 above)"`
 
 	// KubeQPS and KubeBurst bound our client-side request rate, all clientsets together, so that
-	// a burst of pod deletions does not starve the Argo controller of API server capacity. A
-	// repair costs 4 calls: 100/s repairs a 500-pod consolidation in ~20 s.
+	// a burst of pod deletions does not starve the Argo controller of API server capacity
+	// (docs/scale.md sizes them).
 	KubeQPS   float32 `envconfig:"KUBE_QPS" default:"100" desc:"client-go QPS toward the API server (all clients together)"`
 	KubeBurst int     `envconfig:"KUBE_BURST" default:"200" desc:"client-go burst toward the API server (all clients together)"`
 
@@ -119,83 +119,106 @@ func Load() (*Config, error) {
 
 // Validate reports every invalid setting at once, each with its variable name.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s_%s: %s", Prefix, name, fmt.Sprintf(format, args...)))
-	}
-	for _, ns := range c.Namespaces {
+	var p problems
+	c.validateNames(&p)
+	c.validateSender(&p)
+	c.validateRepairBounds(&p)
+	c.validateSweepBounds(&p)
+	return errors.Join(p...)
+}
+
+// problems collects what is wrong with the settings, each error naming its variable.
+type problems []error
+
+func (p *problems) add(name, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s_%s: %s", Prefix, name, fmt.Sprintf(format, args...)))
+}
+
+// namespaceNames reports the entries of a namespace list that are not namespace names.
+func (p *problems) namespaceNames(name string, namespaces ...string) {
+	for _, ns := range namespaces {
 		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
-			bad("NAMESPACES", "%q is not a namespace name: %s", ns, strings.Join(msgs, "; "))
+			p.add(name, "%q is not a namespace name: %s", ns, strings.Join(msgs, "; "))
 		}
 	}
-	for _, ns := range c.ExcludedNamespaces {
-		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
-			bad("EXCLUDED_NAMESPACES", "%q is not a namespace name: %s", ns, strings.Join(msgs, "; "))
-		}
-	}
+}
+
+// validateNames checks the names the scope and the state are given by.
+func (c *Config) validateNames(p *problems) {
+	p.namespaceNames("NAMESPACES", c.Namespaces...)
+	p.namespaceNames("EXCLUDED_NAMESPACES", c.ExcludedNamespaces...)
+	p.namespaceNames("STATE_NAMESPACE", c.StateNamespace)
 	for _, src := range c.AllowedSources {
 		if msg := sourcePatternError(src); msg != "" {
-			bad("ALLOWED_SOURCES", "%q %s", src, msg)
+			p.add("ALLOWED_SOURCES", "%q %s", src, msg)
 		}
 	}
 	if c.ControllerInstanceID != "" {
 		if msgs := validation.IsValidLabelValue(c.ControllerInstanceID); len(msgs) > 0 {
-			bad("INSTANCE_ID", "%q is not a label value: %s", c.ControllerInstanceID, strings.Join(msgs, "; "))
+			p.add("INSTANCE_ID", "%q is not a label value: %s", c.ControllerInstanceID, strings.Join(msgs, "; "))
 		}
-	}
-	if c.NodeErrorGrace < 10*time.Second {
-		// Argo's podReconciliation ignores pods for RECENTLY_STARTED_POD_DURATION (10 s);
-		// acting earlier would race the controller's own decision.
-		bad("NODE_ERROR_GRACE", "%s is shorter than 10s (the controller's own grace)", c.NodeErrorGrace)
-	}
-	for _, p := range c.OIDCSubjects {
-		if _, err := path.Match(p, ""); err != nil {
-			bad("OIDC_SUBJECTS", "%q: %v", p, err)
-		}
-	}
-	if c.OIDCRequired && (c.OIDCAudience == "" || len(c.OIDCSubjects) == 0) {
-		bad("OIDC_REQUIRED", "needs ADH_OIDC_AUDIENCE and ADH_OIDC_SUBJECTS")
-	}
-	if c.ControllerWait < 0 || c.ControllerWait > 10*time.Minute {
-		bad("CONTROLLER_WAIT", "%s is outside [0s, 10m]", c.ControllerWait)
-	}
-	if c.ConflictRetries < 1 || c.ConflictRetries > 50 {
-		bad("CONFLICT_RETRIES", "%d is outside 1..50", c.ConflictRetries)
-	}
-	if c.EventTimeout <= 0 || c.EventTimeout > 25*time.Second {
-		bad("EVENT_TIMEOUT", "%s is outside (0s, 25s]: func-go's server write timeout is 30s", c.EventTimeout)
-	}
-	if c.MaxBodyBytes < 1024 {
-		bad("MAX_BODY_BYTES", "%d is below 1024", c.MaxBodyBytes)
-	}
-	if c.KubeQPS <= 0 {
-		bad("KUBE_QPS", "%v must be positive", c.KubeQPS)
-	}
-	if c.NodeRepairWorkers < 1 || c.NodeRepairWorkers > 64 {
-		bad("NODE_REPAIR_WORKERS", "%d is outside [1, 64]", c.NodeRepairWorkers)
-	}
-	if c.KubeBurst < 1 {
-		bad("KUBE_BURST", "%d must be at least 1", c.KubeBurst)
-	}
-	if c.SweepBudget < time.Second || c.SweepBudget > 20*time.Second {
-		// A page of work may follow the last budget check: 5 s of slack under func-go's 30 s.
-		bad("SWEEP_BUDGET", "%s is outside [1s, 20s]", c.SweepBudget)
-	}
-	if c.SweepGrace < 30*time.Second {
-		bad("SWEEP_GRACE", "%s is shorter than 30s (a wait container may still be saving outputs)", c.SweepGrace)
-	}
-	if c.SweepPageSize < 1 || c.SweepPageSize > 1000 {
-		bad("SWEEP_PAGE_SIZE", "%d is outside 1..1000", c.SweepPageSize)
-	}
-	if msgs := validation.IsDNS1123Label(c.StateNamespace); len(msgs) > 0 {
-		bad("STATE_NAMESPACE", "%q is not a namespace name: %s", c.StateNamespace, strings.Join(msgs, "; "))
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("LOG_LEVEL", "%q is not one of debug, info, warn, error", c.LogLevel)
+		p.add("LOG_LEVEL", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
-	return errors.Join(errs...)
+}
+
+// validateSender checks the authentication of who delivers events.
+func (c *Config) validateSender(p *problems) {
+	for _, pat := range c.OIDCSubjects {
+		if _, err := path.Match(pat, ""); err != nil {
+			p.add("OIDC_SUBJECTS", "%q: %v", pat, err)
+		}
+	}
+	if c.OIDCRequired && (c.OIDCAudience == "" || len(c.OIDCSubjects) == 0) {
+		p.add("OIDC_REQUIRED", "needs ADH_OIDC_AUDIENCE and ADH_OIDC_SUBJECTS")
+	}
+}
+
+// validateRepairBounds checks the bounds of one event's work.
+func (c *Config) validateRepairBounds(p *problems) {
+	if c.NodeErrorGrace < 10*time.Second {
+		// Argo's podReconciliation ignores pods for RECENTLY_STARTED_POD_DURATION (10 s);
+		// acting earlier would race the controller's own decision.
+		p.add("NODE_ERROR_GRACE", "%s is shorter than 10s (the controller's own grace)", c.NodeErrorGrace)
+	}
+	if c.ControllerWait < 0 || c.ControllerWait > 10*time.Minute {
+		p.add("CONTROLLER_WAIT", "%s is outside [0s, 10m]", c.ControllerWait)
+	}
+	if c.ConflictRetries < 1 || c.ConflictRetries > 50 {
+		p.add("CONFLICT_RETRIES", "%d is outside 1..50", c.ConflictRetries)
+	}
+	if c.EventTimeout <= 0 || c.EventTimeout > 25*time.Second {
+		p.add("EVENT_TIMEOUT", "%s is outside (0s, 25s]: func-go's server write timeout is 30s", c.EventTimeout)
+	}
+	if c.MaxBodyBytes < 1024 {
+		p.add("MAX_BODY_BYTES", "%d is below 1024", c.MaxBodyBytes)
+	}
+	if c.KubeQPS <= 0 {
+		p.add("KUBE_QPS", "%v must be positive", c.KubeQPS)
+	}
+	if c.KubeBurst < 1 {
+		p.add("KUBE_BURST", "%d must be at least 1", c.KubeBurst)
+	}
+	if c.NodeRepairWorkers < 1 || c.NodeRepairWorkers > 64 {
+		p.add("NODE_REPAIR_WORKERS", "%d is outside [1, 64]", c.NodeRepairWorkers)
+	}
+}
+
+// validateSweepBounds checks the bounds of one sweep.
+func (c *Config) validateSweepBounds(p *problems) {
+	if c.SweepBudget < time.Second || c.SweepBudget > 20*time.Second {
+		// A page of work may follow the last budget check: 5 s of slack under func-go's 30 s.
+		p.add("SWEEP_BUDGET", "%s is outside [1s, 20s]", c.SweepBudget)
+	}
+	if c.SweepGrace < 30*time.Second {
+		p.add("SWEEP_GRACE", "%s is shorter than 30s (a wait container may still be saving outputs)", c.SweepGrace)
+	}
+	if c.SweepPageSize < 1 || c.SweepPageSize > 1000 {
+		p.add("SWEEP_PAGE_SIZE", "%d is outside 1..1000", c.SweepPageSize)
+	}
 }
 
 // sourcePatternError returns why an ADH_ALLOWED_SOURCES entry is unusable, or "".

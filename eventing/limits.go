@@ -7,12 +7,9 @@ import (
 )
 
 // MaxJSONObjects bounds the JSON objects in data that a decoder unmarshals into Kubernetes API
-// types. encoding/json allocates a whole struct for every object of a list, however small its
-// JSON: `{}` (3 bytes) becomes a corev1.Container (408 bytes) or a PodCondition, so 4 MiB of
-// `"containers":[{},{},…]` — under ADH_MAX_BODY_BYTES — made one request allocate 3.3 GiB (1.6 GiB
-// live), measured. A workflow pod event holds ~170 objects (10 KiB, managedFields included), a
-// 30 KiB pod ~300; 20,000 is far above any real pod or Event and keeps the worst case near 25 MiB
-// live, ~50 MiB allocated.
+// types: encoding/json allocates a whole struct for every object of a list however small its
+// JSON, so a few MiB of `{}` would cost GiBs. The bound is far above any real pod or Event
+// (docs/fuzzing.md).
 const MaxJSONObjects = 20000
 
 var openBrace = []byte{'{'}

@@ -169,33 +169,17 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	trigger := "pod " + string(pc.Op) + " event"
 	pod, deleted := pc.Pod, pc.Op == eventing.OpDelete
 	if pod == nil {
-		live, err := h.o.Kube.CoreV1().Pods(pc.Namespace).Get(ctx, pc.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			return h.goneByName(ctx, pc, trigger)
-		case err != nil:
-			return fmt.Errorf("reading pod %s/%s: %w", pc.Namespace, pc.Name, err)
-		}
-		if _, ok := live.Labels[workflowmeta.LabelWorkflow]; !ok {
-			return fmt.Errorf("%w: %s/%s has no %s label (give the ApiServerSource that selector)", ErrNotWorkflowPod, pc.Namespace, pc.Name, workflowmeta.LabelWorkflow)
+		live, err := h.workflowPodNamed(ctx, pc.Namespace, pc.Name)
+		if err != nil || live == nil {
+			if err == nil {
+				err = h.goneByName(ctx, pc, trigger)
+			}
+			return err
 		}
 		pod, deleted = live, false
 	}
-	if err := h.o.Scope.Check(pod.Namespace, pod.Labels); err != nil {
-		log.Debugw("ignored", zap.String("why", err.Error()))
-		return nil
-	}
-	if ok, why := repair.Relevant(pod, deleted); !ok {
+	if why := h.podNeedsNothing(pod, deleted, pc.Pod != nil); why != "" {
 		log.Debugw("ignored", zap.String("why", why))
-		return nil
-	}
-	if pc.Pod != nil && forceDeleting(pod, deleted) {
-		// A deletion with grace period 0 is an update (deletionTimestamp set) and, at once, the
-		// delete: the watch delivers both, in order, and the delete repairs in four calls. Acting
-		// on the update as well raced the API server's own removal of the pod (the read found it
-		// on 27 of 200 pods in docs/BENCHMARKS.md, sending those down the six-call path) and cost
-		// the delete three more calls. A lost delete event is the sweep's.
-		log.Debugw("ignored", zap.String("why", "force-deleted: its delete event follows"))
 		return nil
 	}
 	t, err := repair.TargetFromPod(pod, seenOr(pc.Seen), trigger)
@@ -213,11 +197,45 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 		}
 	}
 	// The event carried this pod incarnation (its UID, its Workflow's UID) and the scope was
-	// checked on its labels above: the repair may take its four-call path, which goes on only if
-	// the pod is gone when read.
+	// checked on its labels: the repair may take its four-call path, which goes on only if the
+	// pod is gone when read.
 	t.FromPodEvent = pc.Pod != nil
 	_, err = h.o.Repairer.Repair(ctx, t)
 	return err
+}
+
+// workflowPodNamed reads a pod a Reference-mode event names; nil when it is gone. A pod without
+// the workflow label is refused: the source lacks its label selector.
+func (h *Handler) workflowPodNamed(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	pod, err := h.o.Kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading pod %s/%s: %w", namespace, name, err)
+	}
+	if _, ok := pod.Labels[workflowmeta.LabelWorkflow]; !ok {
+		return nil, fmt.Errorf("%w: %s/%s has no %s label (give the ApiServerSource that selector)", ErrNotWorkflowPod, namespace, name, workflowmeta.LabelWorkflow)
+	}
+	return pod, nil
+}
+
+// podNeedsNothing says why a pod event needs no repair, from the pod alone; "" when it may.
+// fromEvent is true when the pod is the event's own copy, not a read.
+func (h *Handler) podNeedsNothing(pod *corev1.Pod, deleted, fromEvent bool) string {
+	if err := h.o.Scope.Check(pod.Namespace, pod.Labels); err != nil {
+		return err.Error()
+	}
+	if ok, why := repair.Relevant(pod, deleted); !ok {
+		return why
+	}
+	if fromEvent && forceDeleting(pod, deleted) {
+		// A deletion with grace period 0 is an update and, at once, the delete: acting on the
+		// update too races the API server's own removal of the pod and costs the delete more
+		// calls (docs/BENCHMARKS.md). A lost delete event is the sweep's.
+		return "force-deleted: its delete event follows"
+	}
+	return ""
 }
 
 // deadLetter logs and counts an event the broker could not deliver and handed to its
@@ -278,47 +296,12 @@ func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
 func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error {
 	log := logging.FromContext(ctx).With(zap.String("reason", d.Reason), zap.String("source", d.Source))
 	ctx = logging.WithLogger(ctx, log)
-	var nodes []string
-	switch {
-	case d.PodName != "":
-		if !h.o.Scope.NamespaceAllowed(d.PodNamespace) {
-			return nil
-		}
-	case d.NodeName != "":
-		nodes = []string{d.NodeName}
-	case d.NodeClaimName != "":
-		n, err := h.o.Finder.NodeOfClaim(ctx, d.NodeClaimName)
-		if err != nil {
-			return err
-		}
-		if n != "" {
-			nodes = []string{n}
-		}
-	case len(d.InstanceIDs) > 0:
-		var err error
-		if nodes, err = h.o.Finder.NodesOfInstances(ctx, d.InstanceIDs); err != nil {
-			return err
-		}
+	if d.PodName != "" && !h.o.Scope.NamespaceAllowed(d.PodNamespace) {
+		return nil
 	}
-	var pods []corev1.Pod
-	if d.PodName != "" {
-		pod, err := h.o.Kube.CoreV1().Pods(d.PodNamespace).Get(ctx, d.PodName, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			return fmt.Errorf("reading pod %s/%s: %w", d.PodNamespace, d.PodName, err)
-		default:
-			if _, ok := pod.Labels[workflowmeta.LabelWorkflow]; ok {
-				pods = append(pods, *pod)
-			}
-		}
-	}
-	for _, n := range nodes {
-		on, err := h.o.Finder.WorkflowPodsOn(ctx, n, h.o.Scope.Namespaces)
-		if err != nil {
-			return err
-		}
-		pods = append(pods, on...)
+	pods, nodes, err := h.disruptedPods(ctx, d)
+	if err != nil {
+		return err
 	}
 	if len(pods) == 0 {
 		log.Debugw("no workflow pod concerned", zap.Strings("nodes", nodes), zap.Strings("instances", d.InstanceIDs))
@@ -338,6 +321,52 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// disruptedPods are the workflow pods a disruption names: its pod, or those on its Node, on its
+// NodeClaim's Node, or on its instances' Nodes (nodes).
+func (h *Handler) disruptedPods(ctx context.Context, d *eventing.Disruption) (pods []corev1.Pod, nodes []string, err error) {
+	if d.PodName != "" {
+		pod, err := h.o.Kube.CoreV1().Pods(d.PodNamespace).Get(ctx, d.PodName, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, nil, nil
+		case err != nil:
+			return nil, nil, fmt.Errorf("reading pod %s/%s: %w", d.PodNamespace, d.PodName, err)
+		}
+		if _, ok := pod.Labels[workflowmeta.LabelWorkflow]; !ok {
+			return nil, nil, nil
+		}
+		return []corev1.Pod{*pod}, nil, nil
+	}
+	if nodes, err = h.disruptedNodes(ctx, d); err != nil {
+		return nil, nil, err
+	}
+	for _, n := range nodes {
+		on, err := h.o.Finder.WorkflowPodsOn(ctx, n, h.o.Scope.Namespaces)
+		if err != nil {
+			return nil, nil, err
+		}
+		pods = append(pods, on...)
+	}
+	return pods, nodes, nil
+}
+
+// disruptedNodes are the Nodes a disruption names, found from its NodeClaim or instances.
+func (h *Handler) disruptedNodes(ctx context.Context, d *eventing.Disruption) ([]string, error) {
+	switch {
+	case d.NodeName != "":
+		return []string{d.NodeName}, nil
+	case d.NodeClaimName != "":
+		n, err := h.o.Finder.NodeOfClaim(ctx, d.NodeClaimName)
+		if err != nil || n == "" {
+			return nil, err
+		}
+		return []string{n}, nil
+	case len(d.InstanceIDs) > 0:
+		return h.o.Finder.NodesOfInstances(ctx, d.InstanceIDs)
+	}
+	return nil, nil
 }
 
 // warn records an announced disruption on a pod that may still run, and on its workflow.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"go.uber.org/zap"
@@ -28,38 +29,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "POST a CloudEvent", http.StatusMethodNotAllowed)
 		return
 	}
-	if h.o.Sender != nil {
-		user, err := h.o.Sender.Check(ctx, r.Header.Get("Authorization"))
-		if err != nil {
-			h.refuse(w, r, err)
-			return
-		}
-		if user != "" {
-			h.o.Log.Debugw("sender authenticated", zap.String("sender", user), zap.String("ceID", r.Header.Get("Ce-Id")))
-		}
-	}
-	// A binary-mode event from a source not on the list is refused before its body is read.
-	if src := r.Header.Get("Ce-Source"); src != "" && !config.SourceAllowed(src, h.o.AllowedSources) {
-		h.refuse(w, r, fmt.Errorf("%w: %q (ADH_ALLOWED_SOURCES)", ErrSourceNotAllowed, src))
+	if err := h.admit(r); err != nil {
+		h.refuse(w, r, err)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, int64(h.o.MaxBodyBytes)+envelopeSlack)
-	e, err := cehttp.NewEventFromHTTPRequest(r)
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		h.refuse(w, r, fmt.Errorf("%w: the request is over %d bytes", ErrTooLarge, tooBig.Limit))
-		return
-	case errors.Is(err, binding.ErrUnknownEncoding):
-		// Not a CloudEvent at all (no specversion, or one no SDK knows).
-		h.refuse(w, r, errNotCloudEvent)
-		return
-	case err != nil:
-		h.refuse(w, r, fmt.Errorf("%w: %v", errBadEnvelope, err))
-		return
-	}
-	if err := e.Validate(); err != nil {
-		h.refuse(w, r, fmt.Errorf("%w: %v", errBadEnvelope, err))
+	e, err := readEvent(r)
+	if err != nil {
+		h.refuse(w, r, err)
 		return
 	}
 	_, res := h.Handle(ctx, *e)
@@ -73,6 +50,43 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Error(w, msg, status)
+}
+
+// admit checks who sent the request and, for a binary-mode event, its source, before the body
+// is read.
+func (h *Handler) admit(r *http.Request) error {
+	if h.o.Sender != nil {
+		user, err := h.o.Sender.Check(r.Context(), r.Header.Get("Authorization"))
+		if err != nil {
+			return err
+		}
+		if user != "" {
+			h.o.Log.Debugw("sender authenticated", zap.String("sender", user), zap.String("ceID", r.Header.Get("Ce-Id")))
+		}
+	}
+	if src := r.Header.Get("Ce-Source"); src != "" && !config.SourceAllowed(src, h.o.AllowedSources) {
+		return fmt.Errorf("%w: %q (ADH_ALLOWED_SOURCES)", ErrSourceNotAllowed, src)
+	}
+	return nil
+}
+
+// readEvent reads the CloudEvent of a request, binary or structured mode.
+func readEvent(r *http.Request) (*event.Event, error) {
+	e, err := cehttp.NewEventFromHTTPRequest(r)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, fmt.Errorf("%w: the request is over %d bytes", ErrTooLarge, tooBig.Limit)
+	case errors.Is(err, binding.ErrUnknownEncoding):
+		// Not a CloudEvent at all (no specversion, or one no SDK knows).
+		return nil, errNotCloudEvent
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", errBadEnvelope, err)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadEnvelope, err)
+	}
+	return e, nil
 }
 
 var (

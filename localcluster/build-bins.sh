@@ -8,7 +8,7 @@
 # Usage: localcluster/build-bins.sh [component ...]
 #   components: etcd kube-apiserver kube-controller-manager kubectl kwok adapter
 #               argo-v3.5.10 argo-v3.6.10 argo-v3.7.3 argo-v4.0.5   (also: all, argo = every argo version)
-#               func (the knative func CLI v0.44.0; not in "all": test/func-build.sh builds it)
+#               func (the knative func CLI v0.44.0; not in "all")
 #   default: all
 # Env: ADH_CACHE (output root), ADH_NICE (nice level, default 10), ADH_FORCE=1 (rebuild).
 # Builds run sequentially (2-core machine); only the Go module proxy is contacted.

@@ -8,7 +8,7 @@
 // prometheus.io/scrape|port|path annotations (deploy/), since a Knative Service may declare only
 // its serving port.
 //
-// Every method is safe on a nil *Recorder, so tests and the audit command pass none.
+// Every method is safe on a nil *Recorder, so tests and the sweep command pass none.
 package metrics
 
 import (

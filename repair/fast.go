@@ -26,31 +26,12 @@ func fastEligible(t Target) bool {
 	return t.FromPodEvent && t.PodName != "" && t.WorkflowUID != "" && t.PodUID != "" && !t.StatusMisleading && !t.MayRestart
 }
 
-// fastComplete is ladder step 1 for the case that matters most — a workflow pod deleted under
-// a running step (Karpenter consolidation, a drain), its delete event (or the update that set
-// its deletionTimestamp, when the pod is already gone on reading) in hand — in four API calls
-// instead of six, with no read of the Workflow or the task result:
-//
-//  1. GET the pod: the one read no precondition can replace. Argo 3.7 re-creates the pod of an
-//     Error-but-unfulfilled node under the same name, and a late event must not complete the task
-//     result of that new incarnation (its executor never resets the label). A pod found at all
-//     sends the target down the full path.
-//  2. PATCH the task result with a JSON patch whose test operations are step 1's condition and
-//     our scope, checked by the API server itself: its labels are exactly what the executor
-//     writes (workflows 3.5–3.7 workflow/executor/taskresult.go) with "false" and, for the
-//     instance ID, ours (or none) — the executor copies its controller's instanceID there — and
-//     it belongs to this Workflow (ownerReferences[0].uid). It sets the label "true" and our
-//     repaired label. A failed test (422: already complete, unlabelled, another controller's,
-//     another workflow's, or labelled by someone else) or no task result (404) sends the target
-//     down the full path, which reads everything and decides.
-//  3. POST the Kubernetes Event (name derived from the workflow UID and node: a duplicate is
-//     AlreadyExists).
-//  4. PATCH the node's record annotation onto the Workflow (a key of its own, UID-guarded).
-//
-// What the full path reads the Workflow for is covered: scope by the pod's labels (the caller),
-// a finished workflow by the gate (its task results are complete, so the test fails), a deleted
-// one by garbage collection of its task results (404). done is false when the full path must
-// decide.
+// fastComplete is ladder step 1 for a workflow pod deleted under a running step, its event in
+// hand, in four calls and no read of the Workflow or the task result: GET the pod (a pod found
+// at all, maybe a new incarnation, goes down the full path), PATCH the task result with a JSON
+// patch whose test operations the API server checks (the executor's labels, our scope, this
+// Workflow's UID), POST the Event, PATCH the record. docs/safety.md gives each call's reason.
+// done is false when the full path must decide.
 func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredLogger) (res Result, done bool, err error) {
 	res = Result{Target: t, DryRun: r.opts.DryRun, Attempts: 1}
 	pod, err := r.kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})

@@ -40,15 +40,8 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 		// compressed nodes anyway); the task-result steps do not need them.
 		o.Nodes, o.Storage = nil, nodestatus.Compressed
 	}
-	if t.PodName != "" {
-		pod, err := r.kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			return nil, fmt.Errorf("reading pod %s/%s: %w", t.Namespace, t.PodName, err)
-		default:
-			o.Pod = pod
-		}
+	if o.Pod, err = r.readPod(ctx, t); err != nil {
+		return nil, err
 	}
 	if p := o.Pod; p != nil && t.PodUID != "" && p.UID != t.PodUID {
 		// Another incarnation holds the name: it is left alone whatever else is read.
@@ -63,15 +56,37 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 			return nil, err
 		}
 	}
+	if o.TaskResult, err = r.readTaskResult(ctx, t); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// readPod reads the target's pod by name; nil when it has none or it is gone.
+func (r *Repairer) readPod(ctx context.Context, t Target) (*corev1.Pod, error) {
+	if t.PodName == "" {
+		return nil, nil
+	}
+	pod, err := r.kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading pod %s/%s: %w", t.Namespace, t.PodName, err)
+	}
+	return pod, nil
+}
+
+// readTaskResult reads the target node's task result; nil when there is none.
+func (r *Repairer) readTaskResult(ctx context.Context, t Target) (*wfv1.WorkflowTaskResult, error) {
 	tr, err := r.argo.ArgoprojV1alpha1().WorkflowTaskResults(t.Namespace).Get(ctx, t.NodeID, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
+		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("reading task result %s/%s: %w", t.Namespace, t.NodeID, err)
-	default:
-		o.TaskResult = tr
 	}
-	return o, nil
+	return tr, nil
 }
 
 func (r *Repairer) nodeGone(ctx context.Context, p *corev1.Pod) (bool, error) {

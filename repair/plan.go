@@ -181,10 +181,15 @@ func decidePod(t Target, o *Observation, pol Policy, now time.Time) (p Plan, fin
 	if !o.HostGone {
 		return Plan{Skip: "pod marked Failed without its containers ending: waiting for its deletion"}, true
 	}
-	// The pod's status is not the step's outcome and its Node is gone: nothing of it will
-	// report. Released, the status finalizer no longer holds its deletion; a machine claimed
-	// terminated (and its Node confirmed gone) lets the pod be deleted at once, as PodGC does
-	// after its quarantine.
+	return decideOrphan(t, o, pol, now, held)
+}
+
+// decideOrphan decides for a pod whose status is not the step's outcome and whose Node is gone:
+// nothing of it will report. Released, the status finalizer no longer holds its deletion; a
+// machine claimed terminated (and its Node confirmed gone) lets the pod be deleted at once, as
+// PodGC does after its quarantine.
+func decideOrphan(t Target, o *Observation, pol Policy, now time.Time, held bool) (p Plan, final bool) {
+	pod := o.Pod
 	deleting := t.Machine == eventing.MachineTerminated && !otherFinalizers(pod)
 	if deleting && !PodFinished(pod) {
 		// Left Running by its terminated machine: that status reads as running, never as a

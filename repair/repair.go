@@ -1,6 +1,6 @@
 // Package repair moves a workflow on after Kubernetes took one of its pods away, with the
 // smallest safe write: the ladder of the README and docs/safety.md. It is called alike by
-// the event handler, a periodic sweep and the audit command; it keeps no state between calls —
+// the event handler, a periodic sweep and the sweep command; it keeps no state between calls —
 // everything it needs is read from the cluster, and every write it makes is idempotent.
 package repair
 
@@ -20,6 +20,7 @@ import (
 	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
 
 	"function/metrics"
+	"function/record"
 )
 
 // ErrConflictsExhausted means every attempt lost a race (409 Conflict or AlreadyExists) with
@@ -112,6 +113,12 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 			return res, err
 		}
 	}
+	return r.repairObserved(ctx, t, log)
+}
+
+// repairObserved is the full path: observe, decide, apply, again after a lost race (up to
+// Attempts) and once more after the pod was made to go, for its task result.
+func (r *Repairer) repairObserved(ctx context.Context, t Target, log *zap.SugaredLogger) (Result, error) {
 	res := Result{Target: t, DryRun: r.opts.DryRun}
 	conflicts, removed := 0, false
 	var applied Plan // the plans of the runs applied so far
@@ -122,22 +129,7 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 			return res, err
 		}
 		plan := Decide(t, obs, r.opts.Policy, r.opts.Now())
-		switch {
-		case plan.NotOurs:
-			log.Infow("not ours: nothing written", zap.String("why", plan.Skip))
-			r.opts.Metrics.NotOurs()
-		case plan.Await && inFollowUp(ctx):
-			log.Debugw("still waiting for the controller", zap.String("why", plan.Skip))
-		case plan.Await && r.opts.FollowUps.schedule(ctx, t, func(ctx context.Context) bool {
-			res, err := r.Repair(ctx, t)
-			return err != nil || res.Plan.Await
-		}):
-			log.Infow("waiting for the controller to see the pod go: followed up", zap.String("why", plan.Skip))
-		case plan.Await:
-			log.Infow("left to the controller and the sweep", zap.String("why", plan.Skip))
-		case plan.Empty():
-			log.Debugw("nothing to do", zap.String("skip", plan.Skip), zap.String("note", plan.Note))
-		}
+		r.explain(ctx, log, t, plan)
 		res.Plan = applied.then(plan)
 		if plan.Empty() {
 			return res, nil
@@ -145,25 +137,21 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 		log.Infow("repair plan", zap.Any("actions", plan.Actions), zap.Bool("record", plan.Record), zap.Int("attempt", res.Attempts), zap.String("note", plan.Note))
 		done := len(res.Done)
 		err = r.apply(ctx, t, obs, plan, &res)
-		if errors.Is(err, errRecreated) {
+		switch {
+		case errors.Is(err, errRecreated):
 			log.Infow("completion undone: the pod was re-created under the same name", zap.Error(err))
 			res.Plan.Skip = err.Error()
 			return res, nil
-		}
-		if errors.Is(err, errLostRace) {
+		case errors.Is(err, errLostRace):
 			if conflicts++; conflicts >= max(r.opts.Attempts, 1) {
 				return res, fmt.Errorf("%s: %w after %d attempts", t, ErrConflictsExhausted, conflicts)
 			}
 			log.Infow("lost a race, re-reading", zap.Error(err))
 			continue
-		}
-		if err != nil {
+		case err != nil:
 			return res, err
 		}
-		log.Infow("repaired", zap.Any("actions", res.Done[done:]), zap.Bool("recorded", res.Recorded))
-		for _, a := range res.Done[done:] {
-			r.opts.Metrics.Repair(string(a), t.Reason, r.opts.DryRun)
-		}
+		r.repaired(log, t, res.Done[done:], res.Recorded)
 		applied = res.Plan
 		if !removesPod(plan) || r.opts.DryRun || removed {
 			return res, nil
@@ -172,6 +160,27 @@ func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
 		// see the pod go when its last status could be taken for the step's outcome.
 		removed = true
 		t.StatusMisleading = t.StatusMisleading || !statusIsOutcome(obs.Pod) && PodFinished(obs.Pod)
+	}
+}
+
+// explain logs why a plan writes nothing, and hands a target that waits for the controller to
+// the follow-ups.
+func (r *Repairer) explain(ctx context.Context, log *zap.SugaredLogger, t Target, plan Plan) {
+	switch {
+	case plan.NotOurs:
+		log.Infow("not ours: nothing written", zap.String("why", plan.Skip))
+		r.opts.Metrics.NotOurs()
+	case plan.Await && inFollowUp(ctx):
+		log.Debugw("still waiting for the controller", zap.String("why", plan.Skip))
+	case plan.Await && r.opts.FollowUps.schedule(ctx, t, func(ctx context.Context) bool {
+		res, err := r.Repair(ctx, t)
+		return err != nil || res.Plan.Await
+	}):
+		log.Infow("waiting for the controller to see the pod go: followed up", zap.String("why", plan.Skip))
+	case plan.Await:
+		log.Infow("left to the controller and the sweep", zap.String("why", plan.Skip))
+	case plan.Empty():
+		log.Debugw("nothing to do", zap.String("skip", plan.Skip), zap.String("note", plan.Note))
 	}
 }
 
@@ -184,11 +193,15 @@ func (r *Repairer) targetLog(ctx context.Context, t Target) *zap.SugaredLogger {
 
 // shortPathDone logs and counts what a short path (path: its log field) wrote, when it succeeded.
 func (r *Repairer) shortPathDone(log *zap.SugaredLogger, t Target, res Result, err error, path string) {
-	if err != nil {
-		return
+	if err == nil {
+		r.repaired(log, t, res.Done, res.Recorded, zap.Bool(path, true))
 	}
-	log.Infow("repaired", zap.Any("actions", res.Done), zap.Bool("recorded", res.Recorded), zap.Bool(path, true))
-	for _, a := range res.Done {
+}
+
+// repaired logs and counts the actions a run wrote.
+func (r *Repairer) repaired(log *zap.SugaredLogger, t Target, done []Action, recorded bool, fields ...any) {
+	log.Infow("repaired", append([]any{zap.Any("actions", done), zap.Bool("recorded", recorded)}, fields...)...)
+	for _, a := range done {
 		r.opts.Metrics.Repair(string(a), t.Reason, r.opts.DryRun)
 	}
 }
@@ -215,51 +228,66 @@ func (p Plan) then(next Plan) Plan {
 // re-delivery could not tell that a record is missing.
 func (r *Repairer) apply(ctx context.Context, t Target, obs *Observation, plan Plan, res *Result) error {
 	rec := r.newRecord(t, obs, plan)
-	markNode := false
 	var completed *wfv1.WorkflowTaskResult // a completion a failed pod removal must undo
 	for _, a := range plan.Actions {
-		var err error
-		switch a {
-		case ReleaseStatusFinalizer:
-			err = r.releaseStatusFinalizer(ctx, obs.Pod, rec)
-		case DeleteOrphanedPod:
-			err = r.deleteOrphanedPod(ctx, obs.Pod)
-		case CompleteTaskResult, CreateTaskResult:
-			var tr *wfv1.WorkflowTaskResult
-			if a == CompleteTaskResult {
-				tr, err = r.completeTaskResult(ctx, obs.TaskResult, rec)
-			} else {
-				tr, err = r.createTaskResult(ctx, t, obs.Workflow, rec)
-			}
-			if err == nil && obs.Pod == nil {
-				err = r.guardRecreation(ctx, t, tr)
-			}
+		if a == MarkNodeError {
+			continue // written with the record, below
+		}
+		tr, err := r.step(ctx, t, obs, a, rec)
+		if tr != nil {
 			completed = tr
-		case MarkNodeError:
-			markNode = true
-			continue
 		}
 		if err != nil {
 			if completed != nil && obs.Pod != nil && (a == ReleaseStatusFinalizer || a == DeleteOrphanedPod) {
-				// The pod stays with our completed task result: PodGC would later set it Failed,
-				// which the controller reads as success. Put the gate back first.
-				if uerr := r.undoCompletion(ctx, completed); uerr != nil && !r.opts.DryRun {
-					err = errors.Join(err, fmt.Errorf("undoing the completion of task result %s/%s: %w", completed.Namespace, completed.Name, uerr))
-				} else {
-					res.Done = slices.DeleteFunc(res.Done, func(d Action) bool { return d == CompleteTaskResult || d == CreateTaskResult })
-				}
+				err = r.putGateBack(ctx, completed, res, err)
 			}
 			return err
 		}
 		res.Done = append(res.Done, a)
 	}
+	return r.writeRecord(ctx, t, obs, plan, rec, res)
+}
+
+// step writes one action of a plan other than MarkNodeError; tr is the task result it completed
+// or created.
+func (r *Repairer) step(ctx context.Context, t Target, obs *Observation, a Action, rec record.Record) (tr *wfv1.WorkflowTaskResult, err error) {
+	switch a {
+	case ReleaseStatusFinalizer:
+		return nil, r.releaseStatusFinalizer(ctx, obs.Pod, rec)
+	case DeleteOrphanedPod:
+		return nil, r.deleteOrphanedPod(ctx, obs.Pod)
+	case CompleteTaskResult:
+		tr, err = r.completeTaskResult(ctx, obs.TaskResult, rec)
+	case CreateTaskResult:
+		tr, err = r.createTaskResult(ctx, t, obs.Workflow, rec)
+	}
+	if err == nil && obs.Pod == nil {
+		err = r.guardRecreation(ctx, t, tr)
+	}
+	return tr, err
+}
+
+// putGateBack undoes our completion after the pod could not be made to go: the pod stays, and
+// PodGC would later set it Failed, which the controller reads as success. It returns the error
+// to answer.
+func (r *Repairer) putGateBack(ctx context.Context, completed *wfv1.WorkflowTaskResult, res *Result, err error) error {
+	if uerr := r.undoCompletion(ctx, completed); uerr != nil && !r.opts.DryRun {
+		return errors.Join(err, fmt.Errorf("undoing the completion of task result %s/%s: %w", completed.Namespace, completed.Name, uerr))
+	}
+	res.Done = slices.DeleteFunc(res.Done, func(d Action) bool { return d == CompleteTaskResult || d == CreateTaskResult })
+	return err
+}
+
+// writeRecord writes the plan's record: the Kubernetes Event, then the workflow's annotation, with the
+// node marked Error in the same write when the plan says so.
+func (r *Repairer) writeRecord(ctx context.Context, t Target, obs *Observation, plan Plan, rec record.Record, res *Result) error {
 	if plan.Record {
 		if err := r.createEvent(ctx, obs.Workflow, rec); err != nil {
 			return err
 		}
 	}
 	switch {
-	case markNode:
+	case slices.Contains(plan.Actions, MarkNodeError):
 		if err := r.markNodeError(ctx, obs.Workflow, t.NodeID, rec, plan.Record); err != nil {
 			return err
 		}

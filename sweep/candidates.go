@@ -3,7 +3,7 @@
 // an event once its retries fail and reports nothing of what changed while its watch was down),
 // and hands each to the same repair ladder the event handlers use. It runs from a PingSource
 // tick (bounded by a time budget, resuming from a cursor kept on the cluster) and from the
-// `argo-disruption-handler sweep` audit command.
+// `argo-disruption-handler sweep` command.
 package sweep
 
 import (
@@ -44,54 +44,77 @@ type Candidate struct {
 // incomplete names nodes whose task result is known incomplete when neither the nodes nor the
 // gate map can be read (offloaded nodes of Argo 3.7.1+).
 func Candidates(wf *wfv1.Workflow, pods []corev1.Pod, now time.Time, grace time.Duration, incomplete ...string) []Candidate {
-	byNode := make(map[string]*corev1.Pod, len(pods))
-	for i := range pods {
-		if id, ok := repair.NodeIDOf(&pods[i]); ok {
-			// Keep the newest incarnation when a node had several pods (retries make new nodes,
-			// so this is rare: a pod re-created under the same node).
-			if old, dup := byNode[id]; !dup || old.CreationTimestamp.Before(&pods[i].CreationTimestamp) {
-				byNode[id] = &pods[i]
-			}
-		}
-	}
+	byNode := podsByNode(pods)
 	nodes, storage, err := nodestatus.Nodes(wf)
 	if err != nil || storage == nodestatus.Offloaded {
 		nodes = nil
 	}
 	var out []Candidate
 	seen := map[string]bool{}
-	add := func(id string, n *wfv1.NodeStatus, why string) {
-		if seen[id] {
-			return
-		}
-		seen[id] = true
-		out = append(out, candidate(wf, id, n, byNode[id], why, now))
-	}
 	for id, n := range nodes {
 		if n.Type != wfv1.NodeTypePod || n.IsDaemoned() {
 			continue
 		}
-		pod := byNode[id]
-		holds := nodestatus.GateHolds(wf, nodes, id)
-		switch {
-		case pod == nil && n.Phase == wfv1.NodeRunning && now.Sub(n.StartedAt.Time) > recentlyStarted:
-			add(id, &n, "node Running, its pod is gone")
-		case pod == nil && holds && repair.PhaseFulfilled(n.Phase):
-			// Nothing is left to report the outputs: no grace needed (3.5.6–3.5.10 never heal).
-			add(id, &n, "node "+string(n.Phase)+", its pod is gone, task result incomplete")
-		case pod != nil && pod.DeletionTimestamp != nil && now.Sub(pod.DeletionTimestamp.Time) > grace && (!repair.PhaseFulfilled(n.Phase) || holds):
-			add(id, &n, fmt.Sprintf("pod Terminating for %s", now.Sub(pod.DeletionTimestamp.Time).Round(time.Second)))
-		case pod != nil && holds && repair.PodFinished(pod) && !repair.WaitReported(pod) && now.Sub(n.StartedAt.Time) > grace:
-			add(id, &n, "pod "+string(pod.Status.Phase)+" without its outputs reported")
-		case pod != nil && holds && repair.PhaseFulfilled(n.Phase) && !n.FinishedAt.IsZero() && now.Sub(n.FinishedAt.Time) > grace:
-			// Usually the wait container still saving outputs; the repair reads the pod and
-			// leaves it alone while it can report.
-			add(id, &n, fmt.Sprintf("node %s for %s, its task result still incomplete", n.Phase, now.Sub(n.FinishedAt.Time).Round(time.Second)))
+		if why := nodeLooksStuck(&n, byNode[id], nodestatus.GateHolds(wf, nodes, id), now, grace); why != "" {
+			seen[id] = true
+			out = append(out, candidate(wf, id, &n, byNode[id], why, now))
 		}
 	}
 	// The gate map alone, for nodes we cannot see (offloaded or unreadable status, or an entry
 	// whose node the status lost): an entry still false whose pod is gone, finished or
 	// terminating.
+	for id, done := range gateOf(wf, incomplete) {
+		if _, visible := nodes[id]; done || seen[id] || visible {
+			continue
+		}
+		switch pod := byNode[id]; {
+		case pod == nil:
+			out = append(out, candidate(wf, id, nil, nil, "task result incomplete, no pod for the node", now))
+		case pod.DeletionTimestamp != nil || repair.PodFinished(pod):
+			out = append(out, candidate(wf, id, nil, pod, "task result incomplete, pod "+podState(pod), now))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Target.NodeID < out[j].Target.NodeID })
+	return out
+}
+
+// podsByNode indexes a workflow's pods by the node they run. When a node had several pods (a pod
+// re-created under the same node; retries make new nodes, so this is rare) the newest is kept.
+func podsByNode(pods []corev1.Pod) map[string]*corev1.Pod {
+	byNode := make(map[string]*corev1.Pod, len(pods))
+	for i := range pods {
+		if id, ok := repair.NodeIDOf(&pods[i]); ok {
+			if old, dup := byNode[id]; !dup || old.CreationTimestamp.Before(&pods[i].CreationTimestamp) {
+				byNode[id] = &pods[i]
+			}
+		}
+	}
+	return byNode
+}
+
+// nodeLooksStuck says why Pod node n, whose pod is pod (nil: gone) and whose task result holds
+// the gate or not, may need the ladder; "" when it looks healthy.
+func nodeLooksStuck(n *wfv1.NodeStatus, pod *corev1.Pod, holds bool, now time.Time, grace time.Duration) string {
+	switch {
+	case pod == nil && n.Phase == wfv1.NodeRunning && now.Sub(n.StartedAt.Time) > recentlyStarted:
+		return "node Running, its pod is gone"
+	case pod == nil && holds && repair.PhaseFulfilled(n.Phase):
+		// Nothing is left to report the outputs: no grace needed.
+		return "node " + string(n.Phase) + ", its pod is gone, task result incomplete"
+	case pod != nil && pod.DeletionTimestamp != nil && now.Sub(pod.DeletionTimestamp.Time) > grace && (!repair.PhaseFulfilled(n.Phase) || holds):
+		return fmt.Sprintf("pod Terminating for %s", now.Sub(pod.DeletionTimestamp.Time).Round(time.Second))
+	case pod != nil && holds && repair.PodFinished(pod) && !repair.WaitReported(pod) && now.Sub(n.StartedAt.Time) > grace:
+		return "pod " + string(pod.Status.Phase) + " without its outputs reported"
+	case pod != nil && holds && repair.PhaseFulfilled(n.Phase) && !n.FinishedAt.IsZero() && now.Sub(n.FinishedAt.Time) > grace:
+		// Usually the wait container still saving outputs; the repair reads the pod and leaves
+		// it alone while it can report.
+		return fmt.Sprintf("node %s for %s, its task result still incomplete", n.Phase, now.Sub(n.FinishedAt.Time).Round(time.Second))
+	}
+	return ""
+}
+
+// gateOf is the workflow's task-result gate map, or, when it has none, the nodes known incomplete.
+func gateOf(wf *wfv1.Workflow, incomplete []string) map[string]bool {
 	gate := wf.Status.TaskResultsCompletionStatus
 	if len(gate) == 0 && len(incomplete) > 0 {
 		gate = map[string]bool{}
@@ -99,19 +122,7 @@ func Candidates(wf *wfv1.Workflow, pods []corev1.Pod, now time.Time, grace time.
 			gate[id] = false
 		}
 	}
-	for id, done := range gate {
-		if _, visible := nodes[id]; done || seen[id] || visible {
-			continue
-		}
-		switch pod := byNode[id]; {
-		case pod == nil:
-			add(id, nil, "task result incomplete, no pod for the node")
-		case pod.DeletionTimestamp != nil || repair.PodFinished(pod):
-			add(id, nil, "task result incomplete, pod "+podState(pod))
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Target.NodeID < out[j].Target.NodeID })
-	return out
+	return gate
 }
 
 func candidate(wf *wfv1.Workflow, id string, n *wfv1.NodeStatus, pod *corev1.Pod, why string, now time.Time) Candidate {

@@ -136,80 +136,113 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report) {
 	}
 	rep.Started = clock()
 	defer func() { rep.Duration = clock().Sub(rep.Started) }()
-	namespaces := s.namespaces(opts.Namespaces)
-	cur := opts.From
-	if cur.Namespace >= len(namespaces) {
-		cur = Cursor{}
-	}
-	page := s.PageSize
-	if page <= 0 {
-		page = defaultPageSize
-	}
-	ck := checkpointer{save: opts.Checkpoint, every: opts.CheckpointEvery, clock: clock, rep: &rep}
-	skipNext := cur.Stalls >= MaxStalls
-	// The count is raised until a workflow finishes, and stored before any work: a run that is
-	// killed, or returns at its deadline, before finishing one leaves it raised.
-	cur.Stalls++
-	ck.force(cur)
-	swept := 0
-	for cur.Namespace < len(namespaces) {
-		ns := namespaces[cur.Namespace]
-		list, err := s.listRunning(ctx, ns, cur.Continue, page)
-		if err != nil {
-			rep.Errors = append(rep.Errors, err)
-			rep.Next = cur
-			if swept == 0 {
-				rep.Next.Stalls = opts.From.Stalls // a failed listing is no workflow's fault
-			}
-			return rep
-		}
-		for i := range list.Items {
-			wf := &list.Items[i]
-			key := wf.Namespace + "/" + wf.Name
-			if cur.After != "" && key <= cur.After {
-				continue // swept by an earlier run (lists come in key order)
-			}
-			if opts.Budget > 0 && swept > 0 && clock().Sub(rep.Started) > opts.Budget {
-				rep.Next = cur
-				ck.force(cur)
-				return rep
-			}
-			if skipNext {
-				skipNext = false
-				rep.Skipped = append(rep.Skipped, key)
-				cur.After, cur.Stalls = key, 0
-				continue
-			}
-			if s.Scope.Check(wf.Namespace, wf.Labels) == nil {
-				rep.Workflows++
-				found, err := s.sweepWorkflow(ctx, wf)
-				rep.Findings = append(rep.Findings, found...)
-				if err != nil {
-					rep.Errors = append(rep.Errors, err)
-				}
-				if ctx.Err() != nil {
-					// Cut short: this workflow is not finished; the next run starts with it.
-					rep.Next = cur
-					return rep
-				}
-			}
-			swept++
-			cur.After, cur.Stalls = key, 0
-			ck.maybe(cur)
-		}
-		if opts.Progress != nil {
-			opts.Progress(Progress{Namespace: ns, Scanned: rep.Workflows, Found: len(rep.Findings)})
-		}
-		if list.Continue != "" {
-			cur = Cursor{Namespace: cur.Namespace, Continue: list.Continue}
-		} else {
-			cur = Cursor{Namespace: cur.Namespace + 1}
-		}
-		if cur.Namespace < len(namespaces) {
-			ck.force(cur)
+	r := s.start(opts, clock, &rep)
+	for r.cur.Namespace < len(r.namespaces) {
+		if !r.page(ctx) {
+			break
 		}
 	}
 	return rep
+}
+
+// sweepRun is one Run's state: where it is, what it found so far, and its budget.
+type sweepRun struct {
+	s          *Sweeper
+	opts       Options
+	clock      func() time.Time
+	rep        *Report
+	namespaces []string
+	cur        Cursor
+	ck         checkpointer
+	// swept counts the workflows finished by this run; skipNext passes over the first one, on
+	// which earlier runs kept stopping.
+	swept    int
+	skipNext bool
+}
+
+func (s *Sweeper) start(opts Options, clock func() time.Time, rep *Report) *sweepRun {
+	r := &sweepRun{s: s, opts: opts, clock: clock, rep: rep, namespaces: s.namespaces(opts.Namespaces), cur: opts.From}
+	if r.cur.Namespace >= len(r.namespaces) {
+		r.cur = Cursor{}
+	}
+	r.ck = checkpointer{save: opts.Checkpoint, every: opts.CheckpointEvery, clock: clock, rep: rep}
+	r.skipNext = r.cur.Stalls >= MaxStalls
+	// The count is raised until a workflow finishes, and stored before any work: a run that is
+	// killed, or returns at its deadline, before finishing one leaves it raised.
+	r.cur.Stalls++
+	r.ck.force(r.cur)
+	return r
+}
+
+// page sweeps the next page of Running workflows; false when the run ends within it.
+func (r *sweepRun) page(ctx context.Context) bool {
+	ns := r.namespaces[r.cur.Namespace]
+	size := r.s.PageSize
+	if size <= 0 {
+		size = defaultPageSize
+	}
+	list, err := r.s.listRunning(ctx, ns, r.cur.Continue, size)
+	if err != nil {
+		r.rep.Errors = append(r.rep.Errors, err)
+		r.rep.Next = r.cur
+		if r.swept == 0 {
+			r.rep.Next.Stalls = r.opts.From.Stalls // a failed listing is no workflow's fault
+		}
+		return false
+	}
+	for i := range list.Items {
+		if !r.visit(ctx, &list.Items[i]) {
+			return false
+		}
+	}
+	if r.opts.Progress != nil {
+		r.opts.Progress(Progress{Namespace: ns, Scanned: r.rep.Workflows, Found: len(r.rep.Findings)})
+	}
+	if list.Continue != "" {
+		r.cur = Cursor{Namespace: r.cur.Namespace, Continue: list.Continue}
+	} else {
+		r.cur = Cursor{Namespace: r.cur.Namespace + 1}
+	}
+	if r.cur.Namespace < len(r.namespaces) {
+		r.ck.force(r.cur)
+	}
+	return true
+}
+
+// visit sweeps one workflow of a page; false when the run ends before finishing it (the budget
+// is spent, or the request's deadline passed).
+func (r *sweepRun) visit(ctx context.Context, wf *wfv1.Workflow) bool {
+	key := wf.Namespace + "/" + wf.Name
+	switch {
+	case r.cur.After != "" && key <= r.cur.After:
+		return true // swept by an earlier run (lists come in key order)
+	case r.opts.Budget > 0 && r.swept > 0 && r.clock().Sub(r.rep.Started) > r.opts.Budget:
+		r.rep.Next = r.cur
+		r.ck.force(r.cur)
+		return false
+	case r.skipNext:
+		r.skipNext = false
+		r.rep.Skipped = append(r.rep.Skipped, key)
+		r.cur.After, r.cur.Stalls = key, 0
+		return true
+	}
+	if r.s.Scope.Check(wf.Namespace, wf.Labels) == nil {
+		r.rep.Workflows++
+		found, err := r.s.sweepWorkflow(ctx, wf)
+		r.rep.Findings = append(r.rep.Findings, found...)
+		if err != nil {
+			r.rep.Errors = append(r.rep.Errors, err)
+		}
+		if ctx.Err() != nil {
+			// Cut short: this workflow is not finished; the next run starts with it.
+			r.rep.Next = r.cur
+			return false
+		}
+	}
+	r.swept++
+	r.cur.After, r.cur.Stalls = key, 0
+	r.ck.maybe(r.cur)
+	return true
 }
 
 // checkpointer stores the cursor through Options.Checkpoint, at most every `every` unless forced.

@@ -49,25 +49,12 @@ func step(format string, args ...any) {
 
 func run(argo string, without bool, wait time.Duration) error {
 	ctx := context.Background()
-	root, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(filepath.Join(root, "func.yaml")); err != nil {
-		return fmt.Errorf("run the demo from the repository root (go run ./cmd/demo)")
-	}
-	step("building the control plane binaries if needed (first run: ~25 min, then cached)")
-	build := exec.Command("localcluster/build-bins.sh", "etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-"+argo)
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building binaries: %w", err)
-	}
 	tmp, err := os.MkdirTemp("", "adh-demo-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin, err := scenario.BuildFunction(ctx, root, tmp)
+	bin, err := build(ctx, argo, tmp)
 	if err != nil {
 		return err
 	}
@@ -103,6 +90,30 @@ func run(argo string, without bool, wait time.Duration) error {
 	if r.Err != nil {
 		return r.Err
 	}
+	printTimeline(r, fn, wait)
+	return nil
+}
+
+// build builds the control plane's binaries (cached) and the function's, into dir.
+func build(ctx context.Context, argo, dir string) (string, error) {
+	root, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(root, "func.yaml")); err != nil {
+		return "", fmt.Errorf("run the demo from the repository root (go run ./cmd/demo)")
+	}
+	step("building the control plane binaries if needed (first run: ~25 min, then cached)")
+	bins := exec.Command("localcluster/build-bins.sh", "etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-"+argo)
+	bins.Stdout, bins.Stderr = os.Stdout, os.Stderr
+	if err := bins.Run(); err != nil {
+		return "", fmt.Errorf("building binaries: %w", err)
+	}
+	return scenario.BuildFunction(ctx, root, dir)
+}
+
+// printTimeline prints what happened after the eviction, the function's own steps included.
+func printTimeline(r scenario.Result, fn *scenario.Function, wait time.Duration) {
 	timeline := r.Timeline
 	if fn != nil {
 		for _, m := range []struct{ what, msg string }{
@@ -128,5 +139,4 @@ func run(argo string, without bool, wait time.Duration) error {
 		fmt.Printf("  after %s the workflow is still Running: %s\n", wait, r.Outcome)
 	}
 	fmt.Printf("\nresult: %s\n", r.Outcome)
-	return nil
 }

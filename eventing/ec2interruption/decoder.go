@@ -128,17 +128,26 @@ func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
 		return nil, eventing.Malformed(e, "%v", err)
 	}
 	d := &eventing.Disruption{Source: be.Source, Seen: e.Time()}
-	var det instanceDetail
 	switch be.DetailType {
 	case SpotInterruption, RebalanceRecommend, StateChange, CapacityReservationInt:
-		if err := json.Unmarshal(be.Detail, &det); err != nil {
-			return nil, eventing.Malformed(e, "%s detail: %v", be.DetailType, err)
-		}
-		if !instanceID.MatchString(det.InstanceID) {
-			return nil, eventing.Malformed(e, "%s: instance-id %q", be.DetailType, det.InstanceID)
-		}
-		d.InstanceIDs = []string{det.InstanceID}
+		return instanceDisruption(e, be, d)
+	case HealthEvent:
+		return scheduledChange(e, be, d)
 	}
+	return eventing.Ignore{Reason: fmt.Sprintf("detail-type %q is not an interruption", be.DetailType)}, nil
+}
+
+// instanceDisruption decodes the messages about one instance: spot interruption, rebalance
+// recommendation, capacity reservation interruption and state change.
+func instanceDisruption(e event.Event, be *bridgeEvent, d *eventing.Disruption) (eventing.Signal, error) {
+	var det instanceDetail
+	if err := json.Unmarshal(be.Detail, &det); err != nil {
+		return nil, eventing.Malformed(e, "%s detail: %v", be.DetailType, err)
+	}
+	if !instanceID.MatchString(det.InstanceID) {
+		return nil, eventing.Malformed(e, "%s: instance-id %q", be.DetailType, det.InstanceID)
+	}
+	d.InstanceIDs = []string{det.InstanceID}
 	switch be.DetailType {
 	case SpotInterruption:
 		d.Reason = "SpotInterruptionWarning"
@@ -163,26 +172,28 @@ func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
 			d.Machine = eventing.MachineStopping
 		}
 		d.Message = fmt.Sprintf("instance %s is %s", det.InstanceID, det.State)
-	case HealthEvent:
-		var h healthDetail
-		if err := json.Unmarshal(be.Detail, &h); err != nil {
-			return nil, eventing.Malformed(e, "AWS Health detail: %v", err)
-		}
-		if h.Service != "EC2" || h.EventTypeCategory != "scheduledChange" {
-			return eventing.Ignore{Reason: "AWS Health " + h.Service + " " + h.EventTypeCategory}, nil
-		}
-		for _, a := range h.AffectedEntities {
-			if instanceID.MatchString(a.EntityValue) {
-				d.InstanceIDs = append(d.InstanceIDs, a.EntityValue)
-			}
-		}
-		if len(d.InstanceIDs) == 0 {
-			return eventing.Ignore{Reason: "AWS Health scheduled change names no instance"}, nil
-		}
-		d.Reason = "ScheduledChange"
-		d.Message = fmt.Sprintf("AWS Health scheduled change %s for %s", h.EventTypeCode, strings.Join(d.InstanceIDs, ", "))
-	default:
-		return eventing.Ignore{Reason: fmt.Sprintf("detail-type %q is not an interruption", be.DetailType)}, nil
 	}
+	return d, nil
+}
+
+// scheduledChange decodes an AWS Health scheduled change of EC2 instances.
+func scheduledChange(e event.Event, be *bridgeEvent, d *eventing.Disruption) (eventing.Signal, error) {
+	var h healthDetail
+	if err := json.Unmarshal(be.Detail, &h); err != nil {
+		return nil, eventing.Malformed(e, "AWS Health detail: %v", err)
+	}
+	if h.Service != "EC2" || h.EventTypeCategory != "scheduledChange" {
+		return eventing.Ignore{Reason: "AWS Health " + h.Service + " " + h.EventTypeCategory}, nil
+	}
+	for _, a := range h.AffectedEntities {
+		if instanceID.MatchString(a.EntityValue) {
+			d.InstanceIDs = append(d.InstanceIDs, a.EntityValue)
+		}
+	}
+	if len(d.InstanceIDs) == 0 {
+		return eventing.Ignore{Reason: "AWS Health scheduled change names no instance"}, nil
+	}
+	d.Reason = "ScheduledChange"
+	d.Message = fmt.Sprintf("AWS Health scheduled change %s for %s", h.EventTypeCode, strings.Join(d.InstanceIDs, ", "))
 	return d, nil
 }

@@ -64,31 +64,12 @@ func (d Decoder) Decode(e event.Event) (eventing.Signal, error) {
 	}
 	var name string
 	if d.Reference {
-		var ref reference
-		if err := json.Unmarshal(data, &ref); err != nil {
-			return nil, eventing.Malformed(e, "data is not an object reference: %v", err)
-		}
-		if ref.Kind != d.Kind {
-			return nil, eventing.Malformed(e, "reference is to a %q, not a %s", ref.Kind, d.Kind)
-		}
-		name = ref.Name
+		name, err = d.referenced(e, data)
 	} else {
-		var obj object
-		if err := json.Unmarshal(data, &obj); err != nil {
-			return nil, eventing.Malformed(e, "data is not a %s: %v", d.Kind, err)
-		}
-		if obj.Kind != "" && obj.Kind != d.Kind {
-			return nil, eventing.Malformed(e, "data is a %q, not a %s", obj.Kind, d.Kind)
-		}
-		name = obj.Metadata.Name
-		g.ProviderID = obj.Spec.ProviderID
-		if karpenterManaged(obj.Metadata.Labels) {
-			g.Machine = eventing.MachineTerminated
-		}
-		if d.Kind == "NodeClaim" {
-			g.ProviderID = obj.Status.ProviderID
-			g.NodeName = obj.Status.NodeName
-		}
+		name, err = d.object(e, data, g)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
 		return nil, eventing.Malformed(e, "%s name %q: %s", d.Kind, name, strings.Join(msgs, "; "))
@@ -106,6 +87,39 @@ func (d Decoder) Decode(e event.Event) (eventing.Signal, error) {
 		return eventing.Ignore{Reason: d.Kind + " " + name + " has no Node name"}, nil
 	}
 	return g, nil
+}
+
+// referenced decodes a Reference-mode event: the deleted object's name.
+func (d Decoder) referenced(e event.Event, data []byte) (string, error) {
+	var ref reference
+	if err := json.Unmarshal(data, &ref); err != nil {
+		return "", eventing.Malformed(e, "data is not an object reference: %v", err)
+	}
+	if ref.Kind != d.Kind {
+		return "", eventing.Malformed(e, "reference is to a %q, not a %s", ref.Kind, d.Kind)
+	}
+	return ref.Name, nil
+}
+
+// object decodes a Resource-mode event: the deleted object's name, and into g what it says of
+// its machine and Node.
+func (d Decoder) object(e event.Event, data []byte, g *eventing.NodeGone) (string, error) {
+	var obj object
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return "", eventing.Malformed(e, "data is not a %s: %v", d.Kind, err)
+	}
+	if obj.Kind != "" && obj.Kind != d.Kind {
+		return "", eventing.Malformed(e, "data is a %q, not a %s", obj.Kind, d.Kind)
+	}
+	g.ProviderID = obj.Spec.ProviderID
+	if karpenterManaged(obj.Metadata.Labels) {
+		g.Machine = eventing.MachineTerminated
+	}
+	if d.Kind == "NodeClaim" {
+		g.ProviderID = obj.Status.ProviderID
+		g.NodeName = obj.Status.NodeName
+	}
+	return obj.Metadata.Name, nil
 }
 
 // karpenterManaged reports whether a Node was launched by Karpenter (v1 label, or the v1beta1 /
