@@ -30,6 +30,16 @@ func OpOf(ceType string) (Op, bool) {
 	return "", false
 }
 
+// PodOp is the operation and JSON data of an ApiServerSource event about a pod.
+func PodOp(e event.Event) (Op, []byte, error) {
+	op, ok := OpOf(e.Type())
+	if !ok {
+		return "", nil, Malformed(e, "type has no add/update/delete operation")
+	}
+	data, err := JSONData(e)
+	return op, data, err
+}
+
 // JSONData returns the event's data if its content type is JSON (or unset, which the CloudEvents
 // spec reads as JSON), and a Malformed error otherwise or when there is no data.
 func JSONData(e event.Event) ([]byte, error) {

@@ -10,8 +10,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"function/apifake"
 )
 
 func awsNode(name, instance string) *corev1.Node {
@@ -25,7 +26,7 @@ func TestInstanceIndex(t *testing.T) {
 	for i := range 1200 {
 		objs = append(objs, awsNode(fmt.Sprintf("ip-10-0-%d-%d.eu-west-1.compute.internal", i/250, i%250), fmt.Sprintf("i-0%016x", i)))
 	}
-	kube := kubefake.NewSimpleClientset(objs...)
+	kube := apifake.NewCluster(objs...).Kube
 	lists := 0
 	kube.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) { lists++; return false, nil, nil })
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)

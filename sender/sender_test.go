@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"function/apifake"
 )
 
 const (
@@ -33,7 +35,7 @@ func jwt(exp time.Time) string {
 // apiServer answers TokenReviews as kube-apiserver does for the tokens it knows: the identity
 // and the audiences of each; anything else is not authenticated.
 func apiServer(known map[string]authnv1.TokenReviewStatus, calls *int, fail error) *kubefake.Clientset {
-	kube := kubefake.NewSimpleClientset()
+	kube := apifake.NewCluster().Kube
 	kube.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		*calls++
 		if fail != nil {

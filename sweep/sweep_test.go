@@ -20,6 +20,7 @@ import (
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 	argov1 "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/typed/workflow/v1alpha1"
 
+	"function/apifake"
 	"function/nodestatus"
 	"function/repair"
 	"function/scope"
@@ -176,8 +177,9 @@ func taskResult(wf, id, completed string) *wfv1.WorkflowTaskResult {
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf, UID: types.UID("uid-" + wf)}}}}
 }
 
-// pagingArgo wraps the fake Argo clientset so that workflow LISTs honour Limit and Continue (the
-// generated fake drops them), count the calls, and can fail or expire a token.
+// pagingArgo wraps the fake API's Argo clientset so that workflow LISTs honour Limit and Continue
+// (the generated fake drops them before any reactor sees them), count the calls, and can fail or
+// expire a token.
 type pagingArgo struct {
 	*argofake.Clientset
 	lists int
@@ -249,8 +251,8 @@ func stuckCluster(t *testing.T, n int) (*kubefake.Clientset, *pagingArgo) {
 	id, node := podNode("healthy", "extract", "Running", 0)
 	objs = append(objs, wfWith("healthy", map[string]wfv1.NodeStatus{id: node}, id), taskResult("healthy", id, "false"))
 	healthyPod := podFor("healthy", id, "extract", corev1.PodRunning)
-	kube := kubefake.NewSimpleClientset(&healthyPod, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}})
-	return kube, &pagingArgo{Clientset: argofake.NewSimpleClientset(objs...)}
+	c := apifake.NewCluster(append(objs, &healthyPod, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}})...)
+	return c.Kube, &pagingArgo{Clientset: c.Argo}
 }
 
 func sweeper(kube *kubefake.Clientset, argo *pagingArgo, dryRun bool) *Sweeper {
@@ -466,7 +468,7 @@ func TestRunExpiredContinueToken(t *testing.T) {
 }
 
 func TestLease(t *testing.T) {
-	kube := kubefake.NewSimpleClientset()
+	kube := apifake.NewCluster().Kube
 	a := &Lease{Kube: kube, Namespace: "adh", Name: "sweep", Holder: "pod-a"}
 	b := &Lease{Kube: kube, Namespace: "adh", Name: "sweep", Holder: "pod-b"}
 	cur, err := a.Acquire(ctx, 25*time.Second, now)
@@ -519,7 +521,7 @@ func TestCandidatesOffloaded37(t *testing.T) {
 // A checkpoint renews the holder's term and stores the cursor: a holder that dies mid-run leaves
 // it to the next one, which resumes there once the term has run out.
 func TestLeaseCheckpoint(t *testing.T) {
-	kube := kubefake.NewSimpleClientset()
+	kube := apifake.NewCluster().Kube
 	a := &Lease{Kube: kube, Namespace: "adh", Name: "sweep", Holder: "pod-a"}
 	b := &Lease{Kube: kube, Namespace: "adh", Name: "sweep", Holder: "pod-b"}
 	if _, err := a.Acquire(ctx, 25*time.Second, now); err != nil {

@@ -35,11 +35,7 @@ func Register(r *eventing.Registry) {
 
 // Decode implements eventing.Decoder.
 func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
-	op, ok := eventing.OpOf(e.Type())
-	if !ok {
-		return nil, eventing.Malformed(e, "type has no add/update/delete operation")
-	}
-	data, err := eventing.JSONData(e)
+	op, data, err := eventing.PodOp(e)
 	if err != nil {
 		return nil, err
 	}
