@@ -69,23 +69,18 @@ type NodeGone struct {
 // an event may be late, about an earlier Node of the same name, or forged.
 type Machine int
 
-// What a signal can claim about a machine, from least to most.
+// What a signal can claim about a machine. The states on the way (shutting down, stopping) are
+// not claimed: the message that follows them claims the end.
 const (
 	// MachineUnknown: the signal says nothing about the machine.
 	MachineUnknown Machine = iota
-	// MachineStopping: the instance is shutting down or stopping; its kubelet may still run the
-	// pods' graceful shutdown.
-	MachineStopping
 	// MachineTerminated: the instance is terminated or stopped; none of its pods' containers
 	// runs any more.
 	MachineTerminated
 )
 
 func (m Machine) String() string {
-	switch m {
-	case MachineStopping:
-		return "stopping"
-	case MachineTerminated:
+	if m == MachineTerminated {
 		return "terminated"
 	}
 	return "unknown"

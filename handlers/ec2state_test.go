@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"function/apifake"
 	"function/eventing/eventingtest"
@@ -21,9 +22,10 @@ import (
 )
 
 // An EC2 state message names an instance; its Node is found through the NodeClaim (which
-// outlives the Node while Karpenter terminates it). Where the Node exists, or the machine is only
-// shutting down, the pods get the warning and nothing else; a terminated instance whose Node is
-// gone is repaired at once, its record naming the announced reason, with no warning written first.
+// outlives the Node while Karpenter terminates it). Where the Node exists, the pods get the
+// warning and nothing else; a terminated instance whose Node is gone is repaired at once, its
+// record naming the announced reason, with no warning written first; a machine only shutting down
+// costs nothing, since its terminated message follows.
 func TestEC2StateMessages(t *testing.T) {
 	const instance = "i-0abc123def4567890"
 	for _, tc := range []struct {
@@ -33,8 +35,8 @@ func TestEC2StateMessages(t *testing.T) {
 		warning    string // recorded on the pod and the workflow ("" none)
 		repaired   bool
 	}{
-		{"shutting-down, Node still there: warned", "shutting-down", true, "InstanceShuttingDown", false},
-		{"shutting-down, Node gone: warned, left to PodGC", "shutting-down", false, "InstanceShuttingDown", false},
+		{"shutting-down, Node still there: nothing (its terminated message follows)", "shutting-down", true, "", false},
+		{"shutting-down, Node gone: nothing (its terminated message follows)", "shutting-down", false, "", false},
 		{"terminated, Node still there: warned (its delete repairs)", "terminated", true, "InstanceTerminated", false},
 		{"terminated, Node gone: repaired, the reason in the record", "terminated", false, "", true},
 	} {
@@ -75,6 +77,56 @@ func TestEC2StateMessages(t *testing.T) {
 			}
 			if rec := record.Recorded(got)["etl-a-111"]; tc.repaired && rec.Reason != "InstanceTerminated" {
 				t.Errorf("record %+v, want reason InstanceTerminated", rec)
+			}
+		})
+	}
+}
+
+// EC2 announces one instance's end twice, `shutting-down` then `terminated` (`stopping` then
+// `stopped`): the pair costs no more API calls than its last message alone (plus 10 %), whether
+// the Node is still there or already gone, with the same outcome.
+func TestEC2StateSequenceDoesNotDoubleTheWork(t *testing.T) {
+	const instance, pods = "i-0abc123def4567890", 20
+	for _, tc := range []struct {
+		name       string
+		states     []string
+		nodeExists bool
+	}{
+		{"shutting-down then terminated, Node gone", []string{"shutting-down", "terminated"}, false},
+		{"shutting-down then terminated, Node still there", []string{"shutting-down", "terminated"}, true},
+		{"stopping then stopped, Node gone", []string{"stopping", "stopped"}, false},
+		{"stopping then stopped, Node still there", []string{"stopping", "stopped"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := func(states []string) (calls int, c *apifake.Cluster) {
+				c = fullNode(pods, false)
+				if tc.nodeExists {
+					_ = c.Kube.Tracker().Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: goneNode}, Spec: corev1.NodeSpec{ProviderID: "aws:///eu-west-1a/" + instance}})
+				}
+				claim := &unstructured.Unstructured{Object: map[string]any{
+					"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "metadata": map[string]any{"name": "workflows-abcde"},
+					"status": map[string]any{"providerID": "aws:///eu-west-1a/" + instance, "nodeName": goneNode}}}
+				dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{lookup.NodeClaimGVR: "NodeClaimList"}, claim)
+				dynCalls := 0
+				dyn.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) { dynCalls++; return false, nil, nil })
+				h := handlerOver(c, func(o *Options) { o.Finder = lookup.Finder{Kube: c.Kube, Dynamic: dyn} })
+				for _, state := range states {
+					e := eventingtest.Load(t, "ec2-terminated-triggermesh-sqs.json")
+					e.DataEncoded = []byte(strings.Replace(string(e.Data()), `"state": "terminated"`, `"state": "`+state+`"`, 1))
+					if _, res := h.Handle(context.Background(), e); res != nil {
+						t.Fatalf("%s: %v", state, res)
+					}
+				}
+				return c.Count("") + dynCalls, c
+			}
+			alone, _ := run(tc.states[1:])
+			both, c := run(tc.states)
+			if float64(both) > 1.1*float64(alone) {
+				t.Errorf("%d API calls for %v, %d for %q alone: want at most +10 %%", both, tc.states, alone, tc.states[1])
+			}
+			left, _ := c.Kube.CoreV1().Pods(apifake.Namespace).List(context.Background(), metav1.ListOptions{})
+			if repaired := len(left.Items) == 0; repaired == tc.nodeExists {
+				t.Errorf("%d of %d pods left, want the pods repaired only when the Node is gone", len(left.Items), pods)
 			}
 		})
 	}

@@ -27,7 +27,6 @@ func TestOrphanEligible(t *testing.T) {
 		{"the Node read is older than its validity", nil, eventing.MachineTerminated, 2 * HostReadValidity, false},
 		{"the Node was not read", nil, eventing.MachineTerminated, 0, false},
 		{"a plain Node delete claims nothing of the machine", nil, eventing.MachineUnknown, 100 * time.Millisecond, false},
-		{"a stopping machine may still run the pod", nil, eventing.MachineStopping, 100 * time.Millisecond, false},
 		{"PodGC's Failed over running containers: the Workflow decides", []apifake.PodOption{apifake.MarkedFailedByPodGC}, eventing.MachineTerminated, 100 * time.Millisecond, false},
 		{"a finished pod: its status is the outcome", []apifake.PodOption{apifake.Failed}, eventing.MachineTerminated, 100 * time.Millisecond, false},
 		{"evicted before its main container started: failedPodRestart may restart it", []apifake.PodOption{apifake.EvictedBeforeStart}, eventing.MachineTerminated, 100 * time.Millisecond, false},

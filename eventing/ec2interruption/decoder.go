@@ -45,10 +45,15 @@ const (
 
 // stateReasons are the instance states acted on, and the reason recorded for each.
 var stateReasons = map[string]string{
-	"stopping":      "InstanceStopping",
-	"stopped":       "InstanceStopped",
-	"shutting-down": "InstanceShuttingDown",
-	"terminated":    "InstanceTerminated",
+	"stopped":    "InstanceStopped",
+	"terminated": "InstanceTerminated",
+}
+
+// transitions are the states EC2 announces on the way to one of stateReasons: the message that
+// follows carries the same news and can act on it, so acting on both would do the work twice.
+var transitions = map[string]string{
+	"stopping":      "stopped",
+	"shutting-down": "terminated",
 }
 
 var instanceID = regexp.MustCompile(`^i-[0-9a-f]{8,17}$`)
@@ -159,18 +164,14 @@ func instanceDisruption(e event.Event, be *bridgeEvent, d *eventing.Disruption) 
 		d.Reason = "CapacityReservationInterruption"
 		d.Message = fmt.Sprintf("capacity reservation interruption of %s (%s)", det.InstanceID, det.InstanceAction)
 	case StateChange:
+		if next, ok := transitions[det.State]; ok {
+			return eventing.Ignore{Reason: "instance " + det.InstanceID + " is " + det.State + ": its " + next + " message follows"}, nil
+		}
 		reason, ok := stateReasons[det.State]
 		if !ok {
 			return eventing.Ignore{Reason: "instance " + det.InstanceID + " is " + det.State}, nil
 		}
-		// What the state claims about the machine; "stopping" still runs everything.
-		d.Reason = reason
-		switch det.State {
-		case "terminated", "stopped":
-			d.Machine = eventing.MachineTerminated
-		case "shutting-down":
-			d.Machine = eventing.MachineStopping
-		}
+		d.Reason, d.Machine = reason, eventing.MachineTerminated
 		d.Message = fmt.Sprintf("instance %s is %s", det.InstanceID, det.State)
 	}
 	return d, nil
