@@ -75,26 +75,39 @@ func main() {
 	defer c.Stop()
 
 	if *sink != "" {
-		var ns []string
-		if *adNS != "" {
-			ns = strings.Split(*adNS, ",")
-		}
-		if err := c.StartAdapter(*sink, ns, *adSel); err != nil {
+		if err := startAdapter(c, *sink, *adNS, *adSel); err != nil {
 			c.Stop()
 			log.Fatalf("adapter: %v", err)
 		}
-		log.Printf("adapter: pods in %v (selector %q) -> %s", ns, *adSel, *sink)
 	}
-
-	fmt.Printf("\nkubeconfig: %s\nlogs:       %s\npids:       %v\n", c.Kubeconfig(), c.LogDir(), c.PIDs())
-	if k := c.KubectlPath(); k != "" {
-		fmt.Printf("kubectl:    %s\n", k)
-	}
-	fmt.Printf("\nexport KUBECONFIG=%s\n\nPress Ctrl-C to stop.\n", c.Kubeconfig())
+	printHowToUse(c)
 
 	<-ctx.Done()
 	log.Printf("stopping...")
 	start := time.Now()
 	c.Stop()
 	log.Printf("stopped in %.1fs", time.Since(start).Seconds())
+}
+
+// startAdapter runs the ApiServerSource adapter, sending the events of the selected pods of
+// namespaces (comma-separated, "" for all) to sink.
+func startAdapter(c *localcluster.Cluster, sink, namespaces, selector string) error {
+	var ns []string
+	if namespaces != "" {
+		ns = strings.Split(namespaces, ",")
+	}
+	if err := c.StartAdapter(sink, ns, selector); err != nil {
+		return err
+	}
+	log.Printf("adapter: pods in %v (selector %q) -> %s", ns, selector, sink)
+	return nil
+}
+
+// printHowToUse prints where the cluster's kubeconfig, logs and processes are.
+func printHowToUse(c *localcluster.Cluster) {
+	fmt.Printf("\nkubeconfig: %s\nlogs:       %s\npids:       %v\n", c.Kubeconfig(), c.LogDir(), c.PIDs())
+	if k := c.KubectlPath(); k != "" {
+		fmt.Printf("kubectl:    %s\n", k)
+	}
+	fmt.Printf("\nexport KUBECONFIG=%s\n\nPress Ctrl-C to stop.\n", c.Kubeconfig())
 }
