@@ -76,7 +76,7 @@ func (c *Cluster) StartAdapterFor(sinkURL string, namespaces []string, resources
 	if err != nil {
 		return err
 	}
-	pprofPort, err := freePort()
+	pprofPort, err := FreePort()
 	if err != nil {
 		return err
 	}
@@ -108,9 +108,5 @@ func (c *Cluster) StartAdapterFor(sinkURL string, namespaces []string, resources
 
 // StopAdapter stops the adapter (no-op if not running).
 func (c *Cluster) StopAdapter() {
-	c.mu.Lock()
-	p := c.procs["adapter"]
-	delete(c.procs, "adapter")
-	c.mu.Unlock()
-	p.stop()
+	c.stopProc("adapter")
 }

@@ -217,11 +217,7 @@ func (c *Cluster) RestartArgo(ctx context.Context, version string, env map[strin
 
 // StopArgo stops the workflow-controller (no-op if not running).
 func (c *Cluster) StopArgo() {
-	c.mu.Lock()
-	p := c.procs["workflow-controller"]
-	delete(c.procs, "workflow-controller")
-	c.mu.Unlock()
-	p.stop()
+	c.stopProc("workflow-controller")
 }
 
 // ArgoVersion is the version of the running (or last started) controller.

@@ -209,7 +209,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 
 	for _, p := range []*int{&c.ports.etcdClient, &c.ports.etcdPeer, &c.ports.apiserver, &c.ports.kcm, &c.ports.argoMetrics} {
-		if *p, err = freePort(); err != nil {
+		if *p, err = FreePort(); err != nil {
 			return c, err
 		}
 	}
@@ -272,6 +272,27 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	return c, nil
 }
 
+// launch starts one process of the stack (grace: how long it gets to stop) and registers it.
+func (c *Cluster) launch(name, bin string, args []string, grace time.Duration) (*proc, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, err := startProc(c.logDir, name, bin, args, nil, grace)
+	if err != nil {
+		return nil, err
+	}
+	c.addProc(p)
+	return p, nil
+}
+
+// stopProc stops the named process of the stack (a no-op when it does not run).
+func (c *Cluster) stopProc(name string) {
+	c.mu.Lock()
+	p := c.procs[name]
+	delete(c.procs, name)
+	c.mu.Unlock()
+	p.stop()
+}
+
 func (c *Cluster) addProc(p *proc) {
 	c.procs[p.name] = p
 	for _, n := range c.order {
@@ -297,12 +318,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 		"--log-level=warn",
 		"--quota-backend-bytes=4294967296",
 	}
-	c.mu.Lock()
-	p, err := startProc(c.logDir, "etcd", c.bins.etcd, args, nil, 5*time.Second)
-	if err == nil {
-		c.addProc(p)
-	}
-	c.mu.Unlock()
+	p, err := c.launch("etcd", c.bins.etcd, args, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -329,12 +345,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, tokenFile, saKey, saPub st
 		"--allow-privileged=true",
 		"--profiling=false",
 	}
-	c.mu.Lock()
-	p, err := startProc(c.logDir, "kube-apiserver", c.bins.apiserver, args, nil, 10*time.Second)
-	if err == nil {
-		c.addProc(p)
-	}
-	c.mu.Unlock()
+	p, err := c.launch("kube-apiserver", c.bins.apiserver, args, 10*time.Second)
 	if err != nil {
 		return err
 	}
@@ -360,7 +371,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, tokenFile, saKey, saPub st
 	}
 	c.server = "https://127.0.0.1:" + strconv.Itoa(c.ports.apiserver)
 	c.kubeconfig = filepath.Join(c.dir, "kubeconfig")
-	if err := writeKubeconfig(c.kubeconfig, c.server, c.caData, c.token); err != nil {
+	if err := WriteKubeconfig(c.kubeconfig, c.server, c.caData, c.token); err != nil {
 		return err
 	}
 	c.restCfg = restConfig(c.server, c.caData, c.token)
@@ -410,12 +421,7 @@ func (c *Cluster) startControllerManager(ctx context.Context, saKey string) erro
 		"--cluster-name=e2e",
 		"--profiling=false",
 	}
-	c.mu.Lock()
-	p, err := startProc(c.logDir, "kube-controller-manager", c.bins.kcm, args, nil, 5*time.Second)
-	if err == nil {
-		c.addProc(p)
-	}
-	c.mu.Unlock()
+	p, err := c.launch("kube-controller-manager", c.bins.kcm, args, 5*time.Second)
 	if err != nil {
 		return err
 	}

@@ -4,16 +4,12 @@ package localcluster
 
 import (
 	"context"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
+
+	"function/localcluster/cesink"
 )
 
 // Run: go test -tags e2e -run TestSmoke -v -timeout 10m ./localcluster/
@@ -45,23 +43,19 @@ func TestSmoke(t *testing.T) {
 	defer uninstall()
 	t.Logf("stack up in %s (argo %s); kubeconfig %s", time.Since(start).Round(time.Millisecond), argo, c.Kubeconfig())
 	pids := c.PIDs()
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			t.Logf("logs kept in %s", c.LogDir())
-		} else {
-			os.RemoveAll(c.Dir())
-		}
-	})
+	stopAtEnd(t, c)
 	logRSS(t, pids)
 
 	kube := c.Kube()
 
 	// The ApiServerSource adapter sends pod events of workflow pods to a sink.
-	sink := newEventSink()
-	defer sink.srv.Close()
+	sink, err := cesink.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
 	if _, err := os.Stat(filepath.Join(c.opts.CacheDir, "adapter-"+AdapterVersion, "apiserver_receive_adapter")); err == nil {
-		if err := c.StartAdapter(sink.srv.URL+"/", []string{ArgoNamespace}, "workflows.argoproj.io/workflow"); err != nil {
+		if err := c.StartAdapter(sink.URL, []string{ArgoNamespace}, "workflows.argoproj.io/workflow"); err != nil {
 			t.Fatal(err)
 		}
 		pids = c.PIDs()
@@ -144,14 +138,7 @@ func TestArgoVersions(t *testing.T) {
 	}
 	uninstall := c.StopOnSignal(nil)
 	defer uninstall()
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			t.Logf("logs kept in %s", c.LogDir())
-		} else {
-			os.RemoveAll(c.Dir())
-		}
-	})
+	stopAtEnd(t, c)
 	ran := 0
 	for _, v := range ArgoVersions {
 		if checkBin(filepath.Join(c.opts.CacheDir, "argo-"+v, "workflow-controller"), "argo-"+v) != nil {
@@ -172,10 +159,23 @@ func TestArgoVersions(t *testing.T) {
 	}
 }
 
+// stopAtEnd stops c (started with KeepDir) when the test ends and removes its directory unless
+// the test failed.
+func stopAtEnd(t *testing.T, c *Cluster) {
+	t.Cleanup(func() {
+		c.Stop()
+		if t.Failed() {
+			t.Logf("logs kept in %s", c.LogDir())
+		} else {
+			_ = os.RemoveAll(c.Dir())
+		}
+	})
+}
+
 // runOneStepWorkflow submits a one-step workflow pinned to kwok-node-0,
 // waits for its pod to run, does what the wait container would do, completes
 // the pod and waits for the workflow to succeed. Returns the pod.
-func runOneStepWorkflow(ctx context.Context, t *testing.T, c *Cluster, generateName string, sink *eventSink) *corev1.Pod {
+func runOneStepWorkflow(ctx context.Context, t *testing.T, c *Cluster, generateName string, sink *cesink.Sink) *corev1.Pod {
 	t.Helper()
 	kube := c.Kube()
 	wfs := c.Dynamic().Resource(WorkflowGVR).Namespace(ArgoNamespace)
@@ -240,53 +240,23 @@ spec:
 	phase := waitWorkflowPhase(ctx, t, c, name, "Succeeded", 90*time.Second)
 	t.Logf("workflow %s %s %s after the pod was completed", name, phase, time.Since(completed).Round(time.Millisecond))
 	if sink != nil {
+		types := func() []string {
+			var out []string
+			for _, e := range sink.Events(cesink.PodSubject(ArgoNamespace, pod.Name)) {
+				out = append(out, e.Type())
+			}
+			return out
+		}
 		err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-			evs := sink.forSubject("/apis/v1/namespaces/argo/pods/" + pod.Name)
+			evs := types()
 			return len(evs) >= 2 && evs[0] == "dev.knative.apiserver.resource.add", nil
 		})
-		evs := sink.forSubject("/apis/v1/namespaces/argo/pods/" + pod.Name)
 		if err != nil {
-			t.Fatalf("adapter events for pod %s: %v (all: %v)", pod.Name, evs, sink.all())
+			t.Fatalf("adapter events for pod %s: %v (all: %s)", pod.Name, types(), sink.Summary())
 		}
-		t.Logf("adapter events for pod %s: %v", pod.Name, evs)
+		t.Logf("adapter events for pod %s: %v", pod.Name, types())
 	}
 	return pod
-}
-
-type eventSink struct {
-	srv    *httptest.Server
-	mu     sync.Mutex
-	events [][2]string // subject, type
-}
-
-func newEventSink() *eventSink {
-	s := &eventSink{}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		s.mu.Lock()
-		s.events = append(s.events, [2]string{r.Header.Get("Ce-Subject"), r.Header.Get("Ce-Type")})
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	return s
-}
-
-func (s *eventSink) forSubject(subject string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for _, e := range s.events {
-		if e[0] == subject {
-			out = append(out, e[1])
-		}
-	}
-	return out
-}
-
-func (s *eventSink) all() [][2]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([][2]string(nil), s.events...)
 }
 
 func waitWorkflowPhase(ctx context.Context, t *testing.T, c *Cluster, name, want string, timeout time.Duration) string {

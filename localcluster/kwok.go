@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -51,21 +52,40 @@ func NodeName(i int) string { return fmt.Sprintf("kwok-node-%d", i) }
 //     finalizer stays until its owner removes it).
 //
 // Node stages are kwok's defaults (node initialise + lease heartbeat).
-const KwokPodStages = `apiVersion: kwok.x-k8s.io/v1alpha1
+var KwokPodStages = strings.Join([]string{
+	podStage("pod-ready", `    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.podIP'
+      operator: 'DoesNotExist'
+`, podReadyNext),
+	podStage("pod-complete", runningWith(CompleteAnnotation, "true"), podFinished("PodCompleted", 0, "Completed", "Succeeded")),
+	podStage("pod-fail", runningWith(CompleteAnnotation, "fail"), podFinished("PodFailed", 1, "Error", "Failed")),
+	podStage("pod-terminate", deletingWhile("Pending", "Running"), `  delay:
+    durationMilliseconds: 0
+    durationFrom:
+      expressionFrom: '.metadata.annotations["`+TerminateDelayAnnotation+`"]'
+`+podFinished("PodFailed", 143, "Error", "Failed")),
+	podStage("pod-remove", deletingWhile("Failed", "Succeeded"), "  next:\n    delete: true\n"),
+}, "---\n")
+
+// podStage is a kwok Stage for the pods that match every expression (YAML list items), its
+// spec going on with rest (the next state, and a delay).
+func podStage(name, matchExpressions, rest string) string {
+	return `apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
-  name: pod-ready
+  name: ` + name + `
 spec:
   resourceRef:
     apiGroup: v1
     kind: Pod
   selector:
     matchExpressions:
-    - key: '.metadata.deletionTimestamp'
-      operator: 'DoesNotExist'
-    - key: '.status.podIP'
-      operator: 'DoesNotExist'
-  next:
+` + matchExpressions + rest
+}
+
+// podReadyNext is a new pod's next state: Running, every container running.
+const podReadyNext = `  next:
     statusTemplate: |
       {{ $now := Now }}
       conditions:
@@ -118,172 +138,69 @@ spec:
       podIP: {{ PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) | Quote }}
       phase: Running
       startTime: {{ $now | Quote }}
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-complete
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: '.metadata.deletionTimestamp'
-      operator: 'DoesNotExist'
-    - key: '.status.phase'
-      operator: 'In'
-      values:
-      - 'Running'
-    - key: '.metadata.annotations["` + CompleteAnnotation + `"]'
-      operator: 'In'
-      values:
-      - 'true'
-  next:
-    statusTemplate: |
-      {{ $now := Now }}
-      conditions:
-      - lastTransitionTime: {{ $now | Quote }}
-        status: "False"
-        reason: PodCompleted
-        type: Ready
-      - lastTransitionTime: {{ $now | Quote }}
-        status: "False"
-        reason: PodCompleted
-        type: ContainersReady
-      containerStatuses:
-      {{ range .spec.containers }}
-      - image: {{ .image | Quote }}
-        name: {{ .name | Quote }}
-        ready: false
-        restartCount: 0
-        started: false
-        state:
-          terminated:
-            exitCode: 0
-            finishedAt: {{ $now | Quote }}
-            reason: Completed
-            startedAt: {{ $now | Quote }}
-      {{ end }}
-      phase: Succeeded
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-fail
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: '.metadata.deletionTimestamp'
-      operator: 'DoesNotExist'
-    - key: '.status.phase'
-      operator: 'In'
-      values:
-      - 'Running'
-    - key: '.metadata.annotations["` + CompleteAnnotation + `"]'
-      operator: 'In'
-      values:
-      - 'fail'
-  next:
-    statusTemplate: |
-      {{ $now := Now }}
-      conditions:
-      - lastTransitionTime: {{ $now | Quote }}
-        status: "False"
-        reason: PodFailed
-        type: Ready
-      - lastTransitionTime: {{ $now | Quote }}
-        status: "False"
-        reason: PodFailed
-        type: ContainersReady
-      containerStatuses:
-      {{ range .spec.containers }}
-      - image: {{ .image | Quote }}
-        name: {{ .name | Quote }}
-        ready: false
-        restartCount: 0
-        started: false
-        state:
-          terminated:
-            exitCode: 1
-            finishedAt: {{ $now | Quote }}
-            reason: Error
-            startedAt: {{ $now | Quote }}
-      {{ end }}
-      phase: Failed
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-terminate
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: '.metadata.deletionTimestamp'
-      operator: 'Exists'
-    - key: '.status.phase'
-      operator: 'In'
-      values:
-      - 'Pending'
-      - 'Running'
-  delay:
-    durationMilliseconds: 0
-    durationFrom:
-      expressionFrom: '.metadata.annotations["` + TerminateDelayAnnotation + `"]'
-  next:
-    statusTemplate: |
-      {{ $now := Now }}
-      conditions:
-      - lastTransitionTime: {{ $now | Quote }}
-        status: "False"
-        reason: PodFailed
-        type: Ready
-      - lastTransitionTime: {{ $now | Quote }}
-        status: "False"
-        reason: PodFailed
-        type: ContainersReady
-      containerStatuses:
-      {{ range .spec.containers }}
-      - image: {{ .image | Quote }}
-        name: {{ .name | Quote }}
-        ready: false
-        restartCount: 0
-        started: false
-        state:
-          terminated:
-            exitCode: 143
-            finishedAt: {{ $now | Quote }}
-            reason: Error
-            startedAt: {{ $now | Quote }}
-      {{ end }}
-      phase: Failed
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-remove
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: '.metadata.deletionTimestamp'
-      operator: 'Exists'
-    - key: '.status.phase'
-      operator: 'In'
-      values:
-      - 'Failed'
-      - 'Succeeded'
-  next:
-    delete: true
 `
+
+// podFinished is the next state of a pod whose every container ended with exitCode: what a
+// kubelet reports once the containers exited or were killed.
+func podFinished(readyReason string, exitCode int, containerReason, phase string) string {
+	return fmt.Sprintf(`  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      conditions:
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        reason: %[1]s
+        type: Ready
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        reason: %[1]s
+        type: ContainersReady
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: %[2]d
+            finishedAt: {{ $now | Quote }}
+            reason: %[3]s
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      phase: %[4]s
+`, readyReason, exitCode, containerReason, phase)
+}
+
+// runningWith matches a Running pod, not deleting, whose annotation key has value.
+func runningWith(key, value string) string {
+	return `    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+    - key: '.metadata.annotations["` + key + `"]'
+      operator: 'In'
+      values:
+      - '` + value + `'
+`
+}
+
+// deletingWhile matches a pod with a deletionTimestamp in one of the phases.
+func deletingWhile(phases ...string) string {
+	s := `    - key: '.metadata.deletionTimestamp'
+      operator: 'Exists'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+`
+	for _, p := range phases {
+		s += "      - '" + p + "'\n"
+	}
+	return s
+}
 
 // createNodes creates n Nodes kwok-node-0..n-1 with the kwok annotation and
 // some capacity. Existing nodes are left alone.
@@ -363,11 +280,7 @@ func (c *Cluster) StartKwok() error {
 // deletions are no longer acted on, leases are no longer renewed (the node
 // lifecycle controller marks the Nodes NotReady after its grace period).
 func (c *Cluster) StopKwok() {
-	c.mu.Lock()
-	p := c.procs["kwok"]
-	delete(c.procs, "kwok")
-	c.mu.Unlock()
-	p.stop()
+	c.stopProc("kwok")
 }
 
 // CompletePod annotates a pod so that kwok finishes it: succeed=true ->

@@ -102,8 +102,8 @@ func (p *proc) exitErr() error {
 	return fmt.Errorf("%s exited: %v (see %s)", p.name, p.err, p.logPath)
 }
 
-// freePort returns a currently unused TCP port on 127.0.0.1.
-func freePort() (int, error) {
+// FreePort returns a currently unused TCP port on 127.0.0.1.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -35,7 +35,8 @@ for pkg in ./eventing/podresource ./eventing/podreference ./eventing/nodedelete 
 done
 
 step "benchmarks (one short run, figures only: targets are read from the report, not asserted)"
-go test -run '^$' -bench . -benchtime 2000x ./handlers/ ./eventing/podresource/
+go test -run '^$' -bench 'IrrelevantEvent|HealthyWorkflowPodUpdate' -benchtime 2000x ./test/bench/micro/
+go test -run '^$' -bench . -benchtime 2000x ./eventing/podresource/
 
 # The e2e matrix on the local real control plane (docs/e2e.md). E2E=0 skips it for a quick run.
 # CI runs one controller version per test (the defaults below). ADH_E2E_FULL=1 runs the full

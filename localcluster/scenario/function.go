@@ -1,20 +1,24 @@
 // Package scenario runs the disruptions that matter against the real Argo workflow-controller on
 // the local control plane (localcluster), with and without the function, and measures what
-// happens. It is used by the e2e matrix (test/e2e/matrix_test.go) and the demo (cmd/demo).
+// happens. It is used by the e2e matrix (test/e2e/matrix_test.go) and the demo (cmd/demo). It
+// also runs the function for the other e2e tests and the benchmarks (test/bench): as its own
+// process (Function) or built in the caller's process (InProcess).
 package scenario
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"function/localcluster"
 )
 
 // Function is the function running as its own process, exactly as users run it locally:
@@ -22,6 +26,8 @@ import (
 type Function struct {
 	URL     string
 	LogPath string
+	// Started is just before the exec.
+	Started time.Time
 	cmd     *exec.Cmd
 	done    chan struct{}
 }
@@ -41,52 +47,84 @@ func BuildFunction(ctx context.Context, root, dir string) (string, error) {
 	return bin, nil
 }
 
-// StartFunction runs bin against kubeconfig with the given ADH_* settings, and waits until
-// /health/readiness answers 200.
+// StartFunction runs bin against kubeconfig with the given ADH_* settings (debug logs and
+// metrics on a free port unless they say otherwise), and waits until /health/readiness answers
+// 200.
 func StartFunction(ctx context.Context, bin, kubeconfig, logPath string, env map[string]string) (*Function, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Metrics on a free port (several functions may run at once); MetricsURL finds it in the log.
+	settings := map[string]string{"ADH_LOG_LEVEL": "debug", "ADH_METRICS_ADDRESS": "127.0.0.1:0"}
+	for k, v := range env {
+		settings[k] = v
+	}
+	f, err := ExecFunction(bin, kubeconfig, logPath, settings)
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	l.Close()
+	if _, _, err := f.WaitReady(ctx, 20*time.Second, 20*time.Millisecond); err != nil {
+		f.Stop()
+		return nil, err
+	}
+	return f, nil
+}
+
+// ExecFunction starts bin against kubeconfig on a free loopback port with the given environment
+// added, its output in logPath; it does not wait for anything.
+func ExecFunction(bin, kubeconfig, logPath string, env map[string]string) (*Function, error) {
+	port, err := localcluster.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin)
-	// Metrics on a free port (several functions may run at once); MetricsURL finds it in the log.
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "LISTEN_ADDRESS="+addr, "ADH_LOG_LEVEL=debug", "ADH_METRICS_ADDRESS=127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "LISTEN_ADDRESS="+addr)
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	f := &Function{URL: "http://" + addr + "/", LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	f.Started = time.Now()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, err
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	f := &Function{URL: "http://" + addr + "/", LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); logf.Close(); close(f.done) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	return f, nil
+}
+
+// WaitReady polls /health/readiness every interval until it answers 200, and returns when the
+// first HTTP answer came (the server listens) and when readiness did.
+func (f *Function) WaitReady(ctx context.Context, timeout, interval time.Duration) (listening, ready time.Time, err error) {
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
 		select {
 		case <-f.done:
-			return nil, fmt.Errorf("function exited at start; see %s", logPath)
+			return listening, ready, fmt.Errorf("function exited at start; see %s", f.LogPath)
 		default:
 		}
-		resp, err := http.Get(f.URL + "health/readiness")
+		resp, err := client.Get(f.URL + "health/readiness")
 		if err == nil {
 			resp.Body.Close()
+			now := time.Now()
+			if listening.IsZero() {
+				listening = now
+			}
 			if resp.StatusCode == http.StatusOK {
-				return f, nil
+				return listening, now, nil
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(interval)
 	}
-	f.Stop()
-	return nil, fmt.Errorf("function not ready after 20s; see %s", logPath)
+	return listening, ready, fmt.Errorf("function not ready after %s; see %s", timeout, f.LogPath)
 }
+
+// PID is the function's process ID.
+func (f *Function) PID() int { return f.cmd.Process.Pid }
 
 // Stop ends the function (SIGTERM, then SIGKILL of its process group).
 func (f *Function) Stop() {

@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -99,11 +98,7 @@ func NewEnv(c *localcluster.Cluster, version string, bound time.Duration, logf f
 
 // EnsureNamespace creates ns if needed.
 func (e *Env) EnsureNamespace(ctx context.Context, ns string) error {
-	_, err := e.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		return nil
-	}
-	return err
+	return e.C.EnsureNamespace(ctx, ns)
 }
 
 // Spec describes the workflow of a scenario.

@@ -23,6 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"function/localcluster"
+	"function/localcluster/cesink"
+	"function/localcluster/scenario"
 	"function/workflowmeta"
 )
 
@@ -207,6 +209,16 @@ type tracker struct {
 	phase       map[string]string
 }
 
+// track starts a tracker on the workflows and task results of ns, returning once both are
+// listed, and the function that stops it.
+func (e *env) track(ns string) (*tracker, func()) {
+	tr := &tracker{repaired: map[string]time.Duration{}, leftRunning: map[string]time.Duration{}, phase: map[string]string{}}
+	stop := make(chan struct{})
+	<-e.follow(ns, localcluster.WorkflowGVR, tr.onWorkflow, stop)
+	<-e.follow(ns, localcluster.WorkflowTaskResultGVR, tr.onTaskResult, stop)
+	return tr, func() { close(stop) }
+}
+
 func (t *tracker) onWorkflow(obj any) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
@@ -249,27 +261,27 @@ func (t *tracker) counts() (int, int) {
 // runBurst: n workflows with one running pod each; the function runs as its own process (the
 // binary), fed by the real adapter through the counting proxy; every pod is force-deleted at
 // once; the bench follows the task results and the workflows until all moved or the bound.
-func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[string]string, bound time.Duration) (*burstResult, *fnProcess, error) {
+func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[string]string, bound time.Duration) (*burstResult, *scenario.Function, error) {
 	res := &burstResult{Namespace: ns, Workflows: n, FnEnv: fnEnv, Bound: bound}
-	if err := e.ensureNamespace(ctx, ns); err != nil {
+	if err := e.c.EnsureNamespace(ctx, ns); err != nil {
 		return nil, nil, err
 	}
 	env := map[string]string{"ADH_NAMESPACES": ns, "ADH_LOG_LEVEL": "info"}
 	for k, v := range fnEnv {
 		env[k] = v
 	}
-	fn, err := execFunction(bin, e.c.Kubeconfig(), filepath.Join(e.c.LogDir(), "function-"+ns+".log"), env)
+	fn, err := scenario.ExecFunction(bin, e.c.Kubeconfig(), filepath.Join(e.c.LogDir(), "function-"+ns+".log"), env)
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, _, err := fn.waitReady(20 * time.Second); err != nil {
+	if _, _, err := fn.WaitReady(ctx, 20*time.Second, time.Millisecond); err != nil {
 		return nil, fn, err
 	}
 	proxy, err := newCountingProxy(fn.URL)
 	if err != nil {
 		return nil, fn, err
 	}
-	proxyURL, stopProxy, err := serve(proxy)
+	proxyURL, stopProxy, err := cesink.Serve(proxy)
 	if err != nil {
 		return nil, fn, err
 	}
@@ -283,16 +295,13 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	}
 	res.SetupTook = took
 
-	tr := &tracker{repaired: map[string]time.Duration{}, leftRunning: map[string]time.Duration{}, phase: map[string]string{}}
-	stopFollow := make(chan struct{})
-	defer close(stopFollow)
-	<-e.follow(ns, localcluster.WorkflowGVR, tr.onWorkflow, stopFollow)
-	<-e.follow(ns, localcluster.WorkflowTaskResultGVR, tr.onTaskResult, stopFollow)
+	tr, stopTracking := e.track(ns)
+	defer stopTracking()
 
 	waitGrace(ctx, vs)
 	// The adapter delivers one event at a time: let the set-up's add/update events drain first.
 	waitQuiet(ctx, proxy.lastRequest, 3*time.Second, 60*time.Second)
-	res.RSSBefore, _ = readMemory(fn.pid())
+	res.RSSBefore, _ = readMemory(fn.PID())
 	adapterLog := filepath.Join(e.c.LogDir(), "adapter.log")
 	adapterOff := fileSize(adapterLog)
 
@@ -302,7 +311,7 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	go func() {
 		defer close(rssDone)
 		for {
-			if m, err := readMemory(fn.pid()); err == nil {
+			if m, err := readMemory(fn.PID()); err == nil {
 				rssMu.Lock()
 				res.RSSMax = max(res.RSSMax, m.RSS)
 				rssMu.Unlock()
@@ -356,9 +365,9 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	time.Sleep(2 * time.Second)
 	close(rssStop)
 	<-rssDone
-	res.End, _ = readMemory(fn.pid())
+	res.End, _ = readMemory(fn.PID())
 	res.Requests = proxy.since(t0)
-	res.FnLog = parseFnLog(fn.Log, t0)
+	res.FnLog = parseFnLog(fn.LogPath, t0)
 	res.AdapterFail = countFrom(adapterLog, adapterOff, "failed to send cloudevent")
 
 	tr.mu.Lock()

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"function/localcluster/cesink"
+	"function/localcluster/scenario"
 )
 
 // captured is a real delete event of a workflow pod whose task result waits, kept unhandled.
 type captured struct {
 	v   victim
-	raw rawRequest
+	raw *cesink.Request
 }
 
 type coldTrial struct {
@@ -35,27 +38,27 @@ type coldResult struct {
 func runCold(ctx context.Context, e *env, bin, kubeconfig, logDir, ns string, events []captured) ([]coldTrial, error) {
 	var out []coldTrial
 	for i, ce := range events {
-		p, err := execFunction(bin, kubeconfig, filepath.Join(logDir, fmt.Sprintf("function-cold-%d.log", i)), map[string]string{"ADH_LOG_LEVEL": "info"})
+		p, err := scenario.ExecFunction(bin, kubeconfig, filepath.Join(logDir, fmt.Sprintf("function-cold-%d.log", i)), map[string]string{"ADH_LOG_LEVEL": "info"})
 		if err != nil {
 			return nil, err
 		}
-		listening, ready, err := p.waitReady(20 * time.Second)
+		listening, ready, err := p.WaitReady(ctx, 20*time.Second, time.Millisecond)
 		if err != nil {
-			p.stop()
+			p.Stop()
 			return nil, err
 		}
-		t := coldTrial{Listening: listening.Sub(p.Start), Ready: ready.Sub(p.Start)}
-		t.AtReady, _ = readMemory(p.pid())
-		t.Status, err = p.post(ctx, ce.raw)
-		t.FirstEvent = time.Since(p.Start)
+		t := coldTrial{Listening: listening.Sub(p.Started), Ready: ready.Sub(p.Started)}
+		t.AtReady, _ = readMemory(p.PID())
+		t.Status, _, err = cesink.Replay(ctx, p.URL, ce.raw)
+		t.FirstEvent = time.Since(p.Started)
 		if err != nil {
-			p.stop()
+			p.Stop()
 			return nil, fmt.Errorf("posting the first event: %w", err)
 		}
 		t.Repaired = e.taskResultCompleted(ctx, ns, ce.v.NodeID)
 		time.Sleep(time.Second)
-		t.Idle, _ = readMemory(p.pid())
-		p.stop()
+		t.Idle, _ = readMemory(p.PID())
+		p.Stop()
 		out = append(out, t)
 	}
 	return out, nil

@@ -11,6 +11,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"function/localcluster/apitap"
+	"function/localcluster/scenario"
 	"function/test/bench/fixture"
 )
 
@@ -20,7 +22,7 @@ type compressedRun struct {
 	Decide   time.Duration // Handle start → first write sent (reads + inflating + decision)
 	Repair   time.Duration // Handle start → task result patch answered (decide and repair)
 	Status   int
-	Calls    []call
+	Calls    []apitap.Call
 	Repaired bool
 }
 
@@ -36,8 +38,8 @@ const foreignInstance = "bench-foreign"
 // runCompressed creates `runs` Running workflows with n nodes in status.compressedNodes (and each
 // one's incomplete task result) and hands the in-process handler a delete event for the pod of
 // the Running node of each, timing the whole Handle.
-func runCompressed(ctx context.Context, e *env, ip *inProcess, ns string, n, runs int) (*compressedResult, error) {
-	if err := e.ensureNamespace(ctx, ns); err != nil {
+func runCompressed(ctx context.Context, e *env, ip *scenario.InProcess, ns string, n, runs int) (*compressedResult, error) {
+	if err := e.c.EnsureNamespace(ctx, ns); err != nil {
 		return nil, err
 	}
 	res := &compressedResult{Nodes: n}
@@ -62,10 +64,10 @@ func runCompressed(ctx context.Context, e *env, ip *inProcess, ns string, n, run
 		if err != nil {
 			return nil, err
 		}
-		log := &callLog{}
+		log := &apitap.Log{}
 		start := time.Now()
-		_, hres := ip.h.Handle(withCalls(ctx, log), ev)
-		r := compressedRun{Handle: time.Since(start), Status: resultStatus(hres), Calls: log.snapshot()}
+		_, hres := ip.Handler.Handle(apitap.WithLog(ctx, log), ev)
+		r := compressedRun{Handle: time.Since(start), Status: resultStatus(hres), Calls: log.Calls()}
 		r.Decide = r.Handle
 		for _, c := range r.Calls {
 			if c.Method != http.MethodGet {

@@ -5,78 +5,20 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
+	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-
-	"function/clients"
 	"function/config"
-	"function/handlers"
-	"function/wiring"
-	"function/workflowmeta"
+	"function/localcluster"
+	"function/localcluster/scenario"
 )
 
-// inProcess is the function's handler built in the bench process exactly as function.Start
-// builds it (config.Load, clients.RESTConfig, clients.New, wiring.FromClients), its clients wrapped in
-// the counting transport.
-type inProcess struct {
-	h       *handlers.Handler
-	cfg     *config.Config
-	total   *atomic.Int64
-	outside *callLog
-}
-
-func newInProcess(kubeconfig, logPath string, tune func(*config.Config)) (*inProcess, error) {
-	cfg, err := config.Load()
-	if err != nil {
-		return nil, err
-	}
-	if tune != nil {
-		tune(cfg)
-	}
-	rc, err := clients.RESTConfig(clients.Options{Kubeconfig: kubeconfig, QPS: cfg.KubeQPS, Burst: cfg.KubeBurst, Timeout: cfg.EventTimeout, UserAgent: workflowmeta.Component})
-	if err != nil {
-		return nil, err
-	}
-	ip := &inProcess{cfg: cfg, total: &atomic.Int64{}, outside: &callLog{}}
-	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return &countingTransport{next: rt, total: ip.total, unattributed: ip.outside}
-	})
-	cs, err := clients.New(rc)
-	if err != nil {
-		return nil, err
-	}
-	log, err := fileLogger(cfg.LogLevel, logPath)
-	if err != nil {
-		return nil, err
-	}
-	ip.h = wiring.FromClients(cfg, cs, nil, log).Handler
-	return ip, nil
-}
-
-// fileLogger is logs.New's configuration (zap production JSON, ISO8601 timestamps, no sampling)
-// writing to a file instead of stderr.
-func fileLogger(level, path string) (*zap.SugaredLogger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, err
-	}
-	cfg := zap.NewProductionConfig()
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	cfg.EncoderConfig.TimeKey = "timestamp"
-	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	cfg.Sampling = nil
-	cfg.OutputPaths, cfg.ErrorOutputPaths = []string{path}, []string{path}
-	l, err := cfg.Build()
-	if err != nil {
-		return nil, err
-	}
-	return l.Sugar().Named("argo-disruption-handler"), nil
+// newInProcess builds the function in the bench process as function.Start builds it, its every
+// API call recorded (scenario.NewInProcess), logging into the stack's log directory as logName.
+func newInProcess(c *localcluster.Cluster, logName string, tune func(*config.Config)) (*scenario.InProcess, error) {
+	return scenario.NewInProcess(scenario.InProcessOptions{Kubeconfig: c.Kubeconfig(), Tune: tune, LogPath: filepath.Join(c.LogDir(), logName)})
 }
 
 // latencyResult is figures 2 and 3.
@@ -96,28 +38,6 @@ type latencyResult struct {
 	SinkStatus map[int]int
 	OtherCalls int
 	LogPath    string
-}
-
-func keys(cs []call) string {
-	var ks []string
-	for _, c := range cs {
-		k := c.Key()
-		if c.Status >= 300 || c.Err != "" {
-			k += fmt.Sprintf(" (%d%s)", c.Status, map[bool]string{true: " " + c.Err, false: ""}[c.Err != ""])
-		}
-		ks = append(ks, k)
-	}
-	return strings.Join(ks, ", ")
-}
-
-// patchedAt is when the task result patch (or create) was answered, zero if none.
-func patchedAt(cs []call) (time.Time, bool) {
-	for _, c := range cs {
-		if c.Resource() == "workflowtaskresults" && (c.Method == http.MethodPatch || c.Method == http.MethodPost) && c.Status < 300 {
-			return c.End, true
-		}
-	}
-	return time.Time{}, false
 }
 
 // runLatency deletes the pods of the victims one at a time; the real adapter delivers each delete

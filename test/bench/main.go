@@ -305,7 +305,7 @@ func run(ctx context.Context, o options) *result {
 		coldEvents = evs
 	}
 	if o.Parts["compressed"] && ctx.Err() == nil {
-		ip, err := newInProcess(c.Kubeconfig(), filepath.Join(c.LogDir(), "function-compressed.log"), func(cfg *config.Config) {
+		ip, err := newInProcess(c, "function-compressed.log", func(cfg *config.Config) {
 			cfg.ControllerInstanceID, cfg.Namespaces = foreignInstance, []string{nsBig}
 		})
 		if err == nil {
@@ -346,7 +346,7 @@ func run(ctx context.Context, o options) *result {
 				current = env
 			}
 			b, fn, err := runBurst(ctx, e, bin, fmt.Sprintf("%s-%d", nsBurst, i+1), o.Burst, bc.FnEnv, o.BurstBound)
-			fn.stop()
+			fn.Stop()
 			if b != nil {
 				b.Label, b.ArgoEnv = bc.Label, env
 				r.Bursts = append(r.Bursts, b)
@@ -430,19 +430,18 @@ func sameEnv(a, b map[string]string) bool {
 // one at a time (figures 2, 3), then o.ColdTrials more whose delete events are captured for the
 // cold starts.
 func repairsPhase(ctx context.Context, e *env, o options, step func(string)) (*latencyResult, []captured, error) {
-	ip, err := newInProcess(e.c.Kubeconfig(), filepath.Join(e.c.LogDir(), "function-inprocess.log"), func(cfg *config.Config) {
+	ip, err := newInProcess(e.c, "function-inprocess.log", func(cfg *config.Config) {
 		cfg.Namespaces = []string{nsLat}
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	s := newSink(ip.h)
-	url, stop, err := serve(s)
+	s, err := startSink(ip.Handler)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer stop()
-	if err := e.c.StartAdapter(url, []string{nsLat}, workflowmeta.LabelWorkflow); err != nil {
+	defer s.Close()
+	if err := e.c.StartAdapter(s.URL, []string{nsLat}, workflowmeta.LabelWorkflow); err != nil {
 		return nil, nil, err
 	}
 	defer e.c.StopAdapter()
@@ -459,10 +458,10 @@ func repairsPhase(ctx context.Context, e *env, o options, step func(string)) (*l
 		return nil, nil, err
 	}
 	for _, v := range vs[repairs:] {
-		s.capture[v.Pod] = true
+		s.keep(v.Pod)
 	}
 	waitGrace(ctx, vs)
-	waitQuiet(ctx, s.lastRequest, 2*time.Second, 60*time.Second)
+	waitQuiet(ctx, s.Last, 2*time.Second, 60*time.Second)
 	step(fmt.Sprintf("repairs: set-up of %d workflows (submit → pods Running → task results)", len(vs)))
 	var lat *latencyResult
 	if repairs > 0 {

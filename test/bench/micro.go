@@ -48,7 +48,7 @@ func runMicro(ctx context.Context, count int, benchtime, bigtime string) (*micro
 	start := time.Now()
 	for _, args := range [][]string{
 		// -p 1: one package at a time, so that no compilation runs beside a benchmark.
-		{"test", "-p", "1", "-run", "^$", "-bench", "IrrelevantEvent|HealthyWorkflowPodUpdate", "-benchmem", "-count", strconv.Itoa(count), "-benchtime", benchtime, "./test/bench/micro/", "./handlers/"},
+		{"test", "-p", "1", "-run", "^$", "-bench", "IrrelevantEvent|HealthyWorkflowPodUpdate", "-benchmem", "-count", strconv.Itoa(count), "-benchtime", benchtime, "./test/bench/micro/"},
 		{"test", "-p", "1", "-run", "^$", "-bench", "Compressed5000", "-benchmem", "-count", strconv.Itoa(count), "-benchtime", bigtime, "./test/bench/micro/"},
 	} {
 		res.Commands = append(res.Commands, "go "+strings.Join(quoteArgs(args), " "))

@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"time"
 
@@ -43,13 +42,13 @@ type nodeResult struct {
 
 // runNode deletes a Node carrying n workflow pods and follows what the function does.
 func runNode(ctx context.Context, e *env, n int) (*nodeResult, error) {
-	ip, err := newInProcess(e.c.Kubeconfig(), filepath.Join(e.c.LogDir(), "function-node.log"), func(cfg *config.Config) {
+	ip, err := newInProcess(e.c, "function-node.log", func(cfg *config.Config) {
 		cfg.Namespaces = []string{nsNode}
 	})
 	if err != nil {
 		return nil, err
 	}
-	res := &nodeResult{Node: "bench-karpenter-node", Pods: n, Workers: ip.cfg.NodeRepairWorkers, QPS: ip.cfg.KubeQPS, Burst: ip.cfg.KubeBurst, Argo: e.c.ArgoVersion()}
+	res := &nodeResult{Node: "bench-karpenter-node", Pods: n, Workers: ip.Config.NodeRepairWorkers, QPS: ip.Config.KubeQPS, Burst: ip.Config.KubeBurst, Argo: e.c.ArgoVersion()}
 	if err := e.c.CreateNode(ctx, res.Node); err != nil {
 		return nil, err
 	}
@@ -58,13 +57,12 @@ func runNode(ctx context.Context, e *env, n int) (*nodeResult, error) {
 		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {
 		return nil, err
 	}
-	s := newSink(ip.h)
-	url, stop, err := serve(s)
+	s, err := startSink(ip.Handler)
 	if err != nil {
 		return nil, err
 	}
-	defer stop()
-	if err := e.c.StartAdapterFor(url, []string{nsNode}, []localcluster.AdapterResource{{Version: "v1", Resource: "nodes"}}); err != nil {
+	defer s.Close()
+	if err := e.c.StartAdapterFor(s.URL, []string{nsNode}, []localcluster.AdapterResource{{Version: "v1", Resource: "nodes"}}); err != nil {
 		return nil, err
 	}
 	defer e.c.StopAdapter()
@@ -73,13 +71,10 @@ func runNode(ctx context.Context, e *env, n int) (*nodeResult, error) {
 		return nil, err
 	}
 	res.SetupTook = took
-	tr := &tracker{repaired: map[string]time.Duration{}, leftRunning: map[string]time.Duration{}, phase: map[string]string{}}
-	stopFollow := make(chan struct{})
-	defer close(stopFollow)
-	<-e.follow(nsNode, localcluster.WorkflowGVR, tr.onWorkflow, stopFollow)
-	<-e.follow(nsNode, localcluster.WorkflowTaskResultGVR, tr.onTaskResult, stopFollow)
+	tr, stopTracking := e.track(nsNode)
+	defer stopTracking()
 	waitGrace(ctx, vs)
-	waitQuiet(ctx, s.lastRequest, 2*time.Second, 60*time.Second)
+	waitQuiet(ctx, s.Last, 2*time.Second, 60*time.Second)
 
 	// The machine is gone: nothing reports for its pods any more.
 	e.c.StopKwok()

@@ -3,10 +3,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -15,15 +12,11 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"function/handlers"
+	"function/localcluster/apitap"
+	"function/localcluster/cesink"
 )
 
 const typeDelete = "dev.knative.apiserver.resource.delete"
-
-// rawRequest is an HTTP request as the adapter sent it, to replay it byte for byte.
-type rawRequest struct {
-	Header http.Header
-	Body   []byte
-}
 
 // delivery is what happened to one event of a followed pod in the in-process sink.
 type delivery struct {
@@ -32,7 +25,7 @@ type delivery struct {
 	Recv   time.Time // request arrived at the sink
 	Done   time.Time // handler returned
 	Status int
-	Calls  []call
+	Calls  []apitap.Call
 	Err    string
 }
 
@@ -57,33 +50,37 @@ func (d deletion) repair() delivery {
 }
 
 // calls is every call the deletion's events made.
-func (d deletion) calls() []call {
-	var out []call
+func (d deletion) calls() []apitap.Call {
+	var out []apitap.Call
 	for _, e := range d.Events {
 		out = append(out, e.Calls...)
 	}
 	return out
 }
 
-// sink receives the ApiServerSource adapter's CloudEvents and hands them to the in-process
-// handler, attributing each event's API calls to it. Delete events of pods marked for capture
-// are stored and acknowledged without handling (replayed later to a fresh process).
+// sink receives the ApiServerSource adapter's CloudEvents (a cesink.Sink) and hands them to the
+// in-process handler, attributing each event's API calls to it. Delete events of pods marked for
+// capture are stored and acknowledged without handling (replayed later to a fresh process).
 type sink struct {
+	*cesink.Sink
 	h *handlers.Handler
 
 	mu       sync.Mutex
 	capture  map[string]bool
-	captured map[string]rawRequest
+	captured map[string]*cesink.Request
 	waiters  map[string]*follow
 	byType   map[string]int
 	status   map[int]int
-	other    []call // calls made for events nobody waits for
-	last     time.Time
+	other    []apitap.Call // calls made for events nobody waits for
 }
 
-func newSink(h *handlers.Handler) *sink {
-	return &sink{h: h, capture: map[string]bool{}, captured: map[string]rawRequest{}, waiters: map[string]*follow{},
+// startSink starts a sink for h on a loopback port (its URL is the adapter's K_SINK).
+func startSink(h *handlers.Handler) (*sink, error) {
+	s := &sink{h: h, capture: map[string]bool{}, captured: map[string]*cesink.Request{}, waiters: map[string]*follow{},
 		byType: map[string]int{}, status: map[int]int{}}
+	var err error
+	s.Sink, err = cesink.Handle(s.answer)
+	return s, err
 }
 
 // follow collects the events of one pod until its delete event has been answered.
@@ -101,22 +98,21 @@ func (s *sink) expect(pod string) chan deletion {
 	return f.done
 }
 
-func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	recv := time.Now()
-	body, _ := io.ReadAll(r.Body)
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	ev, err := cehttp.NewEventFromHTTPRequest(r)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	name, _ := ev.Extensions()["name"].(string)
+// keep marks pod's delete event for capture.
+func (s *sink) keep(pod string) {
 	s.mu.Lock()
-	s.last = recv
+	s.capture[pod] = true
+	s.mu.Unlock()
+}
+
+// answer handles one event and returns the status the adapter is answered.
+func (s *sink) answer(r *cesink.Request) int {
+	ev, name := r.Event, r.Name()
+	s.mu.Lock()
 	s.byType[ev.Type()]++
 	capture := s.capture[name]
 	if capture && ev.Type() == typeDelete {
-		s.captured[name] = rawRequest{Header: r.Header.Clone(), Body: body}
+		s.captured[name] = r
 	}
 	f := s.waiters[name]
 	if f != nil && ev.Type() == typeDelete {
@@ -135,33 +131,25 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if capture {
 		// Kept for a fresh process (the cold starts): acknowledged, not handled, so that the
 		// repair is still to be made when it is replayed.
-		w.WriteHeader(http.StatusOK)
-		finish(delivery{Pod: name, Type: ev.Type(), Recv: recv, Done: time.Now(), Status: http.StatusOK})
-		return
+		finish(delivery{Pod: name, Type: ev.Type(), Recv: r.At, Done: time.Now(), Status: http.StatusOK})
+		return http.StatusOK
 	}
-	log := &callLog{}
-	_, res := s.h.Handle(withCalls(context.Background(), log), *ev)
+	log := &apitap.Log{}
+	_, res := s.h.Handle(apitap.WithLog(context.Background(), log), ev)
 	done := time.Now()
 	st := resultStatus(res)
 	s.mu.Lock()
 	s.status[st]++
 	if f == nil {
-		s.other = append(s.other, log.snapshot()...)
+		s.other = append(s.other, log.Calls()...)
 	}
 	s.mu.Unlock()
-	w.WriteHeader(st)
-	d := delivery{Pod: name, Type: ev.Type(), Recv: recv, Done: done, Status: st, Calls: log.snapshot()}
+	d := delivery{Pod: name, Type: ev.Type(), Recv: r.At, Done: done, Status: st, Calls: log.Calls()}
 	if res != nil {
 		d.Err = res.Error()
 	}
 	finish(d)
-}
-
-// lastRequest is when the last event arrived.
-func (s *sink) lastRequest() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last
+	return st
 }
 
 // waitQuiet returns once no request arrived for `quiet` (the adapter delivers serially: events
@@ -185,15 +173,4 @@ func resultStatus(res error) int {
 		return r.StatusCode
 	}
 	return http.StatusInternalServerError
-}
-
-// serve runs h on a free loopback port and returns its URL and a stop function.
-func serve(h http.Handler) (string, func(), error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	return "http://" + l.Addr().String() + "/", func() { _ = srv.Close() }, nil
 }

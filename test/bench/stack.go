@@ -11,7 +11,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
@@ -50,14 +49,6 @@ func newEnv(c *localcluster.Cluster, nodes int, logf func(string, ...any)) (*env
 		return nil, err
 	}
 	return &env{c: c, kube: kube, argo: argo, dyn: dyn, nodes: nodes, logf: logf}, nil
-}
-
-func (e *env) ensureNamespace(ctx context.Context, ns string) error {
-	_, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		return nil
-	}
-	return err
 }
 
 // victim is a workflow whose one pod runs, with the task result its wait container would have
@@ -123,7 +114,7 @@ func (e *env) prepare(ctx context.Context, ns, prefix string, n int) ([]victim, 
 
 // prepareOn is prepare with every pod on node ("": spread over the kwok Nodes).
 func (e *env) prepareOn(ctx context.Context, ns, prefix string, n int, node string) ([]victim, time.Duration, error) {
-	if err := e.ensureNamespace(ctx, ns); err != nil {
+	if err := e.c.EnsureNamespace(ctx, ns); err != nil {
 		return nil, 0, err
 	}
 	begin := time.Now()

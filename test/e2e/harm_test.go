@@ -3,10 +3,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -109,21 +107,10 @@ func postEvent(t *testing.T, url, ceType, kind string, data any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b = withKind(t, b, kind)
-	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Ce-Specversion", "1.0")
-	req.Header.Set("Ce-Id", fmt.Sprintf("harm-%d", time.Now().UnixNano()))
-	req.Header.Set("Ce-Source", "https://127.0.0.1:6443")
-	req.Header.Set("Ce-Type", ceType)
-	req.Header.Set("Ce-Kind", kind)
-	req.Header.Set("Ce-Time", time.Now().UTC().Format(time.RFC3339Nano))
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	e := jsonEvent(t, "harm", apiServerSource, ceType, withKind(t, b, kind))
+	e.SetExtension("kind", kind)
+	code, _ := post(t, url, e, nil)
+	return code
 }
 
 // withKind sets "kind" (and "apiVersion" for core kinds) in an object's JSON, as the

@@ -10,8 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"function/localcluster"
+	"function/localcluster/apitap"
 	"function/localcluster/scenario"
 	"function/workflowmeta"
 )
@@ -119,28 +118,19 @@ var podWatchPath = regexp.MustCompile(`^/api/v1/(namespaces/[^/]+/)?pods$`)
 
 func newPodWatchDelay(t *testing.T, admin *rest.Config, delay, stall time.Duration) *podWatchDelay {
 	t.Helper()
-	up, err := url.Parse(admin.Host)
+	rp, err := apitap.ReverseProxy(admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := rest.TransportFor(admin)
-	if err != nil {
-		t.Fatal(err)
+	rp.FlushInterval = -1
+	rp.ModifyResponse = func(resp *http.Response) error {
+		r := resp.Request
+		if r.Method == http.MethodGet && r.URL.Query().Get("watch") == "true" && podWatchPath.MatchString(r.URL.Path) {
+			resp.Body = newDelayedBody(resp.Body, delay, stall)
+		}
+		return nil
 	}
-	p := &podWatchDelay{}
-	rp := &httputil.ReverseProxy{
-		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.Out.Host = up.Host },
-		Transport:     rt,
-		FlushInterval: -1,
-		ModifyResponse: func(resp *http.Response) error {
-			r := resp.Request
-			if r.Method == http.MethodGet && r.URL.Query().Get("watch") == "true" && podWatchPath.MatchString(r.URL.Path) {
-				resp.Body = newDelayedBody(resp.Body, delay, stall)
-			}
-			return nil
-		},
-	}
-	p.srv = httptest.NewServer(rp)
+	p := &podWatchDelay{srv: httptest.NewServer(rp)}
 	t.Cleanup(func() {
 		// The controller's watches never end by themselves: Close alone would wait for them.
 		p.srv.CloseClientConnections()
@@ -154,14 +144,7 @@ func newPodWatchDelay(t *testing.T, admin *rest.Config, delay, stall time.Durati
 func (p *podWatchDelay) kubeconfig(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "argo-kubeconfig")
-	doc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: proxy, cluster: {server: %q}}]
-contexts: [{name: proxy, context: {cluster: proxy, user: proxy}}]
-current-context: proxy
-users: [{name: proxy, user: {}}]
-`, p.srv.URL)
-	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+	if err := localcluster.WriteKubeconfig(path, p.srv.URL, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	return path

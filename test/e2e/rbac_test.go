@@ -5,12 +5,10 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
 	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -27,6 +25,7 @@ import (
 	"function/config"
 	"function/deploy"
 	"function/eventing"
+	"function/handlers"
 	"function/localcluster"
 	"function/lookup"
 	"function/record"
@@ -597,21 +596,12 @@ func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := event.New()
-	ev.SetID(fmt.Sprintf("rbac-e2e-%d", time.Now().UnixNano()))
-	ev.SetSource(e.c.RESTConfig().Host)
-	ev.SetType("dev.knative.apiserver.resource.delete")
+	ev := jsonEvent(t, "rbac-e2e", e.c.RESTConfig().Host, "dev.knative.apiserver.resource.delete", data)
 	ev.SetSubject("/apis/v1/namespaces//nodes/" + node.Name)
 	ev.SetExtension("apiversion", "v1")
 	ev.SetExtension("kind", "Node")
 	ev.SetExtension("name", node.Name)
-	if err := ev.SetData("application/json", json.RawMessage(data)); err != nil {
-		t.Fatal(err)
-	}
-	cfg := &config.Config{ExcludedNamespaces: []string{"kube-system"}, NodeErrorGrace: time.Minute, ConflictRetries: 5,
-		EventTimeout: 10 * time.Second, MaxBodyBytes: 4 << 20, KubeQPS: 50, KubeBurst: 100, LogLevel: "debug"}
-	h := wiring.FromClients(cfg, e.fn, nil, zaptest.NewLogger(t).Sugar()).Handler
-	if _, err := h.Handle(ctx, ev); err != nil {
+	if _, err := e.handler(t, nil).Handle(ctx, ev); err != nil {
 		t.Fatalf("Handle as %s: %v", fnServiceAccount, err)
 	}
 	got, err := e.admin.Kube.CoreV1().Pods(rbacNS).Get(ctx, p.Name, metav1.GetOptions{})
@@ -623,6 +613,18 @@ func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
 		t.Errorf("pod %s still holds %s", p.Name, workflowmeta.FinalizerStatus)
 	}
 	e.recorded(t, wf.Name, n.ID)
+}
+
+// handler is the whole handler (wiring.FromClients) over the function's clients, with only the
+// settings the steps need (no follow-up waiting for a controller: none runs here); tune, when
+// set, adds to them.
+func (e *rbacEnv) handler(t *testing.T, tune func(*config.Config)) *handlers.Handler {
+	cfg := &config.Config{ExcludedNamespaces: []string{"kube-system"}, NodeErrorGrace: time.Minute, ConflictRetries: 5,
+		EventTimeout: 10 * time.Second, MaxBodyBytes: 4 << 20, KubeQPS: 50, KubeBurst: 100, LogLevel: "debug"}
+	if tune != nil {
+		tune(cfg)
+	}
+	return wiring.FromClients(cfg, e.fn, nil, zaptest.NewLogger(t).Sugar()).Handler
 }
 
 // installNodeClaimCRD installs a minimal karpenter.sh/v1 NodeClaim CRD (no status subresource:
@@ -652,18 +654,10 @@ func installNodeClaimCRD(ctx context.Context, t *testing.T, c *localcluster.Clus
 // the function's namespace (created on the first tick), scans, stores its cursor and releases it.
 func (e *rbacEnv) sweepPing(t *testing.T) {
 	ctx := context.Background()
-	ev := event.New()
-	ev.SetID("ping-rbac")
-	ev.SetSource("/apis/v1/namespaces/" + fnNamespace + "/pingsources/sweep")
-	ev.SetType("dev.knative.sources.ping")
-	ev.SetTime(time.Now())
-	if err := ev.SetData("application/json", json.RawMessage(`{"sweep":true}`)); err != nil {
-		t.Fatal(err)
-	}
-	cfg := &config.Config{ExcludedNamespaces: []string{"kube-system"}, NodeErrorGrace: time.Minute, ConflictRetries: 5,
-		EventTimeout: 10 * time.Second, MaxBodyBytes: 4 << 20, KubeQPS: 50, KubeBurst: 100, LogLevel: "debug",
-		SweepBudget: 10 * time.Second, SweepGrace: time.Minute, SweepPageSize: 10, StateNamespace: fnNamespace}
-	h := wiring.FromClients(cfg, e.fn, nil, zaptest.NewLogger(t).Sugar()).Handler
+	ev := jsonEvent(t, "ping-rbac", "/apis/v1/namespaces/"+fnNamespace+"/pingsources/sweep", "dev.knative.sources.ping", []byte(`{"sweep":true}`))
+	h := e.handler(t, func(cfg *config.Config) {
+		cfg.SweepBudget, cfg.SweepGrace, cfg.SweepPageSize, cfg.StateNamespace = 10*time.Second, time.Minute, 10, fnNamespace
+	})
 	for i := range 2 { // the first tick creates the Lease, the second updates it
 		if _, err := h.Handle(ctx, ev); err != nil {
 			t.Fatalf("ping %d as %s: %v", i+1, fnServiceAccount, err)

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -13,8 +12,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -100,23 +97,14 @@ func TestSenderAuthentication(t *testing.T) {
 // without any API call once the sender is accepted) with the given Authorization header.
 func postWithAuth(t *testing.T, url, authorization string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x","namespace":"default","labels":{"app":"y"}}}`)))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Ce-Specversion", "1.0")
-	req.Header.Set("Ce-Id", fmt.Sprintf("auth-%d", time.Now().UnixNano()))
-	req.Header.Set("Ce-Source", "https://127.0.0.1:6443")
-	req.Header.Set("Ce-Type", "dev.knative.apiserver.resource.delete")
-	req.Header.Set("Ce-Kind", "Pod")
+	e := jsonEvent(t, "auth", apiServerSource, "dev.knative.apiserver.resource.delete",
+		[]byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x","namespace":"default","labels":{"app":"y"}}}`))
+	e.SetExtension("kind", "Pod")
+	header := http.Header{}
 	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
+		header.Set("Authorization", authorization)
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return post(t, url, e, header)
 }
 
 // signServiceAccountToken makes a ServiceAccount token as kube-apiserver's TokenRequest does

@@ -19,9 +19,8 @@ import (
 	"function/workflowmeta"
 )
 
-// functionStack builds the function binary and starts the local control plane with opts,
-// stopped (logs kept on failure) when the test ends or the process is interrupted; bound is how
-// long scenarios wait for a workflow.
+// functionStack builds the function binary and starts the local control plane with opts
+// (startCluster); bound is how long scenarios wait for a workflow.
 func functionStack(ctx context.Context, t *testing.T, opts localcluster.Options, bound time.Duration) (bin string, c *localcluster.Cluster, e *scenario.Env) {
 	t.Helper()
 	root, _ := filepath.Abs("../..")
@@ -29,8 +28,17 @@ func functionStack(ctx context.Context, t *testing.T, opts localcluster.Options,
 	if err != nil {
 		t.Fatal(err)
 	}
+	c, e = startCluster(ctx, t, opts, bound)
+	return bin, c, e
+}
+
+// startCluster starts the local control plane with opts and its scenario helpers (bound: how
+// long scenarios wait for a workflow). It is stopped when the test ends or the process is
+// interrupted, its logs kept when the test failed or ADH_E2E_KEEP is set.
+func startCluster(ctx context.Context, t *testing.T, opts localcluster.Options, bound time.Duration) (*localcluster.Cluster, *scenario.Env) {
+	t.Helper()
 	opts.Logf = t.Logf
-	c, err = localcluster.Start(ctx, opts)
+	c, err := localcluster.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,10 +51,11 @@ func functionStack(ctx context.Context, t *testing.T, opts localcluster.Options,
 		}
 		c.Stop()
 	})
-	if e, err = scenario.NewEnv(c, opts.ArgoVersion, bound, t.Logf); err != nil {
+	e, err := scenario.NewEnv(c, opts.ArgoVersion, bound, t.Logf)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return bin, c, e
+	return c, e
 }
 
 // runFunction starts the built function against c with the given settings (its log in the

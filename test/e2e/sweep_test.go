@@ -196,17 +196,8 @@ func runAudit(ctx context.Context, t *testing.T, bin, kubeconfig string, setting
 // ping posts a PingSource CloudEvent in binary mode, as the broker's Trigger delivers it.
 func ping(t *testing.T, url string) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"sweep":"running-workflows"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Ce-Specversion", "1.0")
-	req.Header.Set("Ce-Id", fmt.Sprintf("ping-%d", time.Now().UnixNano()))
-	req.Header.Set("Ce-Source", "/apis/v1/namespaces/argo-disruption-handler/pingsources/argo-disruption-handler-sweep")
-	req.Header.Set("Ce-Type", "dev.knative.sources.ping")
-	req.Header.Set("Ce-Time", time.Now().UTC().Format(time.RFC3339Nano))
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	e := jsonEvent(t, "ping", "/apis/v1/namespaces/argo-disruption-handler/pingsources/argo-disruption-handler-sweep",
+		"dev.knative.sources.ping", []byte(`{"sweep":"running-workflows"}`))
+	code, _ := post(t, url, e, nil)
+	return code
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -44,6 +45,18 @@ func (c *Cluster) waitNodesReady(ctx context.Context, n int, timeout time.Durati
 	})
 	if err != nil {
 		return fmt.Errorf("kwok nodes not ready (%s): %w", notReady, err)
+	}
+	return nil
+}
+
+// EnsureNamespace creates the namespace ns if it does not exist.
+func (c *Cluster) EnsureNamespace(ctx context.Context, ns string) error {
+	_, err := c.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("creating namespace %s: %w", ns, err)
 	}
 	return nil
 }

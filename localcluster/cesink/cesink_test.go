@@ -1,0 +1,71 @@
+package cesink
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+)
+
+func podDelete(t *testing.T, ns, name string) event.Event {
+	t.Helper()
+	e := event.New()
+	e.SetID("id-" + name)
+	e.SetSource("https://127.0.0.1:6443")
+	e.SetType("dev.knative.apiserver.resource.delete")
+	e.SetSubject(PodSubject(ns, name))
+	e.SetExtension("name", name)
+	if err := e.SetData("application/json", json.RawMessage(`{"kind":"Pod"}`)); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestRecordDeliver(t *testing.T) {
+	s, err := Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for _, name := range []string{"a", "b", "a"} {
+		if code, body, err := Deliver(ctx, s.URL, podDelete(t, "argo", name), nil); err != nil || code != http.StatusAccepted {
+			t.Fatalf("delivering %s: %d %q %v", name, code, body, err)
+		}
+	}
+	got := s.Events(PodSubject("argo", "a"))
+	if len(got) != 2 || got[0].ID() != "id-a" || string(got[0].Data()) != `{"kind":"Pod"}` {
+		t.Errorf("events of pod a: %v", got)
+	}
+	if s.Last().IsZero() || s.Summary() == "" {
+		t.Errorf("last %v, summary %q", s.Last(), s.Summary())
+	}
+}
+
+func TestHandleReplay(t *testing.T) {
+	var got []*Request
+	s, err := Handle(func(r *Request) int {
+		got = append(got, r)
+		return http.StatusServiceUnavailable
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	header := http.Header{"Authorization": {"Bearer x"}}
+	if code, _, err := Deliver(ctx, s.URL, podDelete(t, "argo", "p"), header); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("delivered: %d %v", code, err)
+	}
+	if code, _, err := Replay(ctx, s.URL, got[0]); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("replayed: %d %v", code, err)
+	}
+	if len(got) != 2 || got[1].Name() != "p" || got[1].Header.Get("Authorization") != "Bearer x" || string(got[1].Body) != string(got[0].Body) {
+		t.Errorf("the replay differs from the delivery: %+v", got)
+	}
+	if len(s.Events(PodSubject("argo", "p"))) != 0 {
+		t.Error("a handling sink kept events")
+	}
+}
