@@ -9,8 +9,12 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// New returns a JSON logger at level ("debug", "info", "warn", "error").
-func New(level string) (*zap.SugaredLogger, error) {
+// New returns a JSON logger at level ("debug", "info", "warn", "error") writing to stderr.
+func New(level string) (*zap.SugaredLogger, error) { return NewTo(level, "stderr") }
+
+// NewTo is New writing to path (a file, or "stderr"): an in-process function under test logs
+// as the deployed one does.
+func NewTo(level, path string) (*zap.SugaredLogger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("log level %q: %w", level, err)
@@ -20,9 +24,10 @@ func New(level string) (*zap.SugaredLogger, error) {
 	cfg.EncoderConfig.TimeKey = "timestamp"
 	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	cfg.Sampling = nil // a burst of disruptions is exactly when every line matters
+	cfg.OutputPaths, cfg.ErrorOutputPaths = []string{path}, []string{path}
 	l, err := cfg.Build()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("logger writing to %s: %w", path, err)
 	}
 	return l.Sugar().Named("argo-disruption-handler"), nil
 }

@@ -1,15 +1,12 @@
 package scenario
 
 import (
-	"fmt"
 	"net/http"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"function/config"
 	"function/handlers"
 	"function/localcluster/apitap"
+	"function/logs"
 	"function/wiring"
 )
 
@@ -52,7 +49,7 @@ func NewInProcess(o InProcessOptions) (*InProcess, error) {
 	if o.LogLevel != "" {
 		level = o.LogLevel
 	}
-	log, err := fileLogger(level, o.LogPath)
+	log, err := logs.NewTo(level, o.LogPath)
 	if err != nil {
 		return nil, err
 	}
@@ -62,24 +59,4 @@ func NewInProcess(o InProcessOptions) (*InProcess, error) {
 		return nil, err
 	}
 	return &InProcess{Handler: p.Handler, Config: cfg, Tap: tap}, nil
-}
-
-// fileLogger is logs.New's logger (zap production JSON, ISO8601 timestamps, no sampling)
-// writing to path instead of stderr.
-func fileLogger(level, path string) (*zap.SugaredLogger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("log level %q: %w", level, err)
-	}
-	cfg := zap.NewProductionConfig()
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	cfg.EncoderConfig.TimeKey = "timestamp"
-	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	cfg.Sampling = nil
-	cfg.OutputPaths, cfg.ErrorOutputPaths = []string{path}, []string{path}
-	l, err := cfg.Build()
-	if err != nil {
-		return nil, fmt.Errorf("logger writing to %s: %w", path, err)
-	}
-	return l.Sugar().Named("argo-disruption-handler"), nil
 }
