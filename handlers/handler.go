@@ -232,7 +232,7 @@ func (h *Handler) podNeedsNothing(pod *corev1.Pod, deleted, fromEvent bool) stri
 	if fromEvent && forceDeleting(pod, deleted) {
 		// A deletion with grace period 0 is an update and, at once, the delete: acting on the
 		// update too races the API server's own removal of the pod and costs the delete more
-		// calls (docs/BENCHMARKS.md). A lost delete event is the sweep's.
+		// calls (docs/events.md). A lost delete event is the sweep's.
 		return "force-deleted: its delete event follows"
 	}
 	return ""
