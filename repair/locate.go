@@ -3,8 +3,10 @@ package repair
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"function/record"
@@ -15,11 +17,33 @@ import (
 const locatePageSize = 500
 
 // LocateByPodName finds the targets of a pod that is gone and of which only the namespace and name
-// are known (a Reference-mode delete carries no labels). Incomplete task results are named by
-// node ID and labelled with their workflow; the pod name's hash suffix equals the node ID's, so
-// one LIST of the namespace's incomplete task results finds the node. A pod whose task result is
-// already complete needs no task-result repair, and is left to the periodic sweep.
+// are known (a Reference-mode delete carries no labels). A task result is named by its node ID,
+// "<workflow>-<hash>", and the pod "<workflow>-<template>-<hash>" (or the node ID itself), so the
+// likely node IDs are read by name first; only a name none of them fits (a prefix cut by Argo's
+// length bound, or no task result at all) costs one LIST of the namespace's incomplete task
+// results. A pod whose task result is already complete needs no task-result repair, and is left
+// to the periodic sweep.
 func (r *Repairer) LocateByPodName(ctx context.Context, namespace, podName string, seen time.Time, trigger string) ([]Target, error) {
+	target := func(wf, nodeID string) Target {
+		return Target{Namespace: namespace, Workflow: wf, NodeID: nodeID, PodName: podName, DeletedAt: seen, Reason: record.UnknownReason, Trigger: trigger}
+	}
+	for _, id := range likelyNodeIDs(podName) {
+		tr, err := r.argo.ArgoprojV1alpha1().WorkflowTaskResults(namespace).Get(ctx, id, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("reading task result %s/%s for pod %s: %w", namespace, id, podName, err)
+		}
+		wf := tr.Labels[workflowmeta.LabelWorkflow]
+		if wf == "" || !workflowmeta.PodNameMatchesNode(podName, wf, tr.Name) {
+			continue
+		}
+		if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
+			return nil, nil
+		}
+		return []Target{target(wf, tr.Name)}, nil
+	}
 	var out []Target
 	opts := metav1.ListOptions{LabelSelector: workflowmeta.LabelReportOutputsCompleted + "=false", Limit: locatePageSize}
 	for {
@@ -30,14 +54,25 @@ func (r *Repairer) LocateByPodName(ctx context.Context, namespace, podName strin
 		for _, tr := range list.Items {
 			wf := tr.Labels[workflowmeta.LabelWorkflow]
 			if wf != "" && workflowmeta.PodNameMatchesNode(podName, wf, tr.Name) {
-				out = append(out, Target{
-					Namespace: namespace, Workflow: wf, NodeID: tr.Name, PodName: podName,
-					DeletedAt: seen, Reason: record.UnknownReason, Trigger: trigger,
-				})
+				out = append(out, target(wf, tr.Name))
 			}
 		}
 		if opts.Continue = list.Continue; opts.Continue == "" {
 			return out, nil
 		}
 	}
+}
+
+// likelyNodeIDs are the node IDs a pod name most likely stands for, most likely first: a
+// one-word template, a two-word one, then the name itself (a root node, or Argo's v1 names).
+func likelyNodeIDs(podName string) []string {
+	parts := strings.Split(podName, "-")
+	hash := parts[len(parts)-1]
+	var ids []string
+	for _, drop := range []int{2, 3} {
+		if len(parts) > drop {
+			ids = append(ids, strings.Join(parts[:len(parts)-drop], "-")+"-"+hash)
+		}
+	}
+	return append(ids, podName)
 }
