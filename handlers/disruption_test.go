@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -120,4 +121,14 @@ func mustWF(t *testing.T, argo *argofake.Clientset, name string) *wfv1.Workflow 
 		t.Fatal(err)
 	}
 	return wf
+}
+
+// A Karpenter Event about a pod reads that pod: an API failure is answered 503 (the broker
+// retries), never taken for "no workflow pod concerned".
+func TestPodDisruptionReadFailureIsRetried(t *testing.T) {
+	h, _, _ := newHandler(t, apierrors.NewServiceUnavailable("etcdserver: leader changed"))
+	_, res := h.Handle(context.Background(), eventingtest.Load(t, "karpenter-event-pod-evicted.json"))
+	if got := statusOf(res); got != http.StatusServiceUnavailable {
+		t.Fatalf("answered %d (%v), want 503", got, res)
+	}
 }

@@ -170,11 +170,11 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	pod, deleted := pc.Pod, pc.Op == eventing.OpDelete
 	if pod == nil {
 		live, err := h.workflowPodNamed(ctx, pc.Namespace, pc.Name)
-		if err != nil || live == nil {
-			if err == nil {
-				err = h.goneByName(ctx, pc, trigger)
-			}
+		switch {
+		case err != nil:
 			return err
+		case live == nil:
+			return h.goneByName(ctx, pc, trigger)
 		}
 		pod, deleted = live, false
 	}
@@ -327,14 +327,14 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 // NodeClaim's Node, or on its instances' Nodes (nodes).
 func (h *Handler) disruptedPods(ctx context.Context, d *eventing.Disruption) (pods []corev1.Pod, nodes []string, err error) {
 	if d.PodName != "" {
-		pod, err := h.o.Kube.CoreV1().Pods(d.PodNamespace).Get(ctx, d.PodName, metav1.GetOptions{})
+		// A pod a disruption names that is gone, or not a workflow's, concerns no workflow.
+		pod, err := h.workflowPodNamed(ctx, d.PodNamespace, d.PodName)
 		switch {
-		case apierrors.IsNotFound(err):
+		case errors.Is(err, ErrNotWorkflowPod):
 			return nil, nil, nil
 		case err != nil:
-			return nil, nil, fmt.Errorf("reading pod %s/%s: %w", d.PodNamespace, d.PodName, err)
-		}
-		if _, ok := pod.Labels[workflowmeta.LabelWorkflow]; !ok {
+			return nil, nil, err
+		case pod == nil:
 			return nil, nil, nil
 		}
 		return []corev1.Pod{*pod}, nil, nil

@@ -9,6 +9,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
 	"function/record"
 	"function/workflowmeta"
 )
@@ -35,8 +37,8 @@ func (r *Repairer) LocateByPodName(ctx context.Context, namespace, podName strin
 		case err != nil:
 			return nil, fmt.Errorf("reading task result %s/%s for pod %s: %w", namespace, id, podName, err)
 		}
-		wf := tr.Labels[workflowmeta.LabelWorkflow]
-		if wf == "" || !workflowmeta.PodNameMatchesNode(podName, wf, tr.Name) {
+		wf, ok := podsTaskResult(podName, tr)
+		if !ok {
 			continue
 		}
 		if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
@@ -51,16 +53,21 @@ func (r *Repairer) LocateByPodName(ctx context.Context, namespace, podName strin
 		if err != nil {
 			return nil, fmt.Errorf("listing incomplete task results in %s for pod %s: %w", namespace, podName, err)
 		}
-		for _, tr := range list.Items {
-			wf := tr.Labels[workflowmeta.LabelWorkflow]
-			if wf != "" && workflowmeta.PodNameMatchesNode(podName, wf, tr.Name) {
-				out = append(out, target(wf, tr.Name))
+		for i := range list.Items {
+			if wf, ok := podsTaskResult(podName, &list.Items[i]); ok {
+				out = append(out, target(wf, list.Items[i].Name))
 			}
 		}
 		if opts.Continue = list.Continue; opts.Continue == "" {
 			return out, nil
 		}
 	}
+}
+
+// podsTaskResult reports whether tr can be the task result of the pod, and of which workflow.
+func podsTaskResult(podName string, tr *wfv1.WorkflowTaskResult) (workflow string, ok bool) {
+	wf := tr.Labels[workflowmeta.LabelWorkflow]
+	return wf, wf != "" && workflowmeta.PodNameMatchesNode(podName, wf, tr.Name)
 }
 
 // likelyNodeIDs are the node IDs a pod name most likely stands for, most likely first: a
