@@ -42,6 +42,7 @@ type Cluster struct {
 	// failNext makes the next call matching "verb resource" fail with this error.
 	failNext map[string]error
 	failAll  error
+	claims   []NodeClaim
 }
 
 // NewCluster returns a Cluster holding objs: Argo's objects in the Argo clientset, the rest in the
@@ -217,7 +218,7 @@ func (c *Cluster) FailAll(err error) {
 }
 
 // Clients are the Cluster's clientsets as the function holds them.
-func (c *Cluster) Clients() *clients.Set { return &clients.Set{Kube: c.Kube, Argo: c.Argo} }
+func (c *Cluster) Clients() *clients.Set { return &clients.Set{Kube: c.Kube, Argo: c.Argo, REST: c.REST()} }
 
 // Count is how many calls were made of "verb resource" ("get pods"; "": all).
 func (c *Cluster) Count(call string) int {

@@ -23,6 +23,8 @@ type Set struct {
 	Kube    kubernetes.Interface
 	Argo    argoclient.Interface
 	Dynamic dynamic.Interface
+	// REST makes the raw requests the typed clients cannot (NodeClaims as a printed Table).
+	REST rest.Interface
 }
 
 // Options tune the clients.
@@ -82,5 +84,5 @@ func New(cfg *rest.Config) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building dynamic client for %s: %w", cfg.Host, err)
 	}
-	return &Set{Config: cfg, Kube: kube, Argo: argo, Dynamic: dyn}, nil
+	return &Set{Config: cfg, Kube: kube, Argo: argo, Dynamic: dyn, REST: kube.CoreV1().RESTClient()}, nil
 }

@@ -90,19 +90,28 @@ func (c *Cluster) applyArgoCRDs(ctx context.Context) error {
 		return fmt.Errorf("no argoproj.io_*.yaml CRDs in %s", dir)
 	}
 	sort.Strings(files)
-	var names []string
+	var docs [][]byte
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return err
 		}
+		docs = append(docs, data)
+	}
+	return c.createCRDs(ctx, docs)
+}
+
+// createCRDs creates the CRDs (one YAML document each) and waits until they are Established.
+func (c *Cluster) createCRDs(ctx context.Context, docs [][]byte) error {
+	var names []string
+	for _, data := range docs {
 		obj := &unstructured.Unstructured{}
 		if err := yaml.Unmarshal(data, &obj.Object); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
+			return fmt.Errorf("reading a CRD: %w", err)
 		}
-		_, err = c.dyn.Resource(crdGVR).Create(ctx, obj, metav1.CreateOptions{})
+		_, err := c.dyn.Resource(crdGVR).Create(ctx, obj, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create CRD from %s: %w", filepath.Base(f), err)
+			return fmt.Errorf("create CRD %s: %w", obj.GetName(), err)
 		}
 		names = append(names, obj.GetName())
 	}

@@ -4,8 +4,10 @@ package lookup
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,29 +20,78 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"function/workflowmeta"
 )
 
-// PageSize bounds every LIST.
+// PageSize bounds every LIST of whole objects.
 const PageSize = 500
+
+// TablePageSize bounds a LIST of printed rows (a few hundred bytes each).
+const TablePageSize = 5000
 
 // NodeClaimGVR is Karpenter's NodeClaim (sigs.k8s.io/karpenter v1).
 var NodeClaimGVR = schema.GroupVersionResource{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"}
 
-// Finder looks objects up; Dynamic may be nil (then NodeClaims are not consulted).
+// KarpenterNodeLabel is on every Node Karpenter launched; its NodeClaim names its instance.
+const KarpenterNodeLabel = "karpenter.sh/nodepool"
+
+// Finder looks objects up. Dynamic and Tables may be nil: then NodeClaims are not consulted.
 type Finder struct {
 	Kube    kubernetes.Interface
 	Dynamic dynamic.Interface
+	// Tables lists NodeClaims as the API server prints them, for the instance lookups.
+	Tables TableLister
 	// Instances, when set, answers instance lookups from a listing kept for a while instead of
-	// listing every Node and NodeClaim per message.
+	// listing per message.
 	Instances *InstanceIndex
 }
 
-// InstanceIndex maps EC2 instance IDs to the Nodes running them, from one listing of every Node
-// and NodeClaim reused for MaxAge. Karpenter's EventBridge rules deliver the state changes of every
-// instance of the account and region, most of them not this cluster's; listing the cluster for
-// each would cost its size per message. An instance whose Node appeared after the listing is
+// TableLister lists a resource as the API server prints it: a meta.k8s.io Table of the columns its
+// CRD declares, without the objects.
+type TableLister interface {
+	Table(ctx context.Context, gvr schema.GroupVersionResource, opts metav1.ListOptions) (*metav1.Table, error)
+}
+
+// RESTTables asks the API server for Tables through a REST client.
+type RESTTables struct{ Client rest.Interface }
+
+// Table lists one page of gvr's rows, served from the API server's watch cache when
+// opts.ResourceVersion is "0".
+func (t RESTTables) Table(ctx context.Context, gvr schema.GroupVersionResource, opts metav1.ListOptions) (*metav1.Table, error) {
+	path := "/apis/" + gvr.Group + "/" + gvr.Version + "/" + gvr.Resource
+	if gvr.Group == "" {
+		path = "/api/" + gvr.Version + "/" + gvr.Resource
+	}
+	req := t.Client.Get().AbsPath(path).
+		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").
+		Param("includeObject", string(metav1.IncludeNone))
+	if opts.Limit > 0 {
+		req = req.Param("limit", strconv.FormatInt(opts.Limit, 10))
+	}
+	for k, v := range map[string]string{"continue": opts.Continue, "resourceVersion": opts.ResourceVersion, "labelSelector": opts.LabelSelector} {
+		if v != "" {
+			req = req.Param(k, v)
+		}
+	}
+	raw, err := req.Do(ctx).Raw()
+	if err != nil {
+		return nil, err
+	}
+	var table metav1.Table
+	if err := json.Unmarshal(raw, &table); err != nil {
+		return nil, fmt.Errorf("reading the %s table: %w", gvr.Resource, err)
+	}
+	if table.Kind != "Table" {
+		return nil, fmt.Errorf("listing %s as a table: the API server answered a %q", gvr.Resource, table.Kind)
+	}
+	return &table, nil
+}
+
+// InstanceIndex maps EC2 instance IDs to the Nodes running them, from one listing reused for
+// MaxAge. Karpenter's EventBridge rules deliver the state changes of every instance of the account
+// and region, most of them not this cluster's. An instance whose Node appeared after the listing is
 // missed until MaxAge has passed: that is doing nothing, and its Node's delete event still
 // repairs. Safe for concurrent use; one listing at a time.
 type InstanceIndex struct {
@@ -93,9 +144,7 @@ func instanceOf(providerID string) string {
 	return providerID[strings.LastIndexByte(providerID, '/')+1:]
 }
 
-// NodesOfInstances returns the names of the Nodes running the instances: Nodes whose
-// spec.providerID names one (no label carries the instance ID), and NodeClaims' status.nodeName
-// (a NodeClaim outlives its Node while Karpenter terminates it) when the CRD exists.
+// NodesOfInstances returns the names of the Nodes running the instances (see scanInstances).
 func (f Finder) NodesOfInstances(ctx context.Context, ids []string) ([]string, error) {
 	if f.Instances != nil {
 		return f.Instances.NodesOf(ctx, f, ids)
@@ -116,10 +165,14 @@ func (f Finder) NodesOfInstances(ctx context.Context, ids []string) ([]string, e
 	return out, nil
 }
 
-// scanInstances lists every Node and NodeClaim a page at a time and calls found for each
-// instance ID → Node name they show. Only one page is held at once.
+// scanInstances calls found for each instance ID → Node name the cluster shows. Karpenter's
+// machines are read from the NodeClaims' printed rows (their Node and provider ID columns), which
+// a NodeClaim keeps while its Node is being terminated; the other Nodes (those without Karpenter's
+// label: node groups, hand-made) from their spec.providerID. No label or field selector carries
+// the instance ID, so this costs one call per 5,000 NodeClaims and one per 500 Nodes Karpenter did
+// not launch, however many it did.
 func (f Finder) scanInstances(ctx context.Context, found func(id, node string)) error {
-	opts := metav1.ListOptions{Limit: PageSize}
+	opts := metav1.ListOptions{LabelSelector: "!" + KarpenterNodeLabel, Limit: PageSize}
 	for {
 		nodes, err := f.Kube.CoreV1().Nodes().List(ctx, opts)
 		if err != nil {
@@ -134,29 +187,63 @@ func (f Finder) scanInstances(ctx context.Context, found func(id, node string)) 
 			break
 		}
 	}
-	if f.Dynamic == nil {
+	if f.Tables == nil {
 		return nil
 	}
-	opts = metav1.ListOptions{Limit: PageSize}
+	return f.scanClaims(ctx, found)
+}
+
+// scanClaims reads the NodeClaims' rows, a page at a time, from the watch cache.
+func (f Finder) scanClaims(ctx context.Context, found func(id, node string)) error {
+	opts := metav1.ListOptions{Limit: TablePageSize, ResourceVersion: "0"}
 	for {
-		claims, err := f.Dynamic.Resource(NodeClaimGVR).List(ctx, opts)
+		table, err := f.Tables.Table(ctx, NodeClaimGVR, opts)
 		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
 			return nil // Karpenter is not installed
 		}
 		if err != nil {
 			return fmt.Errorf("listing nodeclaims: %w", err)
 		}
-		for _, c := range claims.Items {
-			pid, _, _ := unstructured.NestedString(c.Object, "status", "providerID")
-			node, _, _ := unstructured.NestedString(c.Object, "status", "nodeName")
+		nodeCol, idCol := column(table, "Node"), column(table, "ID")
+		if nodeCol < 0 || idCol < 0 {
+			return fmt.Errorf("listing nodeclaims: the table has no Node or ID column (columns %v)", columnNames(table))
+		}
+		for _, row := range table.Rows {
+			node, _ := cell(row, nodeCol).(string)
+			pid, _ := cell(row, idCol).(string)
 			if id := instanceOf(pid); id != "" && node != "" {
 				found(id, node)
 			}
 		}
-		if opts.Continue = claims.GetContinue(); opts.Continue == "" {
+		if opts.Continue = table.Continue; opts.Continue == "" {
 			return nil
 		}
+		opts.ResourceVersion = "" // a continuation carries its own
 	}
+}
+
+func column(t *metav1.Table, name string) int {
+	for i, c := range t.ColumnDefinitions {
+		if c.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func columnNames(t *metav1.Table) []string {
+	var out []string
+	for _, c := range t.ColumnDefinitions {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func cell(row metav1.TableRow, i int) any {
+	if i < len(row.Cells) {
+		return row.Cells[i]
+	}
+	return nil
 }
 
 // NodeOfClaim returns the Node name of a NodeClaim, "" when it has none or is gone.

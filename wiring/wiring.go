@@ -124,7 +124,7 @@ func FromClients(cfg *config.Config, cs *clients.Set, rec *metrics.Recorder, log
 		Registry:          families.Registry(),
 		Repairer:          r,
 		Scope:             sc,
-		Finder:            lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic, Instances: &lookup.InstanceIndex{MaxAge: InstanceIndexAge}},
+		Finder:            finder(cs),
 		AllowedSources:    cfg.AllowedSources,
 		Sender:            &sender.Authenticator{Kube: cs.Kube, Audience: cfg.OIDCAudience, Subjects: cfg.OIDCSubjects, Required: cfg.OIDCRequired},
 		Sweeper:           sw,
@@ -147,4 +147,14 @@ func (p *Parts) Stop(ctx context.Context) error {
 		return p.stopMetrics(ctx)
 	}
 	return nil
+}
+
+// finder looks disruptions up with cs; NodeClaims are read as printed Tables when cs can make raw
+// requests.
+func finder(cs *clients.Set) lookup.Finder {
+	f := lookup.Finder{Kube: cs.Kube, Dynamic: cs.Dynamic, Instances: &lookup.InstanceIndex{MaxAge: InstanceIndexAge}}
+	if cs.REST != nil {
+		f.Tables = lookup.RESTTables{Client: cs.REST}
+	}
+	return f
 }

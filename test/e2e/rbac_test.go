@@ -15,7 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
@@ -97,9 +96,11 @@ func TestRBACRepairSteps(t *testing.T) {
 			t.Fatalf("creating %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
-	// Karpenter's NodeClaim kind (a minimal CRD: the lookups only read status.nodeName and
-	// status.providerID).
-	installNodeClaimCRD(ctx, t, c)
+	// Karpenter's own NodeClaim CRD: the instance lookup reads the columns it prints.
+	if err := c.InstallNodeClaimCRD(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mapperFor(ctx, t, c, []*unstructured.Unstructured{{Object: map[string]any{"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim"}}})
 	for _, o := range []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: rbacNS}}} {
 		if _, err := admin.Kube.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -498,13 +499,10 @@ func (e *rbacEnv) instances(t *testing.T) {
 	if _, err := e.admin.Kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	claim := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "metadata": map[string]any{"name": "claim-b"},
-		"status": map[string]any{"providerID": "aws:///eu-west-1b/i-0bbbbbbbbbbbbbbbb", "nodeName": "node-b"}}}
-	if _, err := e.admin.Dynamic.Resource(lookup.NodeClaimGVR).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+	if err := e.c.CreateNodeClaim(ctx, "claim-b", "aws:///eu-west-1b/i-0bbbbbbbbbbbbbbbb", "node-b"); err != nil {
 		t.Fatal(err)
 	}
-	f := lookup.Finder{Kube: e.fn.Kube, Dynamic: e.fn.Dynamic}
+	f := lookup.Finder{Kube: e.fn.Kube, Dynamic: e.fn.Dynamic, Tables: lookup.RESTTables{Client: e.fn.REST}}
 	nodes, err := f.NodesOfInstances(ctx, []string{"i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"})
 	if err != nil {
 		t.Fatalf("NodesOfInstances as %s: %v", fnServiceAccount, err)
@@ -625,29 +623,6 @@ func (e *rbacEnv) handler(t *testing.T, tune func(*config.Config)) *handlers.Han
 		tune(cfg)
 	}
 	return wiring.FromClients(cfg, e.fn, nil, zaptest.NewLogger(t).Sugar()).Handler
-}
-
-// installNodeClaimCRD installs a minimal karpenter.sh/v1 NodeClaim CRD (no status subresource:
-// the test writes status with the object).
-func installNodeClaimCRD(ctx context.Context, t *testing.T, c *localcluster.Cluster) {
-	t.Helper()
-	crd := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-		"metadata": map[string]any{"name": "nodeclaims.karpenter.sh"},
-		"spec": map[string]any{
-			"group": "karpenter.sh", "scope": "Cluster",
-			"names": map[string]any{"kind": "NodeClaim", "plural": "nodeclaims", "singular": "nodeclaim", "listKind": "NodeClaimList"},
-			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
-				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
-		}}}
-	if _, err := c.Dynamic().Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if !crdEstablished(ctx, c.Dynamic(), crd.GetName(), 30*time.Second) {
-		t.Fatal("NodeClaim CRD not established")
-	}
-	gvk := schema.GroupVersionKind{Group: "karpenter.sh", Version: "v1", Kind: "NodeClaim"}
-	mapperFor(ctx, t, c, []*unstructured.Unstructured{{Object: map[string]any{"apiVersion": gvk.GroupVersion().String(), "kind": gvk.Kind}}})
 }
 
 // sweepPing sends a PingSource CloudEvent through the whole handler: the sweep takes its Lease in
