@@ -218,7 +218,9 @@ func (c *Cluster) FailAll(err error) {
 }
 
 // Clients are the Cluster's clientsets as the function holds them.
-func (c *Cluster) Clients() *clients.Set { return &clients.Set{Kube: c.Kube, Argo: c.Argo, REST: c.REST()} }
+func (c *Cluster) Clients() *clients.Set {
+	return &clients.Set{Kube: c.Kube, Argo: c.Argo, REST: c.REST()}
+}
 
 // Count is how many calls were made of "verb resource" ("get pods"; "": all).
 func (c *Cluster) Count(call string) int {
