@@ -78,6 +78,43 @@ func Candidates(wf *wfv1.Workflow, pods []corev1.Pod, now time.Time, grace time.
 	return out
 }
 
+// NeedsPods reports whether the workflow can hold a candidate, and so whether its pods must be
+// read: a Pod node not finished yet, or a task result still holding the gate. Every case of
+// nodeLooksStuck and of the gate map needs one of them; a workflow with neither is passed over
+// without a LIST.
+func NeedsPods(wf *wfv1.Workflow, incomplete ...string) bool {
+	nodes, storage, err := nodestatus.Nodes(wf)
+	if err != nil || storage == nodestatus.Offloaded {
+		nodes = nil
+	}
+	for id, n := range nodes {
+		if n.Type == wfv1.NodeTypePod && !n.IsDaemoned() && (!repair.PhaseFulfilled(n.Phase) || nodestatus.GateHolds(wf, nodes, id)) {
+			return true
+		}
+	}
+	for id, done := range gateOf(wf, incomplete) {
+		if _, visible := nodes[id]; !done && !visible {
+			return true
+		}
+	}
+	return false
+}
+
+// podNodes counts the workflow's Pod nodes: how many pods a LIST of its pods may return.
+func podNodes(wf *wfv1.Workflow) int {
+	nodes, _, err := nodestatus.Nodes(wf)
+	if err != nil {
+		return len(wf.Status.TaskResultsCompletionStatus)
+	}
+	n := 0
+	for _, node := range nodes {
+		if node.Type == wfv1.NodeTypePod {
+			n++
+		}
+	}
+	return n
+}
+
 // podsByNode indexes a workflow's pods by the node they run. When a node had several pods (a pod
 // re-created under the same node; retries make new nodes, so this is rare) the newest is kept.
 func podsByNode(pods []corev1.Pod) map[string]*corev1.Pod {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -125,6 +126,21 @@ func (r Report) Stuck() int {
 
 const defaultPageSize = 100
 
+// A page of Workflows is sized by what its workflows weigh: pageBytes of their serialized size
+// (decoded they take a few times more), estimated from the page before. A run's first page is
+// firstPage long, since nothing is known yet of the workflows' size.
+const (
+	pageBytes = 8 << 20
+	firstPage = 10
+)
+
+// One LIST of pods serves a batch of a page's workflows (a set-based label selector): at most
+// podBatchWorkflows of them, whose Pod nodes add up to at most podBatchPods.
+const (
+	podBatchWorkflows = 50
+	podBatchPods      = 2000
+)
+
 // Run scans from opts.From until the end or the budget. A listing error ends the run (the
 // cursor stays where it was, so a retry resumes there); a failed repair is recorded and the scan
 // goes on.
@@ -158,6 +174,11 @@ type sweepRun struct {
 	// which earlier runs kept stopping.
 	swept    int
 	skipNext bool
+	// limit is the next page's size (0: the first page); items the page being swept, pods the
+	// pods listed for a batch of its workflows ("namespace/name" → pods; present once listed).
+	limit int64
+	items []wfv1.Workflow
+	pods  map[string][]corev1.Pod
 }
 
 func (s *Sweeper) start(opts Options, clock func() time.Time, rep *Report) *sweepRun {
@@ -177,11 +198,7 @@ func (s *Sweeper) start(opts Options, clock func() time.Time, rep *Report) *swee
 // page sweeps the next page of Running workflows; false when the run ends within it.
 func (r *sweepRun) page(ctx context.Context) bool {
 	ns := r.namespaces[r.cur.Namespace]
-	size := r.s.PageSize
-	if size <= 0 {
-		size = defaultPageSize
-	}
-	list, err := r.s.listRunning(ctx, ns, r.cur.Continue, size)
+	list, err := r.s.listRunning(ctx, ns, r.cur.Continue, r.nextLimit())
 	if err != nil {
 		r.rep.Errors = append(r.rep.Errors, err)
 		r.rep.Next = r.cur
@@ -190,8 +207,10 @@ func (r *sweepRun) page(ctx context.Context) bool {
 		}
 		return false
 	}
-	for i := range list.Items {
-		if !r.visit(ctx, &list.Items[i]) {
+	r.sizeFrom(list.Items)
+	r.items, r.pods = list.Items, nil
+	for i := range r.items {
+		if !r.visit(ctx, i) {
 			return false
 		}
 	}
@@ -209,9 +228,35 @@ func (r *sweepRun) page(ctx context.Context) bool {
 	return true
 }
 
+// nextLimit is the size of the next page: what fits pageBytes by the last page's workflows,
+// within PageSize.
+func (r *sweepRun) nextLimit() int64 {
+	most := r.s.PageSize
+	if most <= 0 {
+		most = defaultPageSize
+	}
+	if r.limit == 0 {
+		return min(most, firstPage)
+	}
+	return min(most, r.limit)
+}
+
+// sizeFrom sets the next page's size from the weight of this page's workflows.
+func (r *sweepRun) sizeFrom(items []wfv1.Workflow) {
+	if len(items) == 0 {
+		return
+	}
+	total := 0
+	for i := range items {
+		total += items[i].Size()
+	}
+	r.limit = max(1, int64(pageBytes/max(1, total/len(items))))
+}
+
 // visit sweeps one workflow of a page; false when the run ends before finishing it (the budget
 // is spent, or the request's deadline passed).
-func (r *sweepRun) visit(ctx context.Context, wf *wfv1.Workflow) bool {
+func (r *sweepRun) visit(ctx context.Context, i int) bool {
+	wf := &r.items[i]
 	key := wf.Namespace + "/" + wf.Name
 	switch {
 	case r.cur.After != "" && key <= r.cur.After:
@@ -228,7 +273,7 @@ func (r *sweepRun) visit(ctx context.Context, wf *wfv1.Workflow) bool {
 	}
 	if r.s.Scope.Check(wf.Namespace, wf.Labels) == nil {
 		r.rep.Workflows++
-		found, err := r.s.sweepWorkflow(ctx, wf)
+		found, err := r.sweepWorkflow(ctx, i)
 		r.rep.Findings = append(r.rep.Findings, found...)
 		if err != nil {
 			r.rep.Errors = append(r.rep.Errors, err)
@@ -300,37 +345,85 @@ func (s *Sweeper) listRunning(ctx context.Context, ns, cont string, limit int64)
 	return list, nil
 }
 
-// sweepWorkflow finds a workflow's candidates and repairs each: one LIST of its pods (by the
-// workflow label), then the ladder for each candidate.
-func (s *Sweeper) sweepWorkflow(ctx context.Context, wf *wfv1.Workflow) ([]Finding, error) {
-	pods, err := s.podsOf(ctx, wf)
-	if err != nil {
-		return nil, err
-	}
-	now := s.now()
+// sweepWorkflow finds the candidates of the page's workflow i and repairs each. Its pods are
+// read only when it can hold a candidate (NeedsPods), in one LIST with the next workflows of the
+// page that need theirs.
+func (r *sweepRun) sweepWorkflow(ctx context.Context, i int) ([]Finding, error) {
+	wf := &r.items[i]
 	var incomplete []string
+	var err error
 	if _, storage, _ := nodestatus.Nodes(wf); storage == nodestatus.Offloaded && len(wf.Status.TaskResultsCompletionStatus) == 0 {
 		// Argo 3.7.1+ keeps the gate on the nodes, which are in the database: the incomplete
 		// task results name the nodes instead.
-		if incomplete, err = s.incompleteTaskResults(ctx, wf); err != nil {
+		if incomplete, err = r.s.incompleteTaskResults(ctx, wf); err != nil {
 			return nil, err
 		}
 	}
-	cands := Candidates(wf, pods, now, s.Grace, incomplete...)
+	if !NeedsPods(wf, incomplete...) {
+		return nil, nil
+	}
+	pods, err := r.podsOf(ctx, i)
+	if err != nil {
+		return nil, err
+	}
+	now := r.s.now()
 	running := time.Duration(0)
 	if !wf.Status.StartedAt.IsZero() {
 		running = now.Sub(wf.Status.StartedAt.Time)
 	}
 	var out []Finding
 	var errs []error
-	for _, c := range cands {
-		res, err := s.Repairer.Repair(ctx, c.Target)
+	for _, c := range Candidates(wf, pods, now, r.s.Grace, incomplete...) {
+		res, err := r.s.Repairer.Repair(ctx, c.Target)
 		out = append(out, Finding{Candidate: c, RunningFor: running, Result: res, Err: err})
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// podsOf returns the pods of the page's workflow i, listing them together with those of the next
+// workflows of the page (same namespace, in scope) that need theirs.
+func (r *sweepRun) podsOf(ctx context.Context, i int) ([]corev1.Pod, error) {
+	wf := &r.items[i]
+	if pods, listed := r.pods[wf.Namespace+"/"+wf.Name]; listed {
+		return pods, nil
+	}
+	names := r.batchFrom(i)
+	pods, err := r.s.listPods(ctx, wf.Namespace, names)
+	if err != nil {
+		return nil, err
+	}
+	r.pods = make(map[string][]corev1.Pod, len(names))
+	for _, n := range names {
+		r.pods[wf.Namespace+"/"+n] = nil
+	}
+	for _, p := range pods {
+		key := p.Namespace + "/" + p.Labels[workflowmeta.LabelWorkflow]
+		if _, asked := r.pods[key]; asked {
+			r.pods[key] = append(r.pods[key], p)
+		}
+	}
+	return r.pods[wf.Namespace+"/"+wf.Name], nil
+}
+
+// batchFrom names workflow i and the next workflows of the page whose pods one LIST should bring.
+func (r *sweepRun) batchFrom(i int) []string {
+	wf := &r.items[i]
+	names, pods := []string{wf.Name}, max(1, podNodes(wf))
+	for j := i + 1; j < len(r.items) && len(names) < podBatchWorkflows; j++ {
+		o := &r.items[j]
+		if o.Namespace != wf.Namespace || r.s.Scope.Check(o.Namespace, o.Labels) != nil || !NeedsPods(o) {
+			continue
+		}
+		n := max(1, podNodes(o))
+		if pods+n > podBatchPods {
+			break
+		}
+		names, pods = append(names, o.Name), pods+n
+	}
+	return names
 }
 
 // incompleteTaskResults names the nodes whose task result the workflow's executors left
@@ -350,17 +443,18 @@ func (s *Sweeper) incompleteTaskResults(ctx context.Context, wf *wfv1.Workflow) 
 	return ids, nil
 }
 
-// podPage bounds one LIST of a workflow's pods.
+// podPage bounds one LIST of pods.
 const podPage = 500
 
-// podsOf lists the workflow's pods, a page at a time.
-func (s *Sweeper) podsOf(ctx context.Context, wf *wfv1.Workflow) ([]corev1.Pod, error) {
+// listPods lists the pods of the named workflows of one namespace, a page at a time.
+func (s *Sweeper) listPods(ctx context.Context, namespace string, workflows []string) ([]corev1.Pod, error) {
+	sel := workflowmeta.LabelWorkflow + " in (" + strings.Join(workflows, ",") + ")"
 	var out []corev1.Pod
-	opts := metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow + "=" + wf.Name, Limit: podPage}
+	opts := metav1.ListOptions{LabelSelector: sel, Limit: podPage}
 	for {
-		pods, err := s.Kube.CoreV1().Pods(wf.Namespace).List(ctx, opts)
+		pods, err := s.Kube.CoreV1().Pods(namespace).List(ctx, opts)
 		if err != nil {
-			return nil, fmt.Errorf("listing pods of workflow %s/%s: %w", wf.Namespace, wf.Name, err)
+			return nil, fmt.Errorf("listing pods of workflows %s/%s: %w", namespace, strings.Join(workflows, ","), err)
 		}
 		out = append(out, pods.Items...)
 		if opts.Continue = pods.Continue; opts.Continue == "" {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
@@ -163,6 +164,9 @@ func TestCandidates(t *testing.T) {
 			if len(got) == 0 {
 				return
 			}
+			if !NeedsPods(tc.wf) {
+				t.Error("NeedsPods says no pods need reading, and the workflow has candidates")
+			}
 			c := got[0]
 			if !strings.Contains(c.Why, tc.wantWhy) || c.Target.PodName != tc.wantPod || c.PodState != tc.podState {
 				t.Errorf("candidate why %q pod %q state %q, want %q %q %q", c.Why, c.Target.PodName, c.PodState, tc.wantWhy, tc.wantPod, tc.podState)
@@ -183,7 +187,9 @@ func taskResult(wf, id, completed string) *wfv1.WorkflowTaskResult {
 type pagingArgo struct {
 	*argofake.Clientset
 	lists int
-	fail  error
+	// limits are the page sizes asked, in order.
+	limits []int64
+	fail   error
 	// expire answers 410 with this continue token offered, for the continue token "stale".
 	expire string
 }
@@ -208,6 +214,7 @@ type pagingWorkflows struct {
 
 func (w pagingWorkflows) List(ctx context.Context, opts metav1.ListOptions) (*wfv1.WorkflowList, error) {
 	w.p.lists++
+	w.p.limits = append(w.p.limits, opts.Limit)
 	if w.p.fail != nil {
 		return nil, w.p.fail
 	}
@@ -327,6 +334,86 @@ func TestRun(t *testing.T) {
 			// A second sweep finds nothing more to write.
 			if rep2 := s.Run(ctx, Options{}); !tc.dryRun && rep2.Stuck() != 0 {
 				t.Errorf("second sweep: %d stuck", rep2.Stuck())
+			}
+		})
+	}
+}
+
+// A page's pods are read by batches of workflows (one LIST, a set-based selector), and only for
+// the workflows that can hold a candidate: a workflow whose every Pod node finished with its task
+// result complete costs no pod LIST.
+func TestRunListsPodsByBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		stuck     int
+		finished  int // workflows whose Pod nodes all succeeded, gate open
+		pageSize  int64
+		wantLists int
+	}{
+		{"8 stuck and the healthy one on one page: one LIST", 8, 0, 100, 1},
+		{"60 stuck: the first page of 10, then 51 in batches of 50", 60, 0, 100, 3},
+		{"3 stuck and 40 finished: the finished ones are not listed", 3, 40, 100, 1},
+		{"5 finished and the healthy one: one LIST, for the healthy one", 0, 5, 100, 1},
+		{"pages of 2: one LIST a page", 5, 0, 2, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kube, argo := stuckCluster(t, tc.stuck)
+			for i := range tc.finished {
+				name := fmt.Sprintf("done-%02d", i)
+				id, node := podNode(name, "load", "Succeeded", 5*time.Minute)
+				wf := wfWith(name, map[string]wfv1.NodeStatus{id: node})
+				wf.Status.TaskResultsCompletionStatus[id] = true
+				if err := argo.Tracker().Add(wf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			podLists := 0
+			kube.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) { podLists++; return false, nil, nil })
+			s := sweeper(kube, argo, false)
+			s.PageSize = tc.pageSize
+			rep := s.Run(ctx, Options{})
+			if rep.Stuck() != tc.stuck || len(rep.Errors) != 0 {
+				t.Errorf("%d stuck (errors %v), want %d", rep.Stuck(), rep.Errors, tc.stuck)
+			}
+			if podLists != tc.wantLists {
+				t.Errorf("%d pod LISTs for %d workflows, want %d", podLists, rep.Workflows, tc.wantLists)
+			}
+		})
+	}
+}
+
+// Pages are sized by what their workflows weigh: after a first short page, light workflows come
+// a PageSize at a time and heavy ones (thousands of nodes) a few at a time.
+func TestRunSizesPagesByWeight(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		nodes     int // Pod nodes per workflow
+		wantLimit func(int64) bool
+	}{
+		{"light workflows: the page size", 1, func(l int64) bool { return l == 100 }},
+		{"workflows of 8,000 nodes: fewer than the first page", 8000, func(l int64) bool { return l >= 1 && l < firstPage }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var objs []runtime.Object
+			for i := range 12 {
+				name := fmt.Sprintf("big-%02d", i)
+				nodes := map[string]wfv1.NodeStatus{}
+				for j := range tc.nodes {
+					id, node := podNode(name, fmt.Sprintf("step-%05d", j), "Succeeded", 5*time.Minute)
+					nodes[id] = node
+				}
+				objs = append(objs, wfWith(name, nodes))
+			}
+			c := apifake.NewCluster(objs...)
+			argo := &pagingArgo{Clientset: c.Argo}
+			s := sweeper(c.Kube, argo, false)
+			s.PageSize = 100
+			rep := s.Run(ctx, Options{})
+			if rep.Workflows != 12 || len(argo.limits) < 2 {
+				t.Fatalf("%d workflows in %d pages (limits %v)", rep.Workflows, len(argo.limits), argo.limits)
+			}
+			if argo.limits[0] != firstPage || !tc.wantLimit(argo.limits[1]) {
+				t.Errorf("page limits %v", argo.limits)
 			}
 		})
 	}
