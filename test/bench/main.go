@@ -24,6 +24,15 @@
 //   - node:       a Karpenter-labelled Node carrying N running workflow pods deleted with its
 //     machine gone (kwok stopped); the adapter delivers the Node's delete event to the in-process
 //     handler → API calls per pod, event → every task result complete, → every workflow moved.
+//   - sweep:      -sweep-workflows Running workflows written to the API server (a tenth with 100
+//     nodes, 20 stuck), the binary fed PingSource ticks one after another → ticks until all
+//     stuck are repaired, RSS throughout, each tick's time against its budget.
+//   - scale:      the in-process handler against cluster-sized state on the real kube-apiserver:
+//     an EC2 message for an instance not in a cluster of -scale-nodes Karpenter Nodes and
+//     NodeClaims (first message, instance index cold; 1 s later, warm; a known instance); EC2
+//     `shutting-down` then `terminated` for a machine with -scale-pair-pods workflow pods against
+//     `terminated` alone; Reference-mode deletes of -scale-pods finished pods of one workflow →
+//     API calls, handler time, memory per event.
 package main
 
 import (
@@ -45,6 +54,9 @@ import (
 	"function/workflowmeta"
 )
 
+// defaultParts is every part (run() orders them itself).
+const defaultParts = "micro,repairs,compressed,cold,burst,node,scale,sweep"
+
 const (
 	nsLat   = "bench-repairs"
 	nsBig   = "bench-compressed"
@@ -63,6 +75,11 @@ type options struct {
 	BigNodes       int
 	Burst          int
 	NodePods       int
+	ScaleNodes     int
+	ScalePods      int
+	ScalePairPods  int
+	SweepWorkflows int
+	SweepTicks     int
 	BurstBound     time.Duration
 	Bursts         []burstConfig
 	BurstsSpec     string
@@ -93,6 +110,8 @@ type result struct {
 	Cold       *coldResult
 	Bursts     []*burstResult
 	Node       *nodeResult
+	Scale      *scaleResult
+	Sweep      *sweepScaleResult
 	ArgoEnv    map[string]string // the controller's environment as started
 	StackLock  time.Duration     // waited for another stack to stop
 	StackDir   string            // kept with -keep
@@ -102,7 +121,7 @@ type result struct {
 
 func main() {
 	var o options
-	parts := flag.String("parts", "micro,repairs,compressed,cold,burst,node", "comma-separated parts to run")
+	parts := flag.String("parts", defaultParts, "comma-separated parts to run")
 	flag.StringVar(&o.Out, "out", "docs/BENCHMARKS.md", `report file ("-": stdout), relative to the module root`)
 	flag.StringVar(&o.Argo, "argo", "v3.5.10", "Argo workflow-controller version (built by localcluster/build-bins.sh)")
 	argoEnv := flag.String("argo-env", "", "extra controller environment, K=V,K=V (e.g. ARGO_QPS=50,ARGO_BURST=100)")
@@ -113,6 +132,11 @@ func main() {
 	flag.IntVar(&o.BigNodes, "big-nodes", 5000, "nodes of the compressed workflow (real API server part)")
 	flag.IntVar(&o.Burst, "burst", 500, "workflows in the burst")
 	flag.IntVar(&o.NodePods, "node-pods", 110, "workflow pods on the Node deleted in the node part (110: the EKS default max-pods)")
+	flag.IntVar(&o.ScaleNodes, "scale-nodes", 5000, "Karpenter Nodes (and NodeClaims) in the cluster for the scale part's EC2 messages")
+	flag.IntVar(&o.ScalePods, "scale-pods", 5000, "finished pods of one workflow deleted in the scale part (one Reference-mode delete each)")
+	flag.IntVar(&o.SweepWorkflows, "sweep-workflows", 10000, "Running workflows of the sweep part (a tenth with 100 nodes each, 20 stuck)")
+	flag.IntVar(&o.SweepTicks, "sweep-ticks", 5, "PingSource ticks the sweep part posts at most")
+	flag.IntVar(&o.ScalePairPods, "scale-pair-pods", 20, "workflow pods on each machine of the scale part's EC2 shutting-down/terminated pair")
 	flag.DurationVar(&o.BurstBound, "burst-bound", 4*time.Minute, "how long the burst is followed")
 	bursts := flag.String("bursts", defaultBursts, `burst configurations separated by ";": "default", or "fn:K=V,… argo:K=V,…" (function environment; controller environment, applied by restarting it)`)
 	flag.IntVar(&o.Count, "count", 5, "go test -count for the micro benchmarks")
@@ -225,7 +249,7 @@ func run(ctx context.Context, o options) *result {
 		}
 		step("micro benchmarks (go test: build + run)")
 	}
-	if !(o.Parts["repairs"] || o.Parts["compressed"] || o.Parts["cold"] || o.Parts["burst"] || o.Parts["node"]) {
+	if !(o.Parts["repairs"] || o.Parts["compressed"] || o.Parts["cold"] || o.Parts["burst"] || o.Parts["node"] || o.Parts["scale"] || o.Parts["sweep"]) {
 		if o.Parts["micro"] {
 			micro()
 		}
@@ -238,7 +262,7 @@ func run(ctx context.Context, o options) *result {
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "argo-disruption-handler")
-	if o.Parts["cold"] || o.Parts["burst"] {
+	if o.Parts["cold"] || o.Parts["burst"] || o.Parts["sweep"] {
 		start := time.Now()
 		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/argo-disruption-handler").CombinedOutput()
 		if err != nil {
@@ -355,6 +379,23 @@ func run(ctx context.Context, o options) *result {
 				fail("burst", err)
 			}
 			step(fmt.Sprintf("burst %d (%s): %d workflows (set-up, deletion, follow-up)", i+1, bc.Label, o.Burst))
+		}
+	}
+	if o.Parts["sweep"] && ctx.Err() == nil {
+		sw, fn, err := runSweepScale(ctx, e, bin, o.SweepWorkflows, o.SweepWorkflows/10, 100, 20, o.SweepTicks)
+		fn.Stop()
+		r.Sweep = sw
+		if err != nil {
+			fail("sweep", err)
+		}
+		step(fmt.Sprintf("sweep: %d Running workflows, ticks until the stuck ones are repaired", o.SweepWorkflows))
+	}
+	if o.Parts["scale"] && ctx.Err() == nil {
+		// Last: its thousands of Nodes, even removed, are nothing the other parts should meet.
+		sc, err := runScale(ctx, e, o, step)
+		r.Scale = sc
+		if err != nil {
+			fail("scale", err)
 		}
 	}
 	return r

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"function/config"
+	"function/localcluster"
 	"function/localcluster/apitap"
 )
 
@@ -155,6 +156,8 @@ func writeReport(r *result) error {
 	} else {
 		w("| 7 | one Karpenter Node with 110 workflow pods deleted | %s | ≤ 3 s, ≤ 4 calls per pod | |\n", notRun)
 	}
+	writeScaleRows(w, r.Scale)
+	writeSweepScaleRow(w, r.Sweep)
 	w("\n")
 
 	// ---------- details ----------
@@ -165,6 +168,8 @@ func writeReport(r *result) error {
 	writeCompressed(w, r)
 	writeCold(w, r)
 	writeNode(w, r)
+	writeScale(w, r)
+	writeSweepScale(w, r)
 	writeCommand(w, r)
 
 	if o.Out == "-" {
@@ -621,7 +626,7 @@ func writeCommand(w writer, r *result) {
 		parts = append(parts, p)
 	}
 	sort.Strings(parts)
-	if len(parts) != 5 {
+	if !sameParts(parts, defaultParts) {
 		w(" -parts %s", strings.Join(parts, ","))
 	}
 	if o.Argo != "v3.5.10" {
@@ -639,13 +644,17 @@ func writeCommand(w writer, r *result) {
 		w(" -bursts '%s'", o.BurstsSpec)
 	}
 	w("\n```\n\n")
-	w("Flags (`-h`): `-parts micro,repairs,compressed,cold,burst`, `-out` (`-` for stdout), `-argo`, `-argo-env K=V,…`,\n")
-	w("`-nodes`, `-repairs`, `-cold`, `-compressed-runs`, `-big-nodes`, `-burst`, `-burst-bound`, `-bursts` (default\n")
+	w("Flags (`-h`): `-parts %s`, `-out` (`-` for stdout), `-argo`, `-argo-env K=V,…`,\n", defaultParts)
+	w("`-nodes`, `-repairs`, `-cold`, `-compressed-runs`, `-big-nodes`, `-node-pods`, `-scale-nodes`, `-scale-pods`, `-scale-pair-pods`, `-burst`, `-burst-bound`, `-bursts` (default\n")
 	w("`%s`), `-keep`,\n", defaultBursts)
 	w("`-count`, `-benchtime`, `-bigtime`. It needs the machine's one e2e stack (it waits on the stack lock while another test holds it;\n")
 	w("waited %s this time). The micro part alone needs no cluster:\n", secs(r.StackLock))
 	w("`go test -run '^$' -bench . -benchmem ./test/bench/micro/`.\n\n")
-	w("This run: %d kwok Nodes, %d sequential repairs, %d cold starts, %d compressed runs, %d-workflow burst.\n", o.Nodes, o.Repairs, o.ColdTrials, o.CompressedRuns, o.Burst)
+	w("This run: %d kwok Nodes, %d sequential repairs, %d cold starts, %d compressed runs, %d-workflow burst", o.Nodes, o.Repairs, o.ColdTrials, o.CompressedRuns, o.Burst)
+	if o.Parts["scale"] {
+		w("; scale: %d Karpenter Nodes and NodeClaims, %d workflow pods per machine of the EC2 pair, %d Reference-mode deletes", o.ScaleNodes, o.ScalePairPods, o.ScalePods)
+	}
+	w(".\n")
 	w("Its steps (load average 1/5/15 min when each ended):\n\n")
 	w("| step | took | load |\n|---|---|---|\n")
 	for _, p := range r.Phases {
@@ -716,4 +725,231 @@ func nodeEventCalls(nd *nodeResult) int {
 		}
 	}
 	return n
+}
+
+// sameParts reports whether the parts run are the default ones (then the command needs no -parts).
+func sameParts(parts []string, def string) bool {
+	d := strings.Split(def, ",")
+	sort.Strings(d)
+	return strings.Join(parts, ",") == strings.Join(d, ",")
+}
+
+// Targets of the scale part (section 8).
+const (
+	unknownInstanceCalls = 2
+	unknownInstanceTime  = 50 * time.Millisecond
+	unknownInstanceBytes = 16 << 20
+	refCallsPerEvent     = 2
+)
+
+// heapGrowth is how far HeapInuse rose above its value at the start of a message.
+func heapGrowth(m message) int64 {
+	if m.HeapPeak < m.HeapBefore {
+		return 0
+	}
+	return int64(m.HeapPeak - m.HeapBefore)
+}
+
+func totalCalls(ms []message) int {
+	n := 0
+	for _, m := range ms {
+		n += len(m.Calls)
+	}
+	return n
+}
+
+// writeScaleRows writes rows 8a–8c of the summary.
+func writeScaleRows(w writer, sc *scaleResult) {
+	if sc == nil || sc.Index == nil || sc.Index.Cold.Label == "" {
+		w("| 8a | EC2 message for an instance not in the cluster, 5,000 Nodes and NodeClaims | %s | ≤ 2 API calls, ≤ 50 ms, ≤ 16 MiB | |\n", notRun)
+	} else {
+		x := sc.Index
+		c, warm, known := x.Cold, x.Warm, x.Known
+		w("| 8a | EC2 `terminated` for an instance not in the cluster, %d Karpenter Nodes and %d NodeClaims, the function's first message (instance index cold) | **%d API calls** (%s), **%s** handler time, **%s allocated** (process-wide), heap in use +%s at peak, answer %d; 1 s later (index warm): %d calls, %s, %s allocated; a known instance (its Node there, no workflow pod): %s (%s), %s | first message: ≤ %d API calls, ≤ %s, ≤ 16 MiB | %s |\n",
+			x.Nodes, x.Claims, len(c.Calls), keys(c.Calls), ms(c.Took), mib(int64(c.Allocated)), mib(heapGrowth(c)), c.Status,
+			len(warm.Calls), ms(warm.Took), mib(int64(warm.Allocated)), nCalls(len(known.Calls)), keys(known.Calls), ms(known.Took),
+			unknownInstanceCalls, ms(unknownInstanceTime),
+			verdict(c.Status == http.StatusOK && len(c.Calls) <= unknownInstanceCalls && c.Took <= unknownInstanceTime && c.Allocated <= unknownInstanceBytes))
+	}
+	if sc == nil || sc.Pair == nil || len(sc.Pair.Pair) != 2 {
+		w("| 8b | EC2 `shutting-down` then `terminated` for one machine | %s | ≤ one message alone + 10 %% | |\n", notRun)
+	} else {
+		p := sc.Pair
+		pair, alone := totalCalls(p.Pair), len(p.Alone.Calls)
+		w("| 8b | one Karpenter machine announced by EC2 `%s` then `%s`, its Node deleted, %d workflow pods on it | the pair: **%d API calls** (%d + %d; %.2f per pod), %d of %d task results completed; `%s` alone for an identical machine: **%d** (%.2f per pod), %d of %d completed | the pair ≤ the message alone + 10 %% (≤ %.0f), every task result completed | %s |\n",
+			p.PairFirst, p.PairSecond, p.Pods, pair, len(p.Pair[0].Calls), len(p.Pair[1].Calls), float64(pair)/float64(p.Pods), p.PairDone, p.Pods,
+			p.PairSecond, alone, float64(alone)/float64(p.Pods), p.AloneDone, p.Pods, 1.1*float64(alone),
+			verdict(float64(pair) <= 1.1*float64(alone) && p.PairDone == p.Pods && p.AloneDone == p.Pods))
+	}
+	if sc == nil || sc.Ref == nil || sc.Ref.Events == 0 {
+		w("| 8c | Reference-mode deletes of 5,000 finished pods | %s | ≤ 2 API calls each, 0 writes | |\n", notRun)
+	} else {
+		f := sc.Ref
+		p50, p99, _ := durs(f.Handle)
+		w("| 8c | Reference-mode delete of %d finished pods of one workflow (task results complete), one event per pod handed to the handler | **%.2f API calls per event** (max %d), **%d writes**, answers %v; %s for all %d events (per event p50 %s, p99 %s) | ≤ %d API calls each, 0 writes | %s |\n",
+			f.Pods, float64(f.TotalCalls)/float64(f.Events), f.MaxCalls, f.Writes, f.Statuses, secs(f.Took), f.Events, ms(p50), ms(p99),
+			refCallsPerEvent, verdict(f.Events == f.Pods && f.MaxCalls <= refCallsPerEvent && f.Writes == 0 && f.Statuses[http.StatusOK] == f.Events))
+	}
+}
+
+// writeScale writes section 8: the scale part's set-up, each measured message and the calls.
+func writeScale(w writer, r *result) {
+	w("## 8. At cluster scale\n\n")
+	sc := r.Scale
+	if sc == nil || (sc.Index == nil && sc.Pair == nil && sc.Ref == nil) {
+		w("%s.\n\n", notRun)
+		return
+	}
+	w("`go run -tags e2e ./test/bench -parts scale` (sizes: `-scale-nodes %d -scale-pods %d -scale-pair-pods %d`). On the local real\n", r.Opts.ScaleNodes, r.Opts.ScalePods, r.Opts.ScalePairPods)
+	w("kube-apiserver %s (the Argo controller %s runs, but only the pair's set-up needs it), each measurement with a function of\n", localcluster.KubernetesVersion, r.Opts.Argo)
+	w("its own built in the bench process as `function.Start` builds it (`scenario.NewInProcess`: `config.Load`, `wiring.Build`,\n")
+	w("default configuration but the namespaces), its every API call recorded by the API tap and attributed to the event by\n")
+	w("its context. Events are handed to `Handler.Handle` directly, not through the adapter or HTTP. The machine's load\n")
+	w("average (1/5/15 min) when each step of this part ended:\n\n")
+	w("| step | took | load |\n|---|---|---|\n")
+	for _, p := range r.Phases {
+		if strings.HasPrefix(p.Name, "scale:") {
+			w("| %s | %s | %s |\n", strings.TrimPrefix(p.Name, "scale: "), secs(p.Took), p.Load)
+		}
+	}
+	w("\n")
+	writeScaleIndex(w, sc.Index)
+	writeScalePair(w, sc.Pair)
+	writeScaleRef(w, sc.Ref)
+}
+
+func writeScaleIndex(w writer, x *indexResult) {
+	w("### 8a. EC2 messages for instances the cluster does not run\n\n")
+	if x == nil || x.Cold.Label == "" {
+		w("%s.\n\n", notRun)
+		return
+	}
+	w("%d Nodes as Karpenter leaves them (labels `karpenter.sh/nodepool=workflows`, `karpenter.sh/registered`, `spec.providerID`\n", x.Nodes)
+	w("`aws:///eu-west-1a/i-0…`; no kwok annotation, so kwok leaves them alone and nothing reports for them) and %d NodeClaims\n", x.Claims)
+	w("(Karpenter's own CRD, `localcluster.InstallNodeClaimCRD`; status `providerID` and `nodeName`), created by 16 parallel clients\n")
+	w("in %s (the NodeClaims copied from one made by `localcluster.CreateNodeClaim`, through the bench's unthrottled client),\n", secs(x.SetupTook))
+	w("removed afterwards in %s. Then a fresh function gets the EC2 state-change fixture `ec2-terminated-triggermesh-sqs.json`\n", secs(x.CleanupTook))
+	w("(TriggerMesh's SQS envelope) with its instance ID replaced, one message after another, 1 s apart. Memory: `TotalAlloc`\n")
+	w("growth over the handling (`runtime.ReadMemStats` after a `runtime.GC()`; the whole process, the bench's idle clients\n")
+	w("included) and `HeapInuse` sampled every millisecond (`runtime/metrics`).\n\n")
+	w("| message | answer | handler time | of which outside the API calls | API calls | allocated | heap in use (start → peak) |\n|---|---|---|---|---|---|---|\n")
+	for _, m := range []message{x.Cold, x.Warm, x.Known} {
+		w("| %s (`%s`) | %d | %s | %s | %d: %s | %s | %s → %s |\n", m.Label, m.Instance, m.Status, ms(m.Took), ms(m.Took-inCalls(m.Calls)), len(m.Calls), orNone(timedKeys(m.Calls)),
+			mib(int64(m.Allocated)), mib(int64(m.HeapBefore)), mib(int64(m.HeapPeak)))
+	}
+	w("\nThe first message's calls (the instance index is built: the Nodes Karpenter did not launch, then the NodeClaims'\n")
+	w("printed rows):\n\n")
+	writeCallPaths(w, x.Cold.Calls)
+}
+
+func writeScalePair(w writer, p *pairResult) {
+	w("### 8b. EC2 `%s` then `%s` for one machine\n\n", orNone(pairState(p, true)), orNone(pairState(p, false)))
+	if p == nil || len(p.Pair) != 2 {
+		w("%s.\n\n", notRun)
+		return
+	}
+	w("Two kwok Nodes labelled as Karpenter's, each with an AWS provider ID and a NodeClaim naming it, each running %d one-step\n", p.Pods)
+	w("workflows (each node Running with its task result `\"false\"`; set-up %s, both at once, in namespaces of their own).\n", secs(p.SetupTook))
+	w("kwok is stopped (the machines are gone) and both Nodes deleted; then a fresh function gets `%s` then `%s` for the\n", p.PairFirst, p.PairSecond)
+	w("first machine's instance, and another fresh function only `%s` for the second's (both indexes cold, the same\n", p.PairSecond)
+	w("conditions for both).\n\n")
+	w("| machine | message | answer | handler time | API calls | by kind |\n|---|---|---|---|---|---|\n")
+	for _, m := range p.Pair {
+		w("| %s | `%s` | %d | %s | %d | %s |\n", p.PairNode, m.Label, m.Status, ms(m.Took), len(m.Calls), orNone(apitap.Summary(m.Calls)))
+	}
+	w("| %s | `%s` | %d | %s | %d | %s |\n\n", p.AloneNode, p.Alone.Label, p.Alone.Status, ms(p.Alone.Took), len(p.Alone.Calls), orNone(apitap.Summary(p.Alone.Calls)))
+	w("Task results completed by the function afterwards: %d of %d (the pair's machine), %d of %d (`%s` alone).\n\n", p.PairDone, p.Pods, p.AloneDone, p.Pods, p.PairSecond)
+}
+
+func pairState(p *pairResult, first bool) string {
+	switch {
+	case p == nil:
+		return ""
+	case first:
+		return p.PairFirst
+	}
+	return p.PairSecond
+}
+
+func writeScaleRef(w writer, f *refResult) {
+	w("### 8c. Reference-mode deletes of finished pods\n\n")
+	if f == nil || f.Events == 0 {
+		w("%s.\n\n", notRun)
+		return
+	}
+	w("One Running workflow (`fixture.BigWorkflow`, its %d+2 nodes in `status.compressedNodes`, labelled as another controller's so\n", f.Pods)
+	w("that the running one leaves it alone; the function configured with that instance ID) and %d pods of its finished nodes,\n", f.Pods)
+	w("named as Argo names them (v2: `<workflow>-<template>-<hash>`), `Succeeded` (written with `UpdateStatus`), on no Node, each\n")
+	w("with its task result complete; set-up %s by 16 parallel clients. The pods were deleted by 16 parallel clients (%s; on no\n", secs(f.SetupTook), secs(f.DeleteTook))
+	w("Node, a pod is removed at once); then each pod's Reference-mode delete (`pod-ref-delete.json` re-targeted: only the pod's reference, as the\n")
+	w("ApiServerSource sends in Reference mode) was handed to the function directly, one after another, not through the adapter.\n")
+	p50, p99, mx := durs(f.Handle)
+	c50, c99, _ := durs(f.InCalls)
+	w("All %d took %s; per event p50 %s, p99 %s, max %s, of which waiting for the API server's answers p50 %s, p99 %s.\n", f.Events, secs(f.Took), ms(p50), ms(p99), ms(mx), ms(c50), ms(c99))
+	w("The rest is mostly the wait for the token bucket the function's clients share (`ADH_KUBE_QPS`/`BURST` %.0f/%d): past its\n", f.QPS, f.Burst)
+	w("burst, a run of events like this one goes at %.0f calls/s.\n\n", f.QPS)
+	w("| calls per event | events |\n|---|---|\n")
+	var ns []int
+	for n := range f.ByCalls {
+		ns = append(ns, n)
+	}
+	sort.Ints(ns)
+	for _, n := range ns {
+		w("| %d | %d |\n", n, f.ByCalls[n])
+	}
+	w("\nBy call sequence (%d calls in all, %.2f per event, %d writes):\n\n| events | sequence |\n|---|---|\n", f.TotalCalls, float64(f.TotalCalls)/float64(f.Events), f.Writes)
+	type seq struct {
+		s string
+		n int
+	}
+	var seqs []seq
+	for s, n := range f.Sequences {
+		seqs = append(seqs, seq{s, n})
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i].n > seqs[j].n || (seqs[i].n == seqs[j].n && seqs[i].s < seqs[j].s) })
+	for _, s := range seqs {
+		w("| %d | %s |\n", s.n, orNone(s.s))
+	}
+	w("\nThe first event's calls:\n\n")
+	writeCallPaths(w, f.Example.Calls)
+}
+
+// writeCallPaths lists calls with their paths, answers and durations.
+func writeCallPaths(w writer, cs []apitap.Call) {
+	if len(cs) == 0 {
+		w("(none)\n\n")
+		return
+	}
+	w("| # | method | path | status | took |\n|---|---|---|---|---|\n")
+	for i, c := range cs {
+		q := ""
+		if c.Query != "" {
+			q = "?" + c.Query
+		}
+		w("| %d | %s | `%s%s` | %d | %s |\n", i+1, c.Method, c.Path, q, c.Status, ms(c.End.Sub(c.Start)))
+	}
+	w("\n")
+}
+
+// inCalls is the time spent waiting for the API server, for calls made one after another.
+func inCalls(cs []apitap.Call) time.Duration {
+	var d time.Duration
+	for _, c := range cs {
+		d += c.End.Sub(c.Start)
+	}
+	return d
+}
+
+func nCalls(n int) string {
+	if n == 1 {
+		return "1 API call"
+	}
+	return fmt.Sprintf("%d API calls", n)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
