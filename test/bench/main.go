@@ -4,7 +4,7 @@
 // docs/BENCHMARKS.md: every figure beside its target, the machine, and how to reproduce.
 // Targets are read from the report, never asserted.
 //
-//	go run -tags e2e ./test/bench                       # everything (~10 min here)
+//	go run -tags e2e ./test/bench                       # everything (~11 min here)
 //	go run -tags e2e ./test/bench -parts micro,cold -out -   # a subset, report on stdout
 //
 // Parts:
