@@ -37,7 +37,8 @@ var NodeClaimGVR = schema.GroupVersionResource{Group: "karpenter.sh", Version: "
 // KarpenterNodeLabel is on every Node Karpenter launched; its NodeClaim names its instance.
 const KarpenterNodeLabel = "karpenter.sh/nodepool"
 
-// Finder looks objects up. Dynamic and Tables may be nil: then NodeClaims are not consulted.
+// Finder looks objects up. Dynamic and Tables may be nil: then NodeClaims are not read (by name,
+// and for instance lookups, respectively).
 type Finder struct {
 	Kube    kubernetes.Interface
 	Dynamic dynamic.Interface

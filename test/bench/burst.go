@@ -305,24 +305,7 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	adapterLog := filepath.Join(e.c.LogDir(), "adapter.log")
 	adapterOff := fileSize(adapterLog)
 
-	var rssMu sync.Mutex
-	rssStop := make(chan struct{})
-	rssDone := make(chan struct{})
-	go func() {
-		defer close(rssDone)
-		for {
-			if m, err := readMemory(fn.PID()); err == nil {
-				rssMu.Lock()
-				res.RSSMax = max(res.RSSMax, m.RSS)
-				rssMu.Unlock()
-			}
-			select {
-			case <-rssStop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
+	stopRSS := sampleRSS(fn.PID())
 
 	closedBefore := e.terminatedWatchers(ctx)
 	e.logf("burst: deleting %d pods at once", n)
@@ -363,8 +346,7 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	res.Took = time.Since(t0)
 	// Deliveries still in flight (retries) are counted up to here.
 	time.Sleep(2 * time.Second)
-	close(rssStop)
-	<-rssDone
+	res.RSSMax = stopRSS()
 	res.End, _ = readMemory(fn.PID())
 	res.Requests = proxy.since(t0)
 	res.FnLog = parseFnLog(fn.LogPath, t0)

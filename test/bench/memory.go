@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // memory is VmRSS and VmHWM of a process, in bytes.
@@ -35,6 +36,31 @@ func readMemory(pid int) (memory, error) {
 		}
 	}
 	return m, sc.Err()
+}
+
+// sampleRSS reads the process's VmRSS every 100 ms until the returned stop is called, which
+// returns the highest value read.
+func sampleRSS(pid int) (stop func() int64) {
+	var highest int64
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if m, err := readMemory(pid); err == nil {
+				highest = max(highest, m.RSS)
+			}
+			select {
+			case <-quit:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return func() int64 {
+		close(quit)
+		<-done
+		return highest
+	}
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

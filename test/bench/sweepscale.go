@@ -117,28 +117,11 @@ func (e *env) sweepTick(ctx context.Context, fn *scenario.Function, stuckIDs []s
 	ev.SetID(fmt.Sprintf("bench-sweep-%d", time.Now().UnixNano()))
 	ev.SetTime(time.Now())
 	logOff := fileSize(fn.LogPath)
-	var mu sync.Mutex
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			if m, err := readMemory(fn.PID()); err == nil {
-				mu.Lock()
-				tk.RSSMax = max(tk.RSSMax, m.RSS)
-				mu.Unlock()
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
+	stopRSS := sampleRSS(fn.PID())
 	t0 := time.Now()
 	tk.Status, _, err = cesink.Deliver(ctx, fn.URL, ev, nil)
 	tk.Took = time.Since(t0)
-	close(stop)
-	<-done
+	tk.RSSMax = stopRSS()
 	if err != nil {
 		return tk, fmt.Errorf("posting a sweep tick: %w", err)
 	}
