@@ -9,6 +9,8 @@
 #   components: etcd kube-apiserver kube-controller-manager kubectl kwok adapter
 #               argo-v3.5.10 argo-v3.6.10 argo-v3.7.3 argo-v4.0.5   (also: all, argo = every argo version)
 #               func (the knative func CLI v0.44.0; not in "all")
+#               karpenter kube-scheduler (Karpenter v1.14.1's KWOK provider and the scheduler it
+#               needs, for the Karpenter scenarios; not in "all")
 #   default: all
 # Env: ADH_CACHE (output root), ADH_NICE (nice level, default 10), ADH_FORCE=1 (rebuild).
 # Builds run sequentially (2-core machine); only the Go module proxy is contacted.
@@ -49,6 +51,8 @@ spec() {
     kwok)                    echo "kwok|v0.7.0|sigs.k8s.io/kwok/cmd/kwok|kwok|" ;;
     adapter)                 echo "adapter|v0.50.0|.|apiserver_receive_adapter|" ;;
     func)                    echo "func|v0.44.0|knative.dev/func/cmd/func|func|-X knative.dev/func/pkg/app.vers=v0.44.0" ;;
+    kube-scheduler)          echo "kube-scheduler|$K8S_VERSION|k8s.io/kubernetes/cmd/kube-scheduler|kube-scheduler|$K8S_LDFLAGS" ;;
+    karpenter)               echo "karpenter|v1.14.1|sigs.k8s.io/karpenter/kwok|karpenter|-X sigs.k8s.io/karpenter/pkg/operator.Version=v1.14.1" ;;
     argo-v*)
       local v="${1#argo-}" m
       m="$(argo_module "$v")"
@@ -82,6 +86,18 @@ main() {
     chmod u+w "$3"/crds/*.yaml
   }
 
+  # Copies the CRDs Karpenter's KWOK chart installs (NodePool, NodeClaim, KWOKNodeClass) next to
+  # the binary: Karpenter panics at start when one of the kinds it watches is missing.
+  copy_karpenter_crds() { # moddir version dir
+    if compgen -G "$3/crds/*.yaml" >/dev/null; then return 0; fi
+    local src
+    src="$(cd "$TOOLS/$1" && go mod download -json "sigs.k8s.io/karpenter@$2" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+    mkdir -p "$3/crds"
+    cp "$src"/kwok/charts/crds/karpenter.sh_{nodepools,nodeclaims}.yaml "$src"/kwok/apis/crds/karpenter.kwok.sh_kwoknodeclasses.yaml "$3/crds/"
+    chmod u+w "$3"/crds/*.yaml
+  }
+
   fmt_dur() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
 
   summary=()
@@ -96,6 +112,7 @@ main() {
     if [ -z "${ADH_FORCE:-}" ] && [ -x "$out" ] && [ "$(cat "$dir/.build-key" 2>/dev/null)" = "$key" ]; then
       echo "== $c: up to date ($out)"
       if [ "$comp" = argo ]; then copy_argo_crds "$moddir" "$version" "$dir"; fi
+      if [ "$comp" = karpenter ]; then copy_karpenter_crds "$moddir" "$version" "$dir"; fi
       summary+=("$(printf '%-26s %-9s cached' "$c" "$version")")
       continue
     fi
@@ -107,6 +124,7 @@ main() {
     mv -f "$out.tmp" "$out"
     echo "$key" >"$dir/.build-key"
     if [ "$comp" = argo ]; then copy_argo_crds "$moddir" "$version" "$dir"; fi
+    if [ "$comp" = karpenter ]; then copy_karpenter_crds "$moddir" "$version" "$dir"; fi
     d=$((SECONDS - start))
     echo "== $c: built in $(fmt_dur $d)"
     echo "$(date -u +%FT%TZ) $c $version $(fmt_dur $d) $(nproc)cpu" >>"$CACHE/build-times.log"

@@ -54,6 +54,11 @@ type Options struct {
 	// NoControllerManager: do not run kube-controller-manager (then there
 	// is no PodGC, no garbage collection, no namespace deletion).
 	NoControllerManager bool
+	// Karpenter runs Karpenter's KWOK provider (KarpenterVersion) and kube-scheduler: a workflow
+	// whose pods select the NodePool KarpenterNodePool runs on nodes Karpenter launches, drains
+	// and deletes. Needs the controller manager (its node lifecycle controller lifts the
+	// not-ready taint of new nodes) and build-bins.sh karpenter kube-scheduler.
+	Karpenter bool
 	// Nodes is the number of kwok Nodes kwok-node-0..N-1 (default 1).
 	Nodes int
 	// CacheDir holds the binaries (default $ADH_CACHE or
@@ -258,6 +263,15 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return c, err
 	}
 	mark("kwok nodes ready")
+	if opts.Karpenter {
+		if opts.NoControllerManager {
+			return c, fmt.Errorf("karpenter needs the controller manager (it lifts the not-ready taint of new nodes)")
+		}
+		if err = c.startKarpenter(ctx); err != nil {
+			return c, err
+		}
+		mark("karpenter+scheduler ready")
+	}
 	if !opts.NoArgo {
 		c.mu.Lock()
 		err = c.startArgoLocked(ctx, opts.ArgoVersion, opts.ArgoEnv)
@@ -272,11 +286,12 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	return c, nil
 }
 
-// launch starts one process of the stack (grace: how long it gets to stop) and registers it.
-func (c *Cluster) launch(name, bin string, args []string, grace time.Duration) (*proc, error) {
+// launch starts one process of the stack (env added to ours; grace: how long it gets to stop)
+// and registers it.
+func (c *Cluster) launch(name, bin string, args, env []string, grace time.Duration) (*proc, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p, err := startProc(c.logDir, name, bin, args, nil, grace)
+	p, err := startProc(c.logDir, name, bin, args, env, grace)
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +333,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 		"--log-level=warn",
 		"--quota-backend-bytes=4294967296",
 	}
-	p, err := c.launch("etcd", c.bins.etcd, args, 5*time.Second)
+	p, err := c.launch("etcd", c.bins.etcd, args, nil, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -345,7 +360,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, tokenFile, saKey, saPub st
 		"--allow-privileged=true",
 		"--profiling=false",
 	}
-	p, err := c.launch("kube-apiserver", c.bins.apiserver, args, 10*time.Second)
+	p, err := c.launch("kube-apiserver", c.bins.apiserver, args, nil, 10*time.Second)
 	if err != nil {
 		return err
 	}
@@ -421,7 +436,7 @@ func (c *Cluster) startControllerManager(ctx context.Context, saKey string) erro
 		"--cluster-name=e2e",
 		"--profiling=false",
 	}
-	p, err := c.launch("kube-controller-manager", c.bins.kcm, args, 5*time.Second)
+	p, err := c.launch("kube-controller-manager", c.bins.kcm, args, nil, 5*time.Second)
 	if err != nil {
 		return err
 	}

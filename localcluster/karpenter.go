@@ -2,12 +2,21 @@ package localcluster
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 //go:embed crds/karpenter.sh_nodeclaims.yaml
@@ -38,6 +47,200 @@ func (c *Cluster) CreateNodeClaim(ctx context.Context, name, providerID, nodeNam
 	created.Object["status"] = map[string]any{"providerID": providerID, "nodeName": nodeName}
 	if _, err := c.dyn.Resource(nodeClaimGVR).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("writing the status of nodeclaim %s: %w", name, err)
+	}
+	return nil
+}
+
+// KarpenterVersion is the sigs.k8s.io/karpenter release whose KWOK provider runs the nodes of
+// Options.Karpenter.
+const KarpenterVersion = "v1.14.1"
+
+// KarpenterNodePool is the NodePool the stack creates for Options.Karpenter; a workflow selects
+// it with nodeSelector karpenter.sh/nodepool.
+const KarpenterNodePool = "workflows"
+
+// RevisionLabel is the NodePool template label DriftNodePool changes: a change of the template is
+// what Karpenter calls drift.
+const RevisionLabel = "adh.local/revision"
+
+var (
+	nodePoolGVR  = schema.GroupVersionResource{Group: "karpenter.sh", Version: "v1", Resource: "nodepools"}
+	nodeClassGVR = schema.GroupVersionResource{Group: "karpenter.kwok.sh", Version: "v1alpha1", Resource: "kwoknodeclasses"}
+)
+
+// karpenterObjects are the KWOKNodeClass and the NodePool: small on-demand machines in one zone,
+// every node disruptable at once, no consolidation (so only what a test triggers disrupts).
+func karpenterObjects() []*unstructured.Unstructured {
+	class := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass",
+		"metadata": map[string]any{"name": "default"},
+		"spec":     map[string]any{},
+	}}
+	pool := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+		"metadata": map[string]any{"name": KarpenterNodePool},
+		"spec": map[string]any{
+			"template": map[string]any{
+				"metadata": map[string]any{"labels": map[string]any{RevisionLabel: "1"}},
+				"spec": map[string]any{
+					"nodeClassRef": map[string]any{"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"},
+					"requirements": []any{
+						map[string]any{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": []any{"c-1x-amd64-linux", "c-2x-amd64-linux"}},
+						map[string]any{"key": "karpenter.sh/capacity-type", "operator": "In", "values": []any{"on-demand"}},
+						map[string]any{"key": "topology.kubernetes.io/zone", "operator": "In", "values": []any{"test-zone-a"}},
+					},
+					"expireAfter": "Never",
+				},
+			},
+			"limits": map[string]any{"cpu": "16"},
+			"disruption": map[string]any{
+				"consolidationPolicy": "WhenEmptyOrUnderutilized",
+				"consolidateAfter":    "Never",
+				"budgets":             []any{map[string]any{"nodes": "100%"}},
+			},
+		},
+	}}
+	return []*unstructured.Unstructured{class, pool}
+}
+
+// startKarpenter installs Karpenter's CRDs and NodePool, then runs kube-scheduler (Karpenter
+// provisions only for pods the scheduler found Unschedulable) and Karpenter's KWOK provider,
+// whose Nodes kwok runs like the others.
+func (c *Cluster) startKarpenter(ctx context.Context) error {
+	dir := filepath.Join(c.opts.CacheDir, "karpenter-"+KarpenterVersion)
+	scheduler := filepath.Join(c.opts.CacheDir, "kube-scheduler-"+KubernetesVersion, "kube-scheduler")
+	for comp, b := range map[string]string{"karpenter": filepath.Join(dir, "karpenter"), "kube-scheduler": scheduler} {
+		if err := checkBin(b, comp); err != nil {
+			return err
+		}
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "crds", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("no Karpenter CRDs in %s: run localcluster/build-bins.sh karpenter", dir)
+	}
+	var docs [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		docs = append(docs, b)
+	}
+	if err := c.createCRDs(ctx, docs); err != nil {
+		return err
+	}
+	for _, o := range karpenterObjects() {
+		gvr := nodePoolGVR
+		if o.GetKind() == "KWOKNodeClass" {
+			gvr = nodeClassGVR
+		}
+		if _, err := c.dyn.Resource(gvr).Create(ctx, o, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating %s %s: %w", o.GetKind(), o.GetName(), err)
+		}
+	}
+
+	schedPort, err := FreePort()
+	if err != nil {
+		return err
+	}
+	p, err := c.launch("kube-scheduler", scheduler, []string{
+		"--kubeconfig=" + c.kubeconfig,
+		"--authentication-kubeconfig=" + c.kubeconfig,
+		"--authorization-kubeconfig=" + c.kubeconfig,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(schedPort),
+		"--cert-dir=" + filepath.Join(c.dir, "scheduler-pki"),
+	}, nil, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	insecure := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // its own self-signed cert
+	if err := waitHTTP(ctx, p, "https://127.0.0.1:"+strconv.Itoa(schedPort)+"/healthz", insecure, 60*time.Second); err != nil {
+		return err
+	}
+
+	metricsPort, err := FreePort()
+	if err != nil {
+		return err
+	}
+	healthPort, err := FreePort()
+	if err != nil {
+		return err
+	}
+	// Out of a cluster Karpenter takes its kubeconfig from the environment only, and needs leader
+	// election off (it has no namespace to hold a lease in). Short batches make it provision
+	// within seconds of a pod becoming Unschedulable.
+	p, err = c.launch("karpenter", filepath.Join(dir, "karpenter"), nil, []string{
+		"KUBECONFIG=" + c.kubeconfig,
+		"DISABLE_LEADER_ELECTION=true",
+		"METRICS_PORT=" + strconv.Itoa(metricsPort),
+		"HEALTH_PROBE_PORT=" + strconv.Itoa(healthPort),
+		"BATCH_IDLE_DURATION=1s",
+		"BATCH_MAX_DURATION=3s",
+	}, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	if err := waitHTTP(ctx, p, "http://127.0.0.1:"+strconv.Itoa(healthPort)+"/readyz", nil, 60*time.Second); err != nil {
+		return err
+	}
+	return c.waitNodePoolReady(ctx, 60*time.Second)
+}
+
+// waitNodePoolReady waits until Karpenter validated the NodePool and found its NodeClass: before
+// that it provisions nothing.
+func (c *Cluster) waitNodePoolReady(ctx context.Context, timeout time.Duration) error {
+	var last any
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		u, err := c.dyn.Resource(nodePoolGVR).Get(ctx, KarpenterNodePool, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		last = conds
+		for _, ci := range conds {
+			if m, _ := ci.(map[string]any); m["type"] == "Ready" && m["status"] == "True" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("nodepool %s not Ready (conditions %v): %w", KarpenterNodePool, last, err)
+	}
+	return nil
+}
+
+// DriftNodePool changes the NodePool's template (RevisionLabel): Karpenter then finds every node
+// it launched before Drifted, launches replacements and drains the old ones.
+func (c *Cluster) DriftNodePool(ctx context.Context, revision string) error {
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"labels":{%q:%q}}}}}`, RevisionLabel, revision)
+	if _, err := c.dyn.Resource(nodePoolGVR).Patch(ctx, KarpenterNodePool, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("drifting nodepool %s: %w", KarpenterNodePool, err)
+	}
+	return nil
+}
+
+// NodeClaimOf returns the name of the NodeClaim whose machine registered as Node node.
+func (c *Cluster) NodeClaimOf(ctx context.Context, node string) (string, error) {
+	list, err := c.dyn.Resource(nodeClaimGVR).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", fmt.Errorf("listing nodeclaims: %w", err)
+	}
+	for _, u := range list.Items {
+		if n, _, _ := unstructured.NestedString(u.Object, "status", "nodeName"); n == node {
+			return u.GetName(), nil
+		}
+	}
+	return "", fmt.Errorf("no nodeclaim for node %s", node)
+}
+
+// DeleteNodeClaim deletes a NodeClaim as `kubectl delete nodeclaim` does: Karpenter's forceful
+// path (no disruption command, the node drained and its instance terminated).
+func (c *Cluster) DeleteNodeClaim(ctx context.Context, name string) error {
+	if err := c.dyn.Resource(nodeClaimGVR).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		return fmt.Errorf("deleting nodeclaim %s: %w", name, err)
 	}
 	return nil
 }

@@ -11,7 +11,8 @@ import (
 // Malformed error; never a panic.
 func FuzzDecode(f *testing.F) {
 	for _, name := range []string{"karpenter-event-pod-evicted.json", "karpenter-event-node-disruption-terminating.json",
-		"karpenter-event-nodeclaim-spot-interrupted.json", "event-kubelet-killing.json"} {
+		"karpenter-event-nodeclaim-spot-interrupted.json", "event-kubelet-killing.json",
+		"karpenter-kwok-pod-evicted-drifted.json", "karpenter-kwok-node-finalized.json"} {
 		f.Add(eventingtest.Load(f, name).DataEncoded)
 	}
 	f.Add([]byte(`{"source":{"component":"karpenter"},"reason":"Evicted","involvedObject":{"kind":"Pod"}}`))

@@ -104,6 +104,9 @@ func (e *Env) EnsureNamespace(ctx context.Context, ns string) error {
 // Spec describes the workflow of a scenario.
 type Spec struct {
 	Namespace, Node string
+	// NodePool, instead of Node, lets the scheduler place the pods on nodes Karpenter launches for
+	// that NodePool (they then request a little CPU and memory, as Karpenter sizes nodes by it).
+	NodePool string
 	// Retry adds retryStrategy {limit: 2, retryPolicy: OnError} to the step.
 	Retry bool
 	// OnExit adds an exit handler.
@@ -111,18 +114,23 @@ type Spec struct {
 }
 
 func (s Spec) workflowSpec() map[string]any {
-	step := map[string]any{
-		"name":      "main",
-		"container": map[string]any{"image": "public.ecr.aws/docker/library/alpine:3.20", "command": []any{"sh", "-c", "sleep 3600"}},
+	container := map[string]any{"image": "public.ecr.aws/docker/library/alpine:3.20", "command": []any{"sh", "-c", "sleep 3600"}}
+	if s.NodePool != "" {
+		container["resources"] = map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "64Mi"}}
 	}
+	step := map[string]any{"name": "main", "container": container}
 	if s.Retry {
 		step["retryStrategy"] = map[string]any{"limit": 2, "retryPolicy": "OnError"}
 	}
 	templates := []any{step}
 	spec := map[string]any{
-		"entrypoint":   "main",
-		"podSpecPatch": fmt.Sprintf(`{"nodeName":%q}`, s.Node),
-		"podGC":        map[string]any{"strategy": "OnPodCompletion"},
+		"entrypoint": "main",
+		"podGC":      map[string]any{"strategy": "OnPodCompletion"},
+	}
+	if s.NodePool != "" {
+		spec["nodeSelector"] = map[string]any{"karpenter.sh/nodepool": s.NodePool}
+	} else {
+		spec["podSpecPatch"] = fmt.Sprintf(`{"nodeName":%q}`, s.Node)
 	}
 	if s.OnExit {
 		spec["onExit"] = "exit-handler"

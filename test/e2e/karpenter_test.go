@@ -1,0 +1,253 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"function/localcluster"
+	"function/localcluster/cesink"
+	"function/localcluster/scenario"
+	"function/record"
+	"function/workflowmeta"
+)
+
+// TestKarpenter lets the real Karpenter (its KWOK provider, v1.14.1) take nodes away from running
+// workflow steps, on Argo ADH_E2E_KARPENTER_ARGO (default v3.5.10, where a workflow never heals by
+// itself), the function fed by the real ApiServerSource adapter with what a cluster has: workflow
+// pods, Events, Nodes and NodeClaims. Two paths:
+//  1. drift: the NodePool's template changes; Karpenter launches a replacement, taints the old
+//     node and evicts its pods ("Evicted pod: Drifted");
+//  2. a NodeClaim deleted (kubectl delete nodeclaim): the forceful path, no disruption command.
+//
+// In each, one workflow runs in a namespace the function serves and one in a namespace it does
+// not: the first must leave Running with the cause recorded, the second stay Running. On the
+// drift path Karpenter's DisruptionTerminating Event on the Node precedes the eviction, so the
+// record says Drifted; on the forceful path no Karpenter Event does (its Evicted Event follows
+// the eviction), so the record names the Eviction API (docs/karpenter-local.md).
+// Karpenter's Events as the adapter delivered them are written to ADH_E2E_CAPTURE (a directory)
+// when it is set, to refresh the decoders' fixtures.
+func TestKarpenter(t *testing.T) {
+	version := env("ADH_E2E_KARPENTER_ARGO", "v3.5.10")
+	ctx := context.Background()
+	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Karpenter: true}, 150*time.Second)
+	for _, ns := range []string{nsWith, nsWithout} {
+		if err := e.EnsureNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
+	tee := teeEvents(t, fn.URL)
+	watched := []localcluster.AdapterResource{
+		{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow},
+		{Version: "v1", Resource: "events"},
+		{Version: "v1", Resource: "nodes"},
+		{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"},
+	}
+	if err := c.StartAdapterFor(tee.URL, []string{nsWith, nsWithout, "default"}, watched); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logKarpenterEvents(t, tee) })
+
+	cases := []struct {
+		name string
+		// disrupt takes the nodes of the pods away as Karpenter is told to.
+		disrupt func(pods []*corev1.Pod) error
+		// reason is what the record must say: Karpenter's reason where one of its Events comes
+		// before the eviction, the Eviction API's otherwise.
+		reason string
+	}{
+		{"drift", func([]*corev1.Pod) error { return c.DriftNodePool(ctx, "2") }, "Drifted"},
+		{"nodeclaim-delete", func(pods []*corev1.Pod) error {
+			done := map[string]bool{}
+			for _, p := range pods {
+				claim, err := c.NodeClaimOf(ctx, p.Spec.NodeName)
+				if err != nil {
+					return err
+				}
+				if !done[claim] {
+					if err := c.DeleteNodeClaim(ctx, claim); err != nil {
+						return err
+					}
+					done[claim] = true
+				}
+			}
+			return nil
+		}, "EvictionByEvictionAPI"},
+	}
+	var report []string
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			with := karpenterStep(ctx, t, e, nsWith, "karp-"+tc.name+"-")
+			without := karpenterStep(ctx, t, e, nsWithout, "karp-"+tc.name+"-")
+			t.Logf("%s: pods %s and %s on Karpenter nodes %s and %s", tc.name, with.pod.Name, without.pod.Name, with.pod.Spec.NodeName, without.pod.Spec.NodeName)
+			// A pod gone within 10 s of its start is created again by the controller (it takes the
+			// absence for informer lag), and a node is not a drift candidate while nominated for
+			// the pods it was launched for: the steps run a little first, as real ones do.
+			time.Sleep(12 * time.Second)
+			evicted := make(chan time.Time, 2)
+			for _, s := range []*karpenterRun{with, without} {
+				go func() { evicted <- s.waitEvicted(ctx, e) }()
+			}
+			if err := tc.disrupt([]*corev1.Pod{with.pod, without.pod}); err != nil {
+				t.Fatal(err)
+			}
+			disrupted := time.Now()
+			var first time.Time
+			for range 2 {
+				if at := <-evicted; !at.IsZero() && (first.IsZero() || at.Before(first)) {
+					first = at
+				}
+			}
+			if first.IsZero() {
+				t.Fatalf("Karpenter evicted neither pod within %s of the %s", evictWait, tc.name)
+			}
+			left, rec := with.waitLeftRunning(ctx, t, e)
+			report = append(report, fmt.Sprintf("%s: Karpenter evicted %s after the trigger; workflow %s left Running %s after the eviction (%s), record %q: %q",
+				tc.name, first.Sub(disrupted).Round(100*time.Millisecond), with.wf.Name, left.Sub(first).Round(100*time.Millisecond), with.phase, rec.Reason, rec.Message))
+			if !strings.Contains(rec.Reason+" "+rec.Message, tc.reason) {
+				t.Errorf("record on %s = %q %q, want Karpenter's reason %q in it", with.wf.Name, rec.Reason, rec.Message, tc.reason)
+			}
+			// The workflow the function does not serve: still Running a minute after the eviction.
+			if wait := time.Until(first.Add(time.Minute)); wait > 0 {
+				time.Sleep(wait)
+			}
+			w := noRepairWritten(ctx, t, e, nsWithout, without.wf.Name, without.nodeID, "workflow "+without.wf.Name+" in a namespace the function does not serve")
+			if w.Status.Phase != wfv1.WorkflowRunning {
+				t.Errorf("workflow %s without the function is %s a minute after the eviction, want still Running (Argo %s never heals it): the scenario does not show the hang", w.Name, w.Status.Phase, version)
+			}
+			report = append(report, fmt.Sprintf("%s: without the function workflow %s is %s a minute after the eviction", tc.name, w.Name, w.Status.Phase))
+		})
+	}
+	t.Logf("Karpenter scenarios on Argo %s:\n  %s", version, strings.Join(report, "\n  "))
+}
+
+// evictWait bounds the wait for Karpenter's eviction after the trigger (drift: its 10 s
+// disruption poll, the replacement's launch and initialisation, then the drain).
+const evictWait = 90 * time.Second
+
+// karpenterRun is one workflow step running on a Karpenter node.
+type karpenterRun struct {
+	wf     *wfv1.Workflow
+	pod    *corev1.Pod
+	nodeID string
+	phase  wfv1.WorkflowPhase
+}
+
+// karpenterStep submits a one-step workflow whose pod the scheduler places on the NodePool's nodes
+// (Karpenter launching one), and gates it as the wait container does.
+func karpenterStep(ctx context.Context, t *testing.T, e *scenario.Env, ns, generateName string) *karpenterRun {
+	t.Helper()
+	wf, pod, nodeID, err := e.RunningStep(ctx, generateName, scenario.Spec{Namespace: ns, NodePool: localcluster.KarpenterNodePool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &karpenterRun{wf: wf, pod: pod, nodeID: nodeID}
+}
+
+// waitEvicted returns when the pod got its deletionTimestamp (or vanished), zero after evictWait.
+func (r *karpenterRun) waitEvicted(ctx context.Context, e *scenario.Env) time.Time {
+	var at time.Time
+	_ = waitFor(ctx, evictWait+15*time.Second, func() bool {
+		p, err := e.Kube.CoreV1().Pods(r.pod.Namespace).Get(ctx, r.pod.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && (p.UID != r.pod.UID || p.DeletionTimestamp != nil)) {
+			at = time.Now()
+			return true
+		}
+		return false
+	})
+	return at
+}
+
+// waitLeftRunning waits for the workflow to leave Running and returns when it did and the record
+// the function wrote.
+func (r *karpenterRun) waitLeftRunning(ctx context.Context, t *testing.T, e *scenario.Env) (time.Time, record.Record) {
+	t.Helper()
+	var rec record.Record
+	if err := waitFor(ctx, 60*time.Second, func() bool {
+		w, err := e.Argo.ArgoprojV1alpha1().Workflows(r.wf.Namespace).Get(ctx, r.wf.Name, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		rec = record.Recorded(w)[r.nodeID]
+		r.phase = w.Status.Phase
+		return w.Status.Phase != wfv1.WorkflowRunning && w.Status.Phase != ""
+	}); err != nil {
+		t.Fatalf("workflow %s/%s still %s 60 s after Karpenter's eviction (record %+v)", r.wf.Namespace, r.wf.Name, r.phase, rec)
+	}
+	return time.Now(), rec
+}
+
+// eventTee forwards every CloudEvent to the function and keeps a copy.
+type eventTee struct {
+	*cesink.Sink
+	mu   sync.Mutex
+	seen []cesink.Request
+}
+
+func teeEvents(t *testing.T, to string) *eventTee {
+	t.Helper()
+	tee := &eventTee{}
+	var err error
+	tee.Sink, err = cesink.Handle(func(r *cesink.Request) int {
+		tee.mu.Lock()
+		tee.seen = append(tee.seen, *r)
+		tee.mu.Unlock()
+		code, _, err := cesink.Replay(context.Background(), to, r)
+		if err != nil {
+			return 502
+		}
+		return code
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tee.Close)
+	return tee
+}
+
+// logKarpenterEvents logs the Events Karpenter emitted, as the adapter delivered them, and writes
+// them to ADH_E2E_CAPTURE when set.
+func logKarpenterEvents(t *testing.T, tee *eventTee) {
+	tee.mu.Lock()
+	defer tee.mu.Unlock()
+	dir := os.Getenv("ADH_E2E_CAPTURE")
+	n := 0
+	for _, r := range tee.seen {
+		if kind, _ := r.Event.Extensions()["kind"].(string); kind != "Event" {
+			continue
+		}
+		var ev corev1.Event
+		if err := json.Unmarshal(r.Event.Data(), &ev); err != nil || ev.Source.Component != "karpenter" {
+			continue
+		}
+		n++
+		t.Logf("karpenter event %s %s/%s %s: %s (%s)", r.Event.Type(), ev.InvolvedObject.Kind, ev.InvolvedObject.Name, ev.Reason, ev.Message, r.At.Format(time.RFC3339Nano))
+		if dir == "" {
+			continue
+		}
+		b, err := json.MarshalIndent(r.Event, "", "  ")
+		if err == nil {
+			name := fmt.Sprintf("%03d-%s-%s-%s.json", n, strings.ToLower(ev.InvolvedObject.Kind), ev.Reason, strings.TrimPrefix(r.Event.Type(), "dev.knative.apiserver.resource."))
+			err = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+		}
+		if err != nil {
+			t.Logf("capturing %s: %v", r.Event.ID(), err)
+		}
+	}
+	t.Logf("%d Karpenter Events delivered (of %d events)", n, len(tee.seen))
+}
