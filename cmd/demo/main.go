@@ -1,16 +1,20 @@
 // Command demo shows the function at work on a real control plane started on this machine: etcd,
-// kube-apiserver, kube-controller-manager, the Argo workflow-controller (default v3.5.10, the
-// version that never heals by itself), kwok as the kubelet, and the Knative ApiServerSource
-// adapter delivering pod events to the function. It submits a workflow, evicts its pod the way a
-// Karpenter drain does, prints what happened when, and tears everything down.
+// kube-apiserver, kube-controller-manager, kube-scheduler, the Argo workflow-controller (default
+// v3.5.10, the version that never heals by itself), kwok as the kubelet, Karpenter (its KWOK
+// provider) launching the nodes, and the Knative ApiServerSource adapter delivering pod, Event,
+// Node and NodeClaim events to the function. It submits a workflow, lets Karpenter drift the node
+// under its running step, prints what happened when (Karpenter's Events as they reached the
+// function, the repair, the controller), and tears everything down.
 //
-//	go run ./cmd/demo [--argo v3.5.10] [--without]
+//	go run ./cmd/demo [--argo v3.5.10] [--without] [--fast]
 //
-// The first run builds the binaries into ~/.cache/argo-disruption-handler (see README).
+// --fast skips Karpenter: the demo evicts the pod itself, as a Karpenter drain would. The first
+// run builds the binaries into ~/.cache/argo-disruption-handler (see README).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -20,7 +24,10 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"function/localcluster"
+	"function/localcluster/cesink"
 	"function/localcluster/scenario"
 	"function/workflowmeta"
 )
@@ -29,8 +36,9 @@ func main() {
 	argo := flag.String("argo", "v3.5.10", "Argo workflow-controller version: v3.5.10, v3.6.10 or v3.7.3")
 	without := flag.Bool("without", false, "run the controller alone, without the function, for comparison")
 	wait := flag.Duration("wait", 90*time.Second, "how long to follow the workflow after the eviction")
+	fast := flag.Bool("fast", false, "no Karpenter: evict the pod directly, as a Karpenter drain would")
 	flag.Parse()
-	if err := run(*argo, *without, *wait); err != nil {
+	if err := run(*argo, *without, !*fast, *wait); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -47,26 +55,37 @@ func step(format string, args ...any) {
 	fmt.Printf("%s  "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 }
 
-func run(argo string, without bool, wait time.Duration) error {
+func run(argo string, without, karpenter bool, wait time.Duration) error {
 	ctx := context.Background()
 	tmp, err := os.MkdirTemp("", "adh-demo-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin, err := build(ctx, argo, tmp)
+	bin, err := build(ctx, argo, karpenter, tmp)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	c, err := localcluster.Start(ctx, localcluster.Options{ArgoVersion: argo, Nodes: 1})
+	c, err := localcluster.Start(ctx, localcluster.Options{ArgoVersion: argo, Nodes: 1, Karpenter: karpenter})
 	if err != nil {
 		return err
 	}
 	var fn *scenario.Function
-	defer func() { fn.Stop(); c.Stop() }()
+	var tap *cesink.Sink
+	defer func() {
+		fn.Stop()
+		if tap != nil {
+			tap.Close()
+		}
+		c.Stop()
+	}()
 	c.StopOnSignal(func(os.Signal) { fn.Stop(); os.Exit(130) })
-	step("control plane up in %s: etcd, kube-apiserver, kube-controller-manager, kwok, Argo %s", time.Since(start).Round(time.Millisecond), argo)
+	parts := "etcd, kube-apiserver, kube-controller-manager, kwok"
+	if karpenter {
+		parts += ", kube-scheduler, Karpenter " + localcluster.KarpenterVersion + " (KWOK provider)"
+	}
+	step("control plane up in %s: %s, Argo %s", time.Since(start).Round(time.Millisecond), parts, argo)
 
 	mode := scenario.With
 	if without {
@@ -76,26 +95,43 @@ func run(argo string, without bool, wait time.Duration) error {
 		if err != nil {
 			return err
 		}
-		if err := c.StartAdapter(fn.URL, []string{"default"}, workflowmeta.LabelWorkflow); err != nil {
+		// A tap between the adapter and the function shows when each event was delivered.
+		if tap, err = cesink.Forward(fn.URL); err != nil {
 			return err
 		}
-		step("function listening on %s, fed by the ApiServerSource adapter (pods with label %s)", fn.URL, workflowmeta.LabelWorkflow)
+		watched := []localcluster.AdapterResource{{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}}
+		if karpenter {
+			watched = append(watched, localcluster.AdapterResource{Version: "v1", Resource: "events"},
+				localcluster.AdapterResource{Version: "v1", Resource: "nodes"},
+				localcluster.AdapterResource{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"})
+		}
+		if err := c.StartAdapterFor(tap.URL, []string{"default"}, watched); err != nil {
+			return err
+		}
+		step("function listening on %s, fed by the ApiServerSource adapter (pods with label %s%s)", fn.URL, workflowmeta.LabelWorkflow,
+			map[bool]string{true: "; Events, Nodes, NodeClaims", false: ""}[karpenter])
 	}
 	e, err := scenario.NewEnv(c, argo, wait, nil)
 	if err != nil {
 		return err
 	}
-	step("submitting a one-step workflow with an exit handler; its pod will be evicted 11 s after it starts")
-	r := e.PodDeletion(ctx, "b", mode, scenario.Spec{Namespace: "default", Node: localcluster.NodeName(0), OnExit: true}, scenario.Evict, fn)
+	spec, how := scenario.Spec{Namespace: "default", Node: localcluster.NodeName(0), OnExit: true}, scenario.Evict
+	if karpenter {
+		spec.Node, spec.NodePool, how = "", localcluster.KarpenterNodePool, scenario.KarpenterDrift
+		step("submitting a one-step workflow with an exit handler on NodePool %q; 11 s after its pod starts on the node Karpenter launches, the NodePool's template changes and Karpenter drifts the node", spec.NodePool)
+	} else {
+		step("submitting a one-step workflow with an exit handler; its pod will be evicted 11 s after it starts")
+	}
+	r := e.PodDeletion(ctx, "b", mode, spec, how, fn)
 	if r.Err != nil {
 		return r.Err
 	}
-	printTimeline(r, fn, wait)
+	printTimeline(r, fn, tap, wait)
 	return nil
 }
 
 // build builds the control plane's binaries (cached) and the function's, into dir.
-func build(ctx context.Context, argo, dir string) (string, error) {
+func build(ctx context.Context, argo string, karpenter bool, dir string) (string, error) {
 	root, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -104,7 +140,11 @@ func build(ctx context.Context, argo, dir string) (string, error) {
 		return "", fmt.Errorf("run the demo from the repository root (go run ./cmd/demo)")
 	}
 	step("building the control plane binaries if needed (first run: ~25 min, then cached)")
-	bins := exec.Command("localcluster/build-bins.sh", "etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-"+argo)
+	components := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-" + argo}
+	if karpenter {
+		components = append(components, "kube-scheduler", "karpenter")
+	}
+	bins := exec.Command("localcluster/build-bins.sh", components...)
 	bins.Stdout, bins.Stderr = os.Stdout, os.Stderr
 	if err := bins.Run(); err != nil {
 		return "", fmt.Errorf("building binaries: %w", err)
@@ -112,9 +152,26 @@ func build(ctx context.Context, argo, dir string) (string, error) {
 	return scenario.BuildFunction(ctx, root, dir)
 }
 
-// printTimeline prints what happened after the eviction, the function's own steps included.
-func printTimeline(r scenario.Result, fn *scenario.Function, wait time.Duration) {
+// karpenterReasons are the Karpenter Events of a disruption the timeline shows (its other Events
+// report status changes).
+var karpenterReasons = map[string]bool{"DisruptionLaunching": true, "DisruptionWaitingReadiness": true,
+	"DisruptionTerminating": true, "Evicted": true, "Disrupted": true, "FailedDraining": true}
+
+// printTimeline prints what happened around the eviction: Karpenter's Events as they reached the
+// function, the function's own steps, the controller's.
+func printTimeline(r scenario.Result, fn *scenario.Function, tap *cesink.Sink, wait time.Duration) {
 	timeline := r.Timeline
+	if tap != nil {
+		for _, req := range tap.Received() {
+			var ev corev1.Event
+			if kind, _ := req.Event.Extensions()["kind"].(string); kind != "Event" || json.Unmarshal(req.Event.Data(), &ev) != nil ||
+				ev.Source.Component != "karpenter" || !karpenterReasons[ev.Reason] || req.At.Before(r.T0.Add(-time.Minute)) {
+				continue
+			}
+			timeline = append(timeline, fmt.Sprintf("%+7.2fs  Karpenter Event %s on %s %s: %q (delivered)",
+				req.At.Sub(r.T0).Seconds(), ev.Reason, ev.InvolvedObject.Kind, ev.InvolvedObject.Name, ev.Message))
+		}
+	}
 	if fn != nil {
 		for _, m := range []struct{ what, msg string }{
 			{"event received by the function", `"event received"`},
@@ -131,7 +188,7 @@ func printTimeline(r scenario.Result, fn *scenario.Function, wait time.Duration)
 		}
 	}
 	sort.SliceStable(timeline, func(i, j int) bool { return seconds(timeline[i]) < seconds(timeline[j]) })
-	fmt.Println("\ntimeline (seconds after the eviction):")
+	fmt.Println("\ntimeline (seconds from the eviction):")
 	for _, l := range timeline {
 		fmt.Println("  " + l)
 	}

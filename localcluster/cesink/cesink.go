@@ -36,22 +36,36 @@ func (r *Request) Name() string {
 
 // Sink receives CloudEvents (binary or structured mode) on a loopback port. A recording sink
 // keeps every event and answers 202 Accepted; a handling one hands each to its answer function
-// and answers the status it returns, keeping nothing.
+// and answers the status it returns, keeping nothing; a forwarding one keeps every event and
+// answers what the receiver it forwards to answered.
 type Sink struct {
 	// URL is where senders post (the adapter's K_SINK).
 	URL    string
 	stop   func()
 	answer func(*Request) int
+	keep   bool
 	mu     sync.Mutex
-	kept   []event.Event
+	kept   []Request
 	last   time.Time
 }
 
 // Record starts a sink that keeps every event it receives.
-func Record() (*Sink, error) { return start(&Sink{}) }
+func Record() (*Sink, error) { return start(&Sink{keep: true}) }
 
 // Handle starts a sink that answers each event with answer's status.
 func Handle(answer func(*Request) int) (*Sink, error) { return start(&Sink{answer: answer}) }
+
+// Forward starts a sink that keeps every event and posts it, as it was sent, to url: a tap on
+// the path to the function that shows what was delivered when. A failed post answers 502.
+func Forward(url string) (*Sink, error) {
+	return start(&Sink{keep: true, answer: func(r *Request) int {
+		code, _, err := Replay(context.Background(), url, r)
+		if err != nil {
+			return http.StatusBadGateway
+		}
+		return code
+	}})
+}
 
 func start(s *Sink) (*Sink, error) {
 	var err error
@@ -75,17 +89,18 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	req := Request{Event: *ev, Header: r.Header.Clone(), Body: body, At: at}
 	s.mu.Lock()
 	s.last = at
-	if s.answer == nil {
-		s.kept = append(s.kept, *ev)
+	if s.keep {
+		s.kept = append(s.kept, req)
 	}
 	s.mu.Unlock()
 	if s.answer == nil {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	w.WriteHeader(s.answer(&Request{Event: *ev, Header: r.Header.Clone(), Body: body, At: at}))
+	w.WriteHeader(s.answer(&req))
 }
 
 // Last is when the last event arrived (zero before the first).
@@ -100,10 +115,22 @@ func (s *Sink) Events(subject string) []event.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []event.Event
-	for _, e := range s.kept {
-		if e.Subject() == subject {
-			out = append(out, e.Clone())
+	for _, r := range s.kept {
+		if r.Event.Subject() == subject {
+			out = append(out, r.Event.Clone())
 		}
+	}
+	return out
+}
+
+// Received returns the kept requests in the order received (events cloned).
+func (s *Sink) Received() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Request, len(s.kept))
+	for i, r := range s.kept {
+		r.Event = r.Event.Clone()
+		out[i] = r
 	}
 	return out
 }
@@ -113,8 +140,8 @@ func (s *Sink) Summary() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	parts := make([]string, len(s.kept))
-	for i, e := range s.kept {
-		parts[i] = e.Subject() + " " + e.Type()
+	for i, r := range s.kept {
+		parts[i] = r.Event.Subject() + " " + r.Event.Type()
 	}
 	return strings.Join(parts, "; ")
 }

@@ -69,3 +69,46 @@ func TestHandleReplay(t *testing.T) {
 		t.Error("a handling sink kept events")
 	}
 }
+
+func TestForward(t *testing.T) {
+	cases := []struct {
+		name    string
+		answer  int
+		stopped bool // the receiver is gone
+		want    int
+	}{
+		{"receiver accepts", http.StatusOK, false, http.StatusOK},
+		{"receiver asks for a retry", http.StatusServiceUnavailable, false, http.StatusServiceUnavailable},
+		{"receiver gone", 0, true, http.StatusBadGateway},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []*Request
+			to, err := Handle(func(r *Request) int { got = append(got, r); return tc.answer })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer to.Close()
+			if tc.stopped {
+				to.Close()
+			}
+			tap, err := Forward(to.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tap.Close()
+			header := http.Header{"Authorization": {"Bearer x"}}
+			code, _, err := Deliver(context.Background(), tap.URL, podDelete(t, "argo", "p"), header)
+			if err != nil || code != tc.want {
+				t.Fatalf("delivered: %d %v, want %d", code, err, tc.want)
+			}
+			kept := tap.Received()
+			if len(kept) != 1 || kept[0].Event.ID() != "id-p" || kept[0].At.IsZero() {
+				t.Fatalf("kept %+v, want the one event with its arrival", kept)
+			}
+			if !tc.stopped && (len(got) != 1 || got[0].Header.Get("Authorization") != "Bearer x" || string(got[0].Body) != string(kept[0].Body)) {
+				t.Errorf("forwarded %+v, want the event as it was sent", got)
+			}
+		})
+	}
+}

@@ -3,12 +3,14 @@ package scenario
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -43,6 +45,10 @@ const (
 	// Evict goes through the Eviction API, as a Karpenter drain does: the API server adds the
 	// DisruptionTarget condition, kwok plays the kubelet's graceful stop.
 	Evict Deletion = "evict"
+	// KarpenterDrift changes the NodePool's template and lets Karpenter take the pod away: it
+	// launches a replacement node, then drains the drifted one through the Eviction API. The
+	// stack runs Karpenter and the workflow selects its NodePool.
+	KarpenterDrift Deletion = "karpenter drift"
 )
 
 // Result is one measured run.
@@ -227,6 +233,11 @@ func (e *Env) RunningStep(ctx context.Context, generateName string, s Spec) (*wf
 // Delete takes the pod away and returns when the API server accepted it.
 func (e *Env) Delete(ctx context.Context, pod *corev1.Pod, how Deletion) (time.Time, error) {
 	switch how {
+	case KarpenterDrift:
+		if err := e.C.DriftNodePool(ctx, strconv.FormatInt(time.Now().UnixNano(), 36)); err != nil {
+			return time.Time{}, err
+		}
+		return e.evicted(ctx, pod, 90*time.Second)
 	case Evict:
 		ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
 		err := e.Kube.CoreV1().Pods(pod.Namespace).EvictV1(ctx, ev)
@@ -236,6 +247,23 @@ func (e *Env) Delete(ctx context.Context, pod *corev1.Pod, how Deletion) (time.T
 		err := e.Kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 		return time.Now(), err
 	}
+}
+
+// evicted returns when the pod got its deletionTimestamp (or is gone), waiting at most timeout.
+func (e *Env) evicted(ctx context.Context, pod *corev1.Pod, timeout time.Duration) (time.Time, error) {
+	var at time.Time
+	err := poll(ctx, 50*time.Millisecond, timeout, func() (bool, error) {
+		p, err := e.Kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || err == nil && (p.UID != pod.UID || p.DeletionTimestamp != nil) {
+			at = time.Now()
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("pod %s/%s not evicted within %s: %w", pod.Namespace, pod.Name, timeout, err)
+	}
+	return at, nil
 }
 
 // watch follows a disrupted workflow from t0: when our repair lands on the task result, when the

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,17 +50,21 @@ func TestKarpenter(t *testing.T) {
 		}
 	}
 	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
-	tee := teeEvents(t, fn.URL)
+	tap, err := cesink.Forward(fn.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tap.Close)
 	watched := []localcluster.AdapterResource{
 		{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow},
 		{Version: "v1", Resource: "events"},
 		{Version: "v1", Resource: "nodes"},
 		{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"},
 	}
-	if err := c.StartAdapterFor(tee.URL, []string{nsWith, nsWithout, "default"}, watched); err != nil {
+	if err := c.StartAdapterFor(tap.URL, []string{nsWith, nsWithout, "default"}, watched); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { logKarpenterEvents(t, tee) })
+	t.Cleanup(func() { logKarpenterEvents(t, tap) })
 
 	cases := []struct {
 		name string
@@ -192,42 +195,13 @@ func (r *karpenterRun) waitLeftRunning(ctx context.Context, t *testing.T, e *sce
 	return time.Now(), rec
 }
 
-// eventTee forwards every CloudEvent to the function and keeps a copy.
-type eventTee struct {
-	*cesink.Sink
-	mu   sync.Mutex
-	seen []cesink.Request
-}
-
-func teeEvents(t *testing.T, to string) *eventTee {
-	t.Helper()
-	tee := &eventTee{}
-	var err error
-	tee.Sink, err = cesink.Handle(func(r *cesink.Request) int {
-		tee.mu.Lock()
-		tee.seen = append(tee.seen, *r)
-		tee.mu.Unlock()
-		code, _, err := cesink.Replay(context.Background(), to, r)
-		if err != nil {
-			return 502
-		}
-		return code
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tee.Close)
-	return tee
-}
-
 // logKarpenterEvents logs the Events Karpenter emitted, as the adapter delivered them, and writes
 // them to ADH_E2E_CAPTURE when set.
-func logKarpenterEvents(t *testing.T, tee *eventTee) {
-	tee.mu.Lock()
-	defer tee.mu.Unlock()
+func logKarpenterEvents(t *testing.T, tap *cesink.Sink) {
 	dir := os.Getenv("ADH_E2E_CAPTURE")
 	n := 0
-	for _, r := range tee.seen {
+	received := tap.Received()
+	for _, r := range received {
 		if kind, _ := r.Event.Extensions()["kind"].(string); kind != "Event" {
 			continue
 		}
@@ -249,5 +223,5 @@ func logKarpenterEvents(t *testing.T, tee *eventTee) {
 			t.Logf("capturing %s: %v", r.Event.ID(), err)
 		}
 	}
-	t.Logf("%d Karpenter Events delivered (of %d events)", n, len(tee.seen))
+	t.Logf("%d Karpenter Events delivered (of %d events)", n, len(received))
 }
