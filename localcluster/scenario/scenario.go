@@ -113,6 +113,9 @@ type Spec struct {
 	// NodePool, instead of Node, lets the scheduler place the pods on nodes Karpenter launches for
 	// that NodePool (they then request a little CPU and memory, as Karpenter sizes nodes by it).
 	NodePool string
+	// TerminateDelay is how long an evicted or deleted pod keeps running before kwok reports its
+	// containers stopped (a kubelet takes that long to stop them); zero stops them at once.
+	TerminateDelay time.Duration
 	// Retry adds retryStrategy {limit: 2, retryPolicy: OnError} to the step.
 	Retry bool
 	// OnExit adds an exit handler.
@@ -132,6 +135,9 @@ func (s Spec) workflowSpec() map[string]any {
 	spec := map[string]any{
 		"entrypoint": "main",
 		"podGC":      map[string]any{"strategy": "OnPodCompletion"},
+	}
+	if s.TerminateDelay > 0 {
+		spec["podMetadata"] = map[string]any{"annotations": map[string]any{localcluster.TerminateDelayAnnotation: s.TerminateDelay.String()}}
 	}
 	if s.NodePool != "" {
 		spec["nodeSelector"] = map[string]any{"karpenter.sh/nodepool": s.NodePool}
