@@ -34,6 +34,10 @@ type funcYAML struct {
 		Labels             []struct {
 			Key, Value string
 		} `json:"labels"`
+		Options struct {
+			// func deploy writes these as the container's resources.
+			Resources map[string]map[string]string `json:"resources"`
+		} `json:"options"`
 		HealthEndpoints struct {
 			Liveness  string `json:"liveness"`
 			Readiness string `json:"readiness"`
@@ -423,6 +427,15 @@ func TestOverlaysAgreeWithFuncYAML(t *testing.T) {
 			want["ADH_DRY_RUN"] = dryRun[path]
 			if !maps.Equal(env, want) {
 				t.Errorf("Service env %v, want func.yaml's run.envs with ADH_DRY_RUN=%s: %v", env, dryRun[path], want)
+			}
+			res, _, _ := unstructured.NestedMap(c, "resources")
+			if fmt.Sprint(res) != fmt.Sprint(f.Deploy.Options.Resources) {
+				t.Errorf("container resources %v, func.yaml deploy.options.resources %v", res, f.Deploy.Options.Resources)
+			}
+			for _, l := range f.Deploy.Labels {
+				if svc.GetLabels()[l.Key] != l.Value {
+					t.Errorf("Service label %s = %q, func.yaml deploy.labels %q", l.Key, svc.GetLabels()[l.Key], l.Value)
+				}
 			}
 			for probe, p := range map[string]string{"livenessProbe": f.Deploy.HealthEndpoints.Liveness, "readinessProbe": f.Deploy.HealthEndpoints.Readiness} {
 				if got, _, _ := unstructured.NestedString(c, probe, "httpGet", "path"); got != p {

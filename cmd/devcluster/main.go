@@ -47,6 +47,7 @@ func main() {
 		adNS      = flag.String("adapter-namespaces", "argo", "comma-separated namespaces the adapter watches (empty = all)")
 		adSel     = flag.String("adapter-selector", "workflows.argoproj.io/workflow", "label selector of the adapter's pods")
 		cacheDir  = flag.String("cache", localcluster.DefaultCacheDir(), "directory with the binaries built by localcluster/build-bins.sh")
+		knative   = flag.String("knative-serving", "", "if set, install Knative Serving's CRDs, mark the Knative Services of this namespace Ready as its controller would, and serve a local OCI registry (for func deploy; docs/func-deploy.md)")
 	)
 	flag.Var(argoEnv, "argo-env", "extra KEY=VALUE environment for the workflow-controller (repeatable)")
 	flag.Parse()
@@ -80,6 +81,15 @@ func main() {
 			log.Fatalf("adapter: %v", err)
 		}
 	}
+	if *knative != "" {
+		addr, stopRegistry, err := startKnativeServing(ctx, c, *knative)
+		if err != nil {
+			c.Stop()
+			log.Fatalf("knative serving: %v", err)
+		}
+		defer stopRegistry()
+		fmt.Printf("\nregistry:   %s (plain HTTP; func deploy --registry=%s/adh)\n", addr, addr)
+	}
 	printHowToUse(c)
 
 	<-ctx.Done()
@@ -101,6 +111,21 @@ func startAdapter(c *localcluster.Cluster, sink, namespaces, selector string) er
 	}
 	log.Printf("adapter: pods in %v (selector %q) -> %s", ns, selector, sink)
 	return nil
+}
+
+// startKnativeServing installs Knative Serving's CRDs, marks the Knative Services of namespace
+// Ready until ctx ends, and starts the local OCI registry (its address is returned).
+func startKnativeServing(ctx context.Context, c *localcluster.Cluster, namespace string) (string, func(), error) {
+	if err := c.InstallKnativeServingCRDs(ctx); err != nil {
+		return "", nil, err
+	}
+	go c.ServeKnativeServices(ctx, namespace, log.Printf)
+	addr, stop, err := localcluster.StartRegistry()
+	if err != nil {
+		return "", nil, err
+	}
+	log.Printf("knative serving: CRDs installed, Services of %s marked Ready by devcluster", namespace)
+	return addr, stop, nil
 }
 
 // printHowToUse prints where the cluster's kubeconfig, logs and processes are.
