@@ -57,3 +57,12 @@ if [ "${E2E:-1}" != 0 ]; then
   ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_RACE_ARGO="$race" ADH_E2E_RESTART_ARGO="$restart" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
     go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication|TestPodGCRace|TestFailedPodRestart|TestKarpenter' -v -timeout "${ADH_E2E_TIMEOUT:-80m}" ./test/e2e/
 fi
+
+# func deploy --builder=host against the local stack (docs/func-deploy.md): ADH_E2E_FUNC=1 adds it.
+# Not by default: on a new machine the func CLI takes ~6 min to build and the host build of three
+# platforms up to 7 min more (about 1 min once cached).
+if [ "${E2E:-1}" != 0 ] && [ "${ADH_E2E_FUNC:-0}" = 1 ]; then
+  step "e2e: func deploy --builder=host, its Service against deploy/components/knative-service"
+  localcluster/build-bins.sh func
+  go test -tags e2e -count=1 -run 'TestFuncDeploy' -v -timeout 30m ./test/e2e/
+fi
