@@ -11,6 +11,8 @@
 #               func (the knative func CLI v0.44.0; not in "all")
 #               karpenter kube-scheduler (Karpenter v1.14.1's KWOK provider and the scheduler it
 #               needs, for the Karpenter scenarios; not in "all")
+#               broker (Knative Eventing's broker ingress, filter and InMemoryChannel dispatcher
+#                       v0.50.0, plus the eventing CRDs; not in "all")
 #   default: all
 # Env: ADH_CACHE (output root), ADH_NICE (nice level, default 10), ADH_FORCE=1 (rebuild).
 # Builds run sequentially (2-core machine); only the Go module proxy is contacted.
@@ -41,7 +43,11 @@ argo_module() { echo "github.com/argoproj/argo-workflows/${1%%.*}"; }
 # The CRDs Argo's default install applies: minimal up to 3.7, full from 4.0.
 argo_crd_flavour() { case "$1" in v3.*) echo minimal ;; *) echo full ;; esac; }
 
-# component -> "module-dir|version|package|binary|extra-ldflags"
+# Eventing's broker data plane: the three mains built from localcluster/tools/broker.
+BROKER_PKGS="knative.dev/eventing/cmd/broker/ingress knative.dev/eventing/cmd/broker/filter knative.dev/eventing/cmd/in_memory/channel_dispatcher"
+
+# component -> "module-dir|version|package|binary|extra-ldflags"; package and binary may be
+# space-separated lists of the same length (one build per pair).
 spec() {
   case "$1" in
     etcd)                    echo "etcd|v3.6.16|go.etcd.io/etcd/server/v3|etcd|" ;;
@@ -53,6 +59,7 @@ spec() {
     func)                    echo "func|v0.44.0|knative.dev/func/cmd/func|func|-X knative.dev/func/pkg/app.vers=v0.44.0" ;;
     kube-scheduler)          echo "kube-scheduler|$K8S_VERSION|k8s.io/kubernetes/cmd/kube-scheduler|kube-scheduler|$K8S_LDFLAGS" ;;
     karpenter)               echo "karpenter|v1.14.1|sigs.k8s.io/karpenter/kwok|karpenter|-X sigs.k8s.io/karpenter/pkg/operator.Version=v1.14.1" ;;
+    broker)                  echo "broker|v0.50.0|$BROKER_PKGS|ingress filter channel_dispatcher|" ;;
     argo-v*)
       local v="${1#argo-}" m
       m="$(argo_module "$v")"
@@ -64,7 +71,7 @@ spec() {
 # Everything below runs from one function that bash parses completely before
 # running it, so editing this file during a build does not break the build.
 main() {
-  local want=() summary=() c moddir version pkg bin ldx comp dir out key start d total_start
+  local want=() summary=() c moddir version pkg bin ldx comp dir out key start d total_start pkgs bins i
   if [ $# -eq 0 ]; then set -- all; fi
   for c in "$@"; do
     case "$c" in
@@ -98,6 +105,35 @@ main() {
     chmod u+w "$3"/crds/*.yaml
   }
 
+  # Copies the CRDs the broker data plane watches (eventing's config/core/resources, the
+  # release's eventing-crds.yaml, plus the InMemoryChannel CRD, which that file leaves out) next
+  # to the binaries, so localcluster does not need the Go module cache at run time.
+  copy_broker_crds() { # moddir version dir
+    if compgen -G "$3/crds/*.yaml" >/dev/null; then return 0; fi
+    local src
+    src="$(cd "$TOOLS/$1" && go mod download -json "knative.dev/eventing@$2" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+    mkdir -p "$3/crds"
+    cp "$src"/config/core/resources/*.yaml "$src"/config/channels/in-memory-channel/resources/in-memory-channel.yaml "$3/crds/"
+    chmod u+w "$3"/crds/*.yaml
+  }
+
+  # Copies whatever else a component needs at run time next to its binaries.
+  copy_extras() { # component moddir version dir
+    case "$1" in
+      argo)   copy_argo_crds "$2" "$3" "$4" ;;
+      broker) copy_broker_crds "$2" "$3" "$4" ;;
+      karpenter) copy_karpenter_crds "$2" "$3" "$4" ;;
+    esac
+  }
+
+  # True when every binary of the list exists in dir.
+  all_built() { # dir bin...
+    local d="$1" b
+    shift
+    for b in "$@"; do [ -x "$d/$b" ] || return 1; done
+  }
+
   fmt_dur() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
 
   summary=()
@@ -106,25 +142,27 @@ main() {
     IFS='|' read -r moddir version pkg bin ldx <<<"$(spec "$c")"
     comp="${c%%-v[0-9]*}"                       # argo-v3.5.10 -> argo
     dir="$CACHE/$comp-$version"
-    out="$dir/$bin"
+    read -r -a pkgs <<<"$pkg"
+    read -r -a bins <<<"$bin"
     [ -d "$TOOLS/$moddir" ] || { echo "missing scratch module $TOOLS/$moddir" >&2; exit 1; }
     key="$( { cat "$TOOLS/$moddir/go.mod" "$TOOLS/$moddir/go.sum"; echo "$pkg $version $ldx"; go env GOVERSION; } | sha256sum | cut -c1-16)"
-    if [ -z "${ADH_FORCE:-}" ] && [ -x "$out" ] && [ "$(cat "$dir/.build-key" 2>/dev/null)" = "$key" ]; then
-      echo "== $c: up to date ($out)"
-      if [ "$comp" = argo ]; then copy_argo_crds "$moddir" "$version" "$dir"; fi
-      if [ "$comp" = karpenter ]; then copy_karpenter_crds "$moddir" "$version" "$dir"; fi
+    if [ -z "${ADH_FORCE:-}" ] && all_built "$dir" "${bins[@]}" && [ "$(cat "$dir/.build-key" 2>/dev/null)" = "$key" ]; then
+      echo "== $c: up to date ($dir/${bins[*]})"
+      copy_extras "$comp" "$moddir" "$version" "$dir"
       summary+=("$(printf '%-26s %-9s cached' "$c" "$version")")
       continue
     fi
-    echo "== $c $version: building $pkg -> $out"
     mkdir -p "$dir"
     start=$SECONDS
-    ( cd "$TOOLS/$moddir" &&
-      nice -n "$NICE" go build -trimpath -ldflags="-s -w $ldx" -o "$out.tmp" "$pkg" )
-    mv -f "$out.tmp" "$out"
+    for i in "${!pkgs[@]}"; do
+      out="$dir/${bins[$i]}"
+      echo "== $c $version: building ${pkgs[$i]} -> $out"
+      ( cd "$TOOLS/$moddir" &&
+        nice -n "$NICE" go build -trimpath -ldflags="-s -w $ldx" -o "$out.tmp" "${pkgs[$i]}" )
+      mv -f "$out.tmp" "$out"
+    done
     echo "$key" >"$dir/.build-key"
-    if [ "$comp" = argo ]; then copy_argo_crds "$moddir" "$version" "$dir"; fi
-    if [ "$comp" = karpenter ]; then copy_karpenter_crds "$moddir" "$version" "$dir"; fi
+    copy_extras "$comp" "$moddir" "$version" "$dir"
     d=$((SECONDS - start))
     echo "== $c: built in $(fmt_dur $d)"
     echo "$(date -u +%FT%TZ) $c $version $(fmt_dur $d) $(nproc)cpu" >>"$CACHE/build-times.log"

@@ -118,6 +118,8 @@ type Cluster struct {
 	Timings []Timing
 	// argoKubeconfig, when set, is the workflow-controller's kubeconfig (SetArgoKubeconfig).
 	argoKubeconfig string
+	// stopFuncs end what the stack runs in this process (servers), after its processes.
+	stopFuncs []func()
 }
 
 // Timing is the duration of one start-up phase.
@@ -297,6 +299,13 @@ func (c *Cluster) launch(name, bin string, args, env []string, grace time.Durati
 	}
 	c.addProc(p)
 	return p, nil
+}
+
+// onStop registers f to run when the cluster stops, after its processes.
+func (c *Cluster) onStop(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopFuncs = append(c.stopFuncs, f)
 }
 
 // stopProc stops the named process of the stack (a no-op when it does not run).
@@ -510,9 +519,14 @@ func (c *Cluster) Stop() {
 		}
 	}
 	c.procs = map[string]*proc{}
+	stopFuncs := c.stopFuncs
+	c.stopFuncs = nil
 	c.mu.Unlock()
 	for _, p := range ps {
 		p.stop()
+	}
+	for _, f := range stopFuncs {
+		f()
 	}
 	if !c.opts.KeepDir && c.dir != "" {
 		_ = os.RemoveAll(c.dir)
