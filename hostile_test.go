@@ -251,7 +251,8 @@ func TestHostileEnvelope(t *testing.T) {
 
 // TestHostileInputSourceNotAllowed: with ADH_ALLOWED_SOURCES set, an event from another sender
 // is answered 403 through the real stack (not retried by the broker, dead-lettered), before its
-// data is read — even data that would be refused otherwise.
+// data is read — even data that would be refused otherwise; its dead letter, which keeps that
+// source, is accepted (the Broker's dead-letter sink is the function).
 func TestHostileInputSourceNotAllowed(t *testing.T) {
 	srv := hostileServer(t, map[string]string{"ADH_ALLOWED_SOURCES": "https://kubernetes.default.svc*"})
 	for _, tc := range []struct {
@@ -263,6 +264,12 @@ func TestHostileInputSourceNotAllowed(t *testing.T) {
 	}{
 		{"API server URL not listed", binary(typeDelete, "application/json"), []byte(`{}`), 403, `CloudEvent source not allowed: "https://10.96.0.1:443"`},
 		{"not listed, data over the limit", binary(typeDelete, "application/json"), bytes.Repeat([]byte("x"), 5<<20), 403, "ADH_ALLOWED_SOURCES"},
+		{"a dead letter of a source not listed (logged, acted on nothing)", func() http.Header {
+			h := binary(typeDelete, "application/json")
+			h.Set("Ce-Knativeerrordest", "http://argo-disruption-handler.argo-disruption-handler.svc.cluster.local")
+			h.Set("Ce-Knativeerrorcode", "403")
+			return h
+		}(), []byte(`{}`), 200, ""},
 		{"listed by prefix", func() http.Header {
 			h := binary(typeDelete, "application/json")
 			h.Set("Ce-Source", "https://kubernetes.default.svc:443")

@@ -64,6 +64,11 @@ func (h *Handler) admit(r *http.Request) error {
 			h.o.Log.Debugw("sender authenticated", zap.String("sender", user), zap.String("ceID", r.Header.Get("Ce-Id")))
 		}
 	}
+	// A dead letter keeps the source of the event that failed (one refused for its source, say):
+	// Handle logs and counts it and acts on nothing, so it is not refused here.
+	if r.Header.Get("Ce-Knativeerrordest") != "" {
+		return nil
+	}
 	if src := r.Header.Get("Ce-Source"); src != "" && !config.SourceAllowed(src, h.o.AllowedSources) {
 		return fmt.Errorf("%w: %q (ADH_ALLOWED_SOURCES)", ErrSourceNotAllowed, src)
 	}
