@@ -75,7 +75,7 @@ func TestBrokerDataPlane(t *testing.T) {
 		podDeletionThroughBroker(ctx, t, c, e, fn, b, toFn)
 	})
 	t.Run("dead letters", func(t *testing.T) {
-		deadLetters(t, fn, b, broker, toFn, failing)
+		deadLetters(t, fn, b, broker, toFn, failing, c.RESTConfig().Host)
 	})
 }
 
@@ -123,8 +123,8 @@ func podDeletionThroughBroker(ctx context.Context, t *testing.T, c *localcluster
 }
 
 // deadLetters sends the two kinds of failing events to the ingress and checks the attempts and
-// the dead letters.
-func deadLetters(t *testing.T, fn *scenario.Function, b *localcluster.Broker, broker *unstructured.Unstructured, toFn, failing *tap) {
+// the dead letters; source is the one the adapter gives its events (the API server's URL).
+func deadLetters(t *testing.T, fn *scenario.Function, b *localcluster.Broker, broker *unstructured.Unstructured, toFn, failing *tap, source string) {
 	delivery, _, _ := unstructured.NestedMap(broker.Object, "spec", "delivery")
 	retry, _, _ := unstructured.NestedInt64(delivery, "retry")
 	backoff := backoffSchedule(t, delivery)
@@ -145,7 +145,7 @@ func deadLetters(t *testing.T, fn *scenario.Function, b *localcluster.Broker, br
 	}
 
 	// A subscriber that always answers 500: retried with the Broker's backoff, then dead-lettered.
-	doomed := jsonEvent(t, "doomed", "e2e", failingType, []byte(`{}`))
+	doomed := jsonEvent(t, "doomed", source, failingType, []byte(`{}`))
 	code, held = postIngress(t, b.IngressURL, doomed)
 	attempts = failing.byID(doomed.ID(), false)
 	t.Logf("broker figure: ingress POST held %.3f s for a permanent 500 (%d attempts, answered %d)", held.Seconds(), len(attempts), code)
