@@ -109,25 +109,15 @@ func (c *Cluster) StartBroker(ctx context.Context, opts BrokerOptions) (*Broker,
 		opts.Timeout = 60 * time.Second
 	}
 	dir := filepath.Join(c.opts.CacheDir, "broker-"+BrokerVersion)
-	for _, b := range []string{"ingress", "filter", "channel_dispatcher"} {
-		if err := checkBin(filepath.Join(dir, b), "broker"); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range []int{DispatcherPort, DispatcherTLSPort} {
-		if portInUse(p) {
-			return nil, fmt.Errorf("port %d is in use: the InMemoryChannel dispatcher needs it (hard-coded upstream); one broker per machine", p)
-		}
+	if err := brokerPrerequisites(dir); err != nil {
+		return nil, err
 	}
 	if err := c.installEventing(ctx, dir); err != nil {
 		return nil, err
 	}
-	var ports brokerPorts
-	for _, p := range []*int{&ports.ingress, &ports.ingressTLS, &ports.filter, &ports.filterTLS, &ports.profiling} {
-		var err error
-		if *p, err = FreePort(); err != nil {
-			return nil, err
-		}
+	ports, err := freeBrokerPorts()
+	if err != nil {
+		return nil, err
 	}
 	proxy, err := c.startFilterProxy(ports.filter)
 	if err != nil {
@@ -163,6 +153,34 @@ func (c *Cluster) StartBroker(ctx context.Context, opts BrokerOptions) (*Broker,
 	}
 	b.Ready = time.Since(begin)
 	return b, nil
+}
+
+// brokerPrerequisites checks that the three binaries are built and the dispatcher's fixed ports
+// are free (the dispatcher would otherwise run without a data port, saying so only in its log).
+func brokerPrerequisites(dir string) error {
+	for _, b := range []string{"ingress", "filter", "channel_dispatcher"} {
+		if err := checkBin(filepath.Join(dir, b), "broker"); err != nil {
+			return err
+		}
+	}
+	for _, p := range []int{DispatcherPort, DispatcherTLSPort} {
+		if portInUse(p) {
+			return fmt.Errorf("port %d is in use: the InMemoryChannel dispatcher needs it (hard-coded upstream); one broker per machine", p)
+		}
+	}
+	return nil
+}
+
+// freeBrokerPorts picks the loopback ports of ingress, filter and the dispatcher's profiling.
+func freeBrokerPorts() (brokerPorts, error) {
+	var ports brokerPorts
+	for _, p := range []*int{&ports.ingress, &ports.ingressTLS, &ports.filter, &ports.filterTLS, &ports.profiling} {
+		var err error
+		if *p, err = FreePort(); err != nil {
+			return ports, err
+		}
+	}
+	return ports, nil
 }
 
 // installEventing creates the eventing CRDs build-bins.sh copied, the system namespace and the
