@@ -51,11 +51,11 @@ if [ "${E2E:-1}" != 0 ]; then
   race=${ADH_E2E_RACE_ARGO:-v3.7.3} # PodGC's Failed status misread as success: 3.5.10 to 3.7.3
   restart=${ADH_E2E_RESTART_ARGO:-v4.0.5} # failedPodRestart exists from 4.0
   step "e2e binaries for Argo $versions $signals $race $restart (built once, cached in ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler})"
-  localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter kube-scheduler karpenter $(for v in $versions $signals $race $restart v3.5.10; do printf 'argo-%s ' "$v"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
-  step "e2e: scenario matrix (Argo $versions), disruption signals and do-no-harm (Argo $signals), PodGC race (Argo $race), failedPodRestart (Argo $restart), the sweep command and Karpenter's drift and NodeClaim deletion (Argo v3.5.10), deploy/ dry run, RBAC, sender authentication"
+  localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter kube-scheduler karpenter broker $(for v in $versions $signals $race $restart v3.5.10; do printf 'argo-%s ' "$v"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
+  step "e2e: scenario matrix (Argo $versions), disruption signals and do-no-harm (Argo $signals), PodGC race (Argo $race), failedPodRestart (Argo $restart), the sweep command, Karpenter's drift and NodeClaim deletion and the Broker data plane (Argo v3.5.10), deploy/ dry run, RBAC, sender authentication"
   # The tables are printed in the log; docs/e2e-results.md is only rewritten on request.
   ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_RACE_ARGO="$race" ADH_E2E_RESTART_ARGO="$restart" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
-    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication|TestPodGCRace|TestFailedPodRestart|TestKarpenter' -v -timeout "${ADH_E2E_TIMEOUT:-80m}" ./test/e2e/
+    go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication|TestPodGCRace|TestFailedPodRestart|TestKarpenter|TestBrokerDataPlane' -v -timeout "${ADH_E2E_TIMEOUT:-80m}" ./test/e2e/
 fi
 
 # func deploy --builder=host against the local stack (docs/func-deploy.md): ADH_E2E_FUNC=1 adds it.
