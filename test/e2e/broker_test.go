@@ -5,10 +5,13 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,10 +21,15 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
 	"function/deploy"
 	"function/localcluster"
+	"function/localcluster/apitap"
 	"function/localcluster/cesink"
 	"function/localcluster/scenario"
 	"function/workflowmeta"
@@ -58,7 +66,14 @@ func TestBrokerDataPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The adapter names its events after the API server it watches (https://127.0.0.1:<port>).
-	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith, "ADH_ALLOWED_SOURCES": "https://127.0.0.1:*"})
+	// The function reaches the API server through a proxy that can play an outage.
+	proxy, viaProxy := faultProxy(t, c, 5*time.Second)
+	fn, err := scenario.StartFunction(ctx, bin, viaProxy, filepath.Join(c.LogDir(), "function.log"),
+		map[string]string{"ADH_NAMESPACES": nsWith, "ADH_ALLOWED_SOURCES": "https://127.0.0.1:*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fn.Stop)
 	toFn := startTap(t, fn.URL, 0)
 	failing := startTap(t, "", http.StatusInternalServerError)
 	broker, triggers := shippedBroker(t)
@@ -77,6 +92,115 @@ func TestBrokerDataPlane(t *testing.T) {
 	t.Run("dead letters", func(t *testing.T) {
 		deadLetters(t, fn, b, broker, toFn, failing, c.RESTConfig().Host)
 	})
+	t.Run("API outage during a burst", func(t *testing.T) {
+		outageThroughBroker(ctx, t, c, e, proxy, b, toFn)
+	})
+}
+
+// outageThroughBroker force-deletes the pods of outageBurst running steps while the function's
+// API server is unreachable for outageTime, and checks that in the end every workflow left
+// Running and nothing was dead-lettered: the channel's retries carry the events over the outage,
+// the ingress holding the adapter's request meanwhile. The figures say how long the events queued.
+func outageThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Cluster, e *scenario.Env, proxy *apitap.Proxy, b *localcluster.Broker, toFn *tap) {
+	const outageBurst, outageTime = 10, 30 * time.Second
+	pods := []localcluster.AdapterResource{{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}}
+	if err := c.StartAdapterFor(b.IngressURL, []string{nsWith}, pods); err != nil {
+		t.Fatal(err)
+	}
+	defer c.StopAdapter()
+	type step struct {
+		workflow string
+		pod      *corev1.Pod
+	}
+	steps := make([]step, outageBurst)
+	var wg sync.WaitGroup
+	errs := make([]error, outageBurst)
+	for i := range steps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wf, pod, _, err := e.RunningStep(ctx, "outage-", scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(0)})
+			if err == nil {
+				steps[i] = step{wf.Name, pod}
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	// A pod gone within 10 s of its start is created again by the controller.
+	time.Sleep(11 * time.Second)
+	proxy.Arm(apitap.FaultReset, 1)
+	t0 := time.Now()
+	for _, s := range steps {
+		if _, err := e.Delete(ctx, s.pod, scenario.Force); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Until(t0.Add(outageTime)))
+	proxy.Disarm()
+	t.Logf("broker figure: API server unreachable for the function for %.1f s from the %d deletions", time.Since(t0).Seconds(), outageBurst)
+	// On this controller a workflow whose pod was deleted leaves Running only once repaired (the
+	// controller then deletes its task results, so the workflow is what to look at).
+	completed := func(s step) bool {
+		wf, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, s.workflow, metav1.GetOptions{})
+		return err == nil && wf.Status.Phase != "" && wf.Status.Phase != wfv1.WorkflowRunning
+	}
+	err := waitFor(ctx, 3*time.Minute, func() bool {
+		for _, s := range steps {
+			if !completed(s) {
+				return false
+			}
+		}
+		return true
+	})
+	done := time.Since(t0)
+	var firstSeen []time.Duration
+	attempts, failed, answered503, deadLettered := 0, 0, 0, 0
+	for _, s := range steps {
+		prefix := cesink.PodSubject(nsWith, s.pod.Name)
+		var first time.Time
+		for _, d := range toFn.received() {
+			if d.Header.Get("Ce-Type") != podDeleteType || d.Header.Get("Ce-Subject") != prefix || d.At.Before(t0) {
+				continue
+			}
+			if d.Header.Get("Ce-Knativeerrorcode") != "" {
+				deadLettered++
+				continue
+			}
+			attempts++
+			if d.Status >= 500 {
+				failed++
+			}
+			if d.Status == http.StatusServiceUnavailable {
+				answered503++
+			}
+			if first.IsZero() {
+				first = d.At
+			}
+		}
+		if !first.IsZero() {
+			firstSeen = append(firstSeen, first.Sub(t0))
+		}
+	}
+	slices.Sort(firstSeen)
+	t.Logf("broker figure: outage of %s during %d deletions: %d delivery attempts of their delete events (%d answered 5xx, %d of them 503), %d dead letters; first attempts %v after the deletions; every workflow left Running %.1f s after them",
+		outageTime, outageBurst, attempts, failed, answered503, deadLettered, firstSeen, done.Seconds())
+	if err != nil {
+		for _, s := range steps {
+			if !completed(s) {
+				t.Errorf("workflow %s/%s still Running %s after its pod was deleted during the outage", nsWith, s.workflow, done.Round(time.Second))
+			}
+		}
+	}
+	if deadLettered != 0 {
+		t.Errorf("%d delete events dead-lettered: the shipped retries did not carry them over a %s outage", deadLettered, outageTime)
+	}
+	if failed == 0 {
+		t.Errorf("no delete event was answered 5xx during the outage: the outage was not exercised")
+	}
 }
 
 // podDeletionThroughBroker runs scenario a (a retried step whose pod is force-deleted) with the

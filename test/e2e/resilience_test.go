@@ -343,11 +343,16 @@ func (f *inprocFn) deliver(ctx context.Context, e event.Event) (int, string) {
 	return code, body
 }
 
-// faultProxy starts an apitap.Proxy to the API server (hold: how long its slow faults keep a
-// call) and returns it with a kubeconfig that reaches the API server through it.
 func (s *stack) faultProxy(t *testing.T, hold time.Duration) (*apitap.Proxy, string) {
 	t.Helper()
-	p, err := apitap.NewProxy(s.c.RESTConfig(), hold)
+	return faultProxy(t, s.c, hold)
+}
+
+// faultProxy starts an apitap.Proxy to c's API server (hold: how long its slow faults keep a
+// call) and returns it with a kubeconfig that reaches the API server through it.
+func faultProxy(t *testing.T, c *localcluster.Cluster, hold time.Duration) (*apitap.Proxy, string) {
+	t.Helper()
+	p, err := apitap.NewProxy(c.RESTConfig(), hold)
 	if err != nil {
 		t.Fatal(err)
 	}
