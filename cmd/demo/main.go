@@ -1,14 +1,16 @@
 // Command demo shows the function at work on a real control plane started on this machine: etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler, the Argo workflow-controller (default
 // v3.5.10, the version that never heals by itself), kwok as the kubelet, Karpenter (its KWOK
-// provider) launching the nodes, and the Knative ApiServerSource adapter delivering pod, Event,
-// Node and NodeClaim events to the function. It submits a workflow, lets Karpenter drift the node
+// provider) launching the nodes, and the Knative ApiServerSource adapter sending pod, Event,
+// Node and NodeClaim events through Knative Eventing's Broker data plane (the Broker and Triggers
+// of deploy/base) to the function. It submits a workflow, lets Karpenter drift the node
 // under its running step, prints what happened when (Karpenter's Events as they reached the
 // function, the repair, the controller), and tears everything down.
 //
 //	go run ./cmd/demo [--argo v3.5.10] [--without] [--fast]
 //
-// --fast skips Karpenter: the demo evicts the pod itself, as a Karpenter drain would. The first
+// --fast skips Karpenter and the Broker: the demo evicts the pod itself, as a Karpenter drain
+// would, and the adapter posts straight to the function. The first
 // run builds the binaries into ~/.cache/argo-disruption-handler (see README).
 package main
 
@@ -25,7 +27,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"function/deploy"
 	"function/localcluster"
 	"function/localcluster/cesink"
 	"function/localcluster/scenario"
@@ -36,7 +40,7 @@ func main() {
 	argo := flag.String("argo", "v3.5.10", "Argo workflow-controller version: v3.5.10, v3.6.10 or v3.7.3")
 	without := flag.Bool("without", false, "run the controller alone, without the function, for comparison")
 	wait := flag.Duration("wait", 90*time.Second, "how long to follow the workflow after the eviction")
-	fast := flag.Bool("fast", false, "no Karpenter: evict the pod directly, as a Karpenter drain would")
+	fast := flag.Bool("fast", false, "no Karpenter, no Broker: evict the pod directly, as a Karpenter drain would")
 	flag.Parse()
 	if err := run(*argo, *without, !*fast, *wait); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -95,20 +99,25 @@ func run(argo string, without, karpenter bool, wait time.Duration) error {
 		if err != nil {
 			return err
 		}
-		// A tap between the adapter and the function shows when each event was delivered.
+		// A tap in front of the function shows when each event was delivered.
 		if tap, err = cesink.Forward(fn.URL); err != nil {
 			return err
 		}
+		sink, through := tap.URL, "straight from"
 		watched := []localcluster.AdapterResource{{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}}
 		if karpenter {
 			watched = append(watched, localcluster.AdapterResource{Version: "v1", Resource: "events"},
 				localcluster.AdapterResource{Version: "v1", Resource: "nodes"},
 				localcluster.AdapterResource{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"})
+			if sink, err = startBroker(ctx, c, tap.URL); err != nil {
+				return err
+			}
+			through = "through the Broker and Triggers of deploy/base from"
 		}
-		if err := c.StartAdapterFor(tap.URL, []string{"default"}, watched); err != nil {
+		if err := c.StartAdapterFor(sink, []string{"default"}, watched); err != nil {
 			return err
 		}
-		step("function listening on %s, fed by the ApiServerSource adapter (pods with label %s%s)", fn.URL, workflowmeta.LabelWorkflow,
+		step("function listening on %s, fed %s the ApiServerSource adapter (pods with label %s%s)", fn.URL, through, workflowmeta.LabelWorkflow,
 			map[bool]string{true: "; Events, Nodes, NodeClaims", false: ""}[karpenter])
 	}
 	e, err := scenario.NewEnv(c, argo, wait, nil)
@@ -130,6 +139,32 @@ func run(argo string, without, karpenter bool, wait time.Duration) error {
 	return nil
 }
 
+// startBroker runs Knative Eventing's Broker data plane with the Broker and Triggers deploy/base
+// ships, their subscriber (the function's Service) at fn, and returns the ingress URL.
+func startBroker(ctx context.Context, c *localcluster.Cluster, fn string) (string, error) {
+	objs, err := deploy.Render("base")
+	if err != nil {
+		return "", err
+	}
+	broker := deploy.Find(objs, "Broker", "default")
+	if broker == nil {
+		return "", fmt.Errorf("deploy/base has no Broker named default")
+	}
+	var triggers []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "Trigger" {
+			triggers = append(triggers, o)
+		}
+	}
+	b, err := c.StartBroker(ctx, localcluster.BrokerOptions{Broker: broker, Triggers: triggers,
+		Addresses: map[string]string{"argo-disruption-handler": fn}})
+	if err != nil {
+		return "", err
+	}
+	step("Broker %s/%s up in %s: ingress, InMemoryChannel dispatcher, filter (Knative Eventing %s), %d Triggers", b.Namespace, b.Name, b.Ready.Round(time.Millisecond), localcluster.AdapterVersion, len(triggers))
+	return b.IngressURL, nil
+}
+
 // build builds the control plane's binaries (cached) and the function's, into dir.
 func build(ctx context.Context, argo string, karpenter bool, dir string) (string, error) {
 	root, err := os.Getwd()
@@ -142,7 +177,7 @@ func build(ctx context.Context, argo string, karpenter bool, dir string) (string
 	step("building the control plane binaries if needed (first run: ~25 min, then cached)")
 	components := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-" + argo}
 	if karpenter {
-		components = append(components, "kube-scheduler", "karpenter")
+		components = append(components, "kube-scheduler", "karpenter", "broker")
 	}
 	bins := exec.Command("localcluster/build-bins.sh", components...)
 	bins.Stdout, bins.Stderr = os.Stdout, os.Stderr
