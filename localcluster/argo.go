@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -85,9 +86,15 @@ func (c *Cluster) applyArgoCRDs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "argoproj.io_*.yaml"))
+	return c.createCRDFiles(ctx, filepath.Join(dir, "argoproj.io_*.yaml"), "no argoproj.io_*.yaml CRDs in "+dir)
+}
+
+// createCRDFiles creates the CRDs of the files matching pattern (one CRD each, in name order)
+// and waits until they are Established; missing is the error when no file matches.
+func (c *Cluster) createCRDFiles(ctx context.Context, pattern, missing string) error {
+	files, _ := filepath.Glob(pattern)
 	if len(files) == 0 {
-		return fmt.Errorf("no argoproj.io_*.yaml CRDs in %s", dir)
+		return errors.New(missing)
 	}
 	sort.Strings(files)
 	var docs [][]byte

@@ -8,9 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -186,20 +184,8 @@ func freeBrokerPorts() (brokerPorts, error) {
 // installEventing creates the eventing CRDs build-bins.sh copied, the system namespace and the
 // three ConfigMaps every data-plane process watches (it does not start without them).
 func (c *Cluster) installEventing(ctx context.Context, dir string) error {
-	files, _ := filepath.Glob(filepath.Join(dir, "crds", "*.yaml"))
-	if len(files) == 0 {
-		return fmt.Errorf("no eventing CRDs in %s: run localcluster/build-bins.sh broker", filepath.Join(dir, "crds"))
-	}
-	sort.Strings(files)
-	var docs [][]byte
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		docs = append(docs, data)
-	}
-	if err := c.createCRDs(ctx, docs); err != nil {
+	crds := filepath.Join(dir, "crds")
+	if err := c.createCRDFiles(ctx, filepath.Join(crds, "*.yaml"), "no eventing CRDs in "+crds+": run localcluster/build-bins.sh broker"); err != nil {
 		return err
 	}
 	if err := c.EnsureNamespace(ctx, EventingNamespace); err != nil {

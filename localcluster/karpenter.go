@@ -6,7 +6,6 @@ import (
 	_ "embed"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -114,19 +113,7 @@ func (c *Cluster) startKarpenter(ctx context.Context) error {
 			return err
 		}
 	}
-	files, err := filepath.Glob(filepath.Join(dir, "crds", "*.yaml"))
-	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no Karpenter CRDs in %s: run localcluster/build-bins.sh karpenter", dir)
-	}
-	var docs [][]byte
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		docs = append(docs, b)
-	}
-	if err := c.createCRDs(ctx, docs); err != nil {
+	if err := c.createCRDFiles(ctx, filepath.Join(dir, "crds", "*.yaml"), "no Karpenter CRDs in "+dir+": run localcluster/build-bins.sh karpenter"); err != nil {
 		return err
 	}
 	for _, o := range karpenterObjects() {

@@ -112,19 +112,7 @@ func TestFuncDeploy(t *testing.T) {
 	want := deployedService(t)
 	ns := want.GetNamespace()
 
-	c, err := localcluster.Start(ctx, localcluster.Options{NoArgo: true, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopSignal := c.StopOnSignal(nil)
-	t.Cleanup(func() {
-		stopSignal()
-		if t.Failed() || os.Getenv("ADH_E2E_KEEP") != "" {
-			c.Keep()
-			t.Logf("logs kept in %s", c.LogDir())
-		}
-		c.Stop()
-	})
+	c, _ := startCluster(ctx, t, localcluster.Options{NoArgo: true}, 0)
 	if err := c.InstallKnativeServingCRDs(ctx); err != nil {
 		t.Fatal(err)
 	}
