@@ -57,3 +57,25 @@ func Find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Un
 	}
 	return nil
 }
+
+// Broker returns the Broker named default and every Trigger that deploy/base ships.
+func Broker() (*unstructured.Unstructured, []*unstructured.Unstructured, error) {
+	objs, err := Render("base")
+	if err != nil {
+		return nil, nil, err
+	}
+	broker := Find(objs, "Broker", "default")
+	if broker == nil {
+		return nil, nil, fmt.Errorf("deploy/base has no Broker named default")
+	}
+	var triggers []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "Trigger" {
+			triggers = append(triggers, o)
+		}
+	}
+	if len(triggers) == 0 {
+		return nil, nil, fmt.Errorf("deploy/base has no Trigger")
+	}
+	return broker, triggers, nil
+}

@@ -27,7 +27,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"function/deploy"
 	"function/localcluster"
@@ -142,19 +141,9 @@ func run(argo string, without, karpenter bool, wait time.Duration) error {
 // startBroker runs Knative Eventing's Broker data plane with the Broker and Triggers deploy/base
 // ships, their subscriber (the function's Service) at fn, and returns the ingress URL.
 func startBroker(ctx context.Context, c *localcluster.Cluster, fn string) (string, error) {
-	objs, err := deploy.Render("base")
+	broker, triggers, err := deploy.Broker()
 	if err != nil {
 		return "", err
-	}
-	broker := deploy.Find(objs, "Broker", "default")
-	if broker == nil {
-		return "", fmt.Errorf("deploy/base has no Broker named default")
-	}
-	var triggers []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == "Trigger" {
-			triggers = append(triggers, o)
-		}
 	}
 	b, err := c.StartBroker(ctx, localcluster.BrokerOptions{Broker: broker, Triggers: triggers,
 		Addresses: map[string]string{"argo-disruption-handler": fn}})

@@ -368,22 +368,9 @@ func isoSeconds(s string) (time.Duration, error) {
 // shippedBroker reads the Broker and the Triggers of deploy/base, as kustomize renders them.
 func shippedBroker(t *testing.T) (*unstructured.Unstructured, []*unstructured.Unstructured) {
 	t.Helper()
-	objs, err := deploy.Render("base")
+	broker, triggers, err := deploy.Broker()
 	if err != nil {
 		t.Fatal(err)
-	}
-	broker := deploy.Find(objs, "Broker", "default")
-	if broker == nil {
-		t.Fatal("deploy/base has no Broker default")
-	}
-	var triggers []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == "Trigger" {
-			triggers = append(triggers, o)
-		}
-	}
-	if len(triggers) == 0 {
-		t.Fatal("deploy/base has no Trigger")
 	}
 	return broker, triggers
 }
