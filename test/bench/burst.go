@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"function/deploy"
 	"function/localcluster"
 	"function/localcluster/cesink"
 	"function/localcluster/scenario"
@@ -36,6 +37,8 @@ type proxied struct {
 	ID      string
 	Subject string
 	Status  int
+	// DeadLetter marks a dead letter (the Broker adds knativeerrorcode when it gives up).
+	DeadLetter bool
 }
 
 // countingProxy sits between the ApiServerSource adapter and the function process and records
@@ -67,7 +70,8 @@ func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	p.rp.ServeHTTP(sw, r)
-	rec := proxied{Start: start, Took: time.Since(start), Type: r.Header.Get("Ce-Type"), ID: r.Header.Get("Ce-Id"), Subject: r.Header.Get("Ce-Subject"), Status: sw.status}
+	rec := proxied{Start: start, Took: time.Since(start), Type: r.Header.Get("Ce-Type"), ID: r.Header.Get("Ce-Id"),
+		Subject: r.Header.Get("Ce-Subject"), Status: sw.status, DeadLetter: r.Header.Get("Ce-Knativeerrorcode") != ""}
 	p.mu.Lock()
 	p.reqs = append(p.reqs, rec)
 	p.mu.Unlock()
@@ -95,7 +99,10 @@ func (p *countingProxy) lastRequest() time.Time {
 }
 
 type burstResult struct {
-	Label        string
+	Label string
+	// Via is the delivery path: "" the adapter posts to the function, viaBroker through the
+	// Broker data plane.
+	Via          string
 	ArgoEnv      map[string]string // the controller's environment during this burst
 	Namespace    string
 	Workflows    int
@@ -118,12 +125,17 @@ type burstResult struct {
 	// produce no event.
 	WatchersClosed int
 	Requests       []proxied
-	FnLog          fnLogStats
-	AdapterFail    int
-	RSSBefore      memory
-	RSSMax         int64
-	End            memory
-	Took           time.Duration
+	// Ingress are the adapter's posts to the Broker ingress (via the Broker only): each is held
+	// until the channel has delivered, retries included.
+	Ingress []proxied
+	// BrokerReady is how long the Broker data plane took to start (0 when already running).
+	BrokerReady time.Duration
+	FnLog       fnLogStats
+	AdapterFail int
+	RSSBefore   memory
+	RSSMax      int64
+	End         memory
+	Took        time.Duration
 }
 
 // fnLogStats counts the function's own log lines written during the burst.
@@ -261,8 +273,9 @@ func (t *tracker) counts() (int, int) {
 // runBurst: n workflows with one running pod each; the function runs as its own process (the
 // binary), fed by the real adapter through the counting proxy; every pod is force-deleted at
 // once; the bench follows the task results and the workflows until all moved or the bound.
-func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[string]string, bound time.Duration) (*burstResult, *scenario.Function, error) {
-	res := &burstResult{Namespace: ns, Workflows: n, FnEnv: fnEnv, Bound: bound}
+func runBurst(ctx context.Context, e *env, bin, ns string, n int, bc burstConfig, bound time.Duration) (*burstResult, *scenario.Function, error) {
+	fnEnv := bc.FnEnv
+	res := &burstResult{Namespace: ns, Workflows: n, FnEnv: fnEnv, Bound: bound, Via: bc.Via}
 	if err := e.c.EnsureNamespace(ctx, ns); err != nil {
 		return nil, nil, err
 	}
@@ -286,7 +299,17 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 		return nil, fn, err
 	}
 	defer stopProxy()
-	if err := e.c.StartAdapter(proxyURL, []string{ns}, workflowmeta.LabelWorkflow); err != nil {
+	sink := proxyURL
+	var ingress *countingProxy
+	if bc.Via == viaBroker {
+		var stopIngress func()
+		sink, ingress, stopIngress, err = e.throughBroker(ctx, proxy, res)
+		if err != nil {
+			return nil, fn, err
+		}
+		defer stopIngress()
+	}
+	if err := e.c.StartAdapter(sink, []string{ns}, workflowmeta.LabelWorkflow); err != nil {
 		return nil, fn, err
 	}
 	vs, took, err := e.prepare(ctx, ns, "burst", n)
@@ -349,6 +372,9 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	res.RSSMax = stopRSS()
 	res.End, _ = readMemory(fn.PID())
 	res.Requests = proxy.since(t0)
+	if ingress != nil {
+		res.Ingress = ingress.since(t0)
+	}
 	res.FnLog = parseFnLog(fn.LogPath, t0)
 	res.AdapterFail = countFrom(adapterLog, adapterOff, "failed to send cloudevent")
 
@@ -372,6 +398,91 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, fnEnv map[stri
 	res.WatchersClosed = e.terminatedWatchers(ctx) - closedBefore
 	e.logf("burst: %d/%d repaired, %d/%d left Running after %.1fs; lost %d", len(res.Repaired), n, len(res.LeftRunning), n, res.Took.Seconds(), len(res.Lost))
 	return res, fn, nil
+}
+
+// viaBroker is the burst configuration field via:broker: the adapter posts to the Broker
+// ingress and the function is the Triggers' subscriber.
+const viaBroker = "broker"
+
+// brokerSubscriber is the address the Broker's Triggers and dead-letter sink resolve to: it hands
+// each delivery to the current burst's counting proxy. One Broker serves every burst because the
+// InMemoryChannel dispatcher's ports are fixed.
+type brokerSubscriber struct {
+	mu     sync.Mutex
+	target http.Handler
+}
+
+func (s *brokerSubscriber) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	t := s.target
+	s.mu.Unlock()
+	if t == nil {
+		http.Error(w, "bench: no burst is running", http.StatusServiceUnavailable)
+		return
+	}
+	t.ServeHTTP(w, r)
+}
+
+// throughBroker makes the Broker data plane deliver to fn (starting it with deploy/base's Broker
+// and Triggers on first use) and returns the adapter's sink: a counting proxy in front of the
+// ingress, which records how long each post is held.
+func (e *env) throughBroker(ctx context.Context, fn http.Handler, res *burstResult) (string, *countingProxy, func(), error) {
+	if e.broker == nil {
+		sub := &brokerSubscriber{}
+		// Served until the bench exits, as the Broker is.
+		subURL, _, err := cesink.Serve(sub)
+		if err != nil {
+			return "", nil, nil, err
+		}
+		broker, triggers, err := deploy.Broker()
+		if err != nil {
+			return "", nil, nil, err
+		}
+		b, err := e.c.StartBroker(ctx, localcluster.BrokerOptions{Broker: broker, Triggers: triggers, Addresses: destinations(broker, triggers, subURL)})
+		if err != nil {
+			return "", nil, nil, err
+		}
+		e.broker, e.brokerSub = b, sub
+		res.BrokerReady = b.Ready
+		e.logf("broker %s/%s: data plane up, canary delivered in %.2fs", b.Namespace, b.Name, b.Ready.Seconds())
+	}
+	e.brokerSub.mu.Lock()
+	e.brokerSub.target = fn
+	e.brokerSub.mu.Unlock()
+	u, err := url.Parse(e.broker.IngressURL)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	ingress, err := newCountingProxy(u.Scheme + "://" + u.Host)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	// The ingress holds a post through every retry of the channel (6 with the shipped backoff:
+	// over a minute), longer than the reverse proxy's default wait.
+	ingress.rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute, ResponseHeaderTimeout: 5 * time.Minute}
+	base, stop, err := cesink.Serve(ingress)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return strings.TrimSuffix(base, "/") + u.Path, ingress, stop, nil
+}
+
+// destinations maps every destination ref the Broker and its Triggers name (subscribers, the
+// dead-letter sink) to url: all of them are the function.
+func destinations(broker *unstructured.Unstructured, triggers []*unstructured.Unstructured, url string) map[string]string {
+	out := map[string]string{}
+	if name, ok, _ := unstructured.NestedString(broker.Object, "spec", "delivery", "deadLetterSink", "ref", "name"); ok {
+		out[name] = url
+	}
+	for _, t := range triggers {
+		if name, ok, _ := unstructured.NestedString(t.Object, "spec", "subscriber", "ref", "name"); ok {
+			out[name] = url
+		}
+		if name, ok, _ := unstructured.NestedString(t.Object, "spec", "delivery", "deadLetterSink", "ref", "name"); ok {
+			out[name] = url
+		}
+	}
+	return out
 }
 
 // terminatedWatchers is the API server's apiserver_terminated_watchers_total, all resources.

@@ -138,7 +138,7 @@ func main() {
 	flag.IntVar(&o.SweepTicks, "sweep-ticks", 5, "PingSource ticks the sweep part posts at most")
 	flag.IntVar(&o.ScalePairPods, "scale-pair-pods", 20, "workflow pods on each machine of the scale part's EC2 shutting-down/terminated pair")
 	flag.DurationVar(&o.BurstBound, "burst-bound", 4*time.Minute, "how long the burst is followed")
-	bursts := flag.String("bursts", defaultBursts, `burst configurations separated by ";": "default", or "fn:K=V,… argo:K=V,…" (function environment; controller environment, applied by restarting it)`)
+	bursts := flag.String("bursts", defaultBursts, `burst configurations separated by ";": "default", or "fn:K=V,… argo:K=V,… via:broker" (function environment; controller environment, applied by restarting it; delivery through the Broker data plane)`)
 	flag.IntVar(&o.Count, "count", 5, "go test -count for the micro benchmarks")
 	flag.StringVar(&o.Benchtime, "benchtime", "1s", "go test -benchtime for the fast micro benchmarks")
 	flag.StringVar(&o.Bigtime, "bigtime", "10x", "go test -benchtime for the 5,000-node micro benchmarks")
@@ -369,7 +369,7 @@ func run(ctx context.Context, o options) *result {
 				}
 				current = env
 			}
-			b, fn, err := runBurst(ctx, e, bin, fmt.Sprintf("%s-%d", nsBurst, i+1), o.Burst, bc.FnEnv, o.BurstBound)
+			b, fn, err := runBurst(ctx, e, bin, fmt.Sprintf("%s-%d", nsBurst, i+1), o.Burst, bc, o.BurstBound)
 			fn.Stop()
 			if b != nil {
 				b.Label, b.ArgoEnv = bc.Label, env
@@ -404,13 +404,15 @@ func run(ctx context.Context, o options) *result {
 // burstConfig is one burst's settings.
 type burstConfig struct {
 	Label   string
+	Via     string // "" (the adapter posts to the function) or viaBroker
 	FnEnv   map[string]string
 	ArgoEnv map[string]string
 }
 
-// defaultBursts: what a default installation does, then both clients' rates raised (the
-// controller per Argo's scaling advice) to see what the machine itself allows.
-const defaultBursts = "default; fn:ADH_KUBE_QPS=400,ADH_KUBE_BURST=800 argo:ARGO_QPS=200,ARGO_BURST=400"
+// defaultBursts: what a default installation does, the same through the Broker data plane, then
+// both clients' rates raised (the controller per Argo's scaling advice) to see what the machine
+// itself allows.
+const defaultBursts = "default; via:broker; fn:ADH_KUBE_QPS=400,ADH_KUBE_BURST=800 argo:ARGO_QPS=200,ARGO_BURST=400"
 
 func parseBursts(spec string) ([]burstConfig, error) {
 	var out []burstConfig
@@ -423,8 +425,15 @@ func parseBursts(spec string) ([]burstConfig, error) {
 		if one != "default" {
 			for _, f := range strings.Fields(one) {
 				kind, kvs, ok := strings.Cut(f, ":")
+				if ok && kind == "via" {
+					if kvs != viaBroker {
+						return nil, fmt.Errorf("burst configuration %q: via:%s is not a delivery path (want via:%s)", one, kvs, viaBroker)
+					}
+					bc.Via = kvs
+					continue
+				}
 				if !ok || (kind != "fn" && kind != "argo") {
-					return nil, fmt.Errorf("burst configuration %q: want fn:K=V,… or argo:K=V,…", one)
+					return nil, fmt.Errorf("burst configuration %q: want fn:K=V,…, argo:K=V,… or via:%s", one, viaBroker)
 				}
 				for _, kv := range strings.Split(kvs, ",") {
 					k, v, ok := strings.Cut(kv, "=")

@@ -100,8 +100,14 @@ func writeReport(r *result) error {
 	for i, bu := range r.Bursts {
 		all, allRep := burstAll(bu)
 		s503 := countStatus(bu.Requests, http.StatusServiceUnavailable)
-		w("| 4%c | burst %d (%s): %d workflows, all pods force-deleted within %s, the function as a process fed by the real adapter | all left Running after **%s**; all task results completed after %s; %d deliveries (%d delete events); %d × 503; **%d lost repairs** | ≤ 20 s, 0 lost | %s |\n",
-			'a'+i, i+1, burstLabel(bu), bu.Workflows, secs(bu.DeleteWindow), all, allRep, len(bu.Requests), countType(bu.Requests, typeDelete), s503, len(bu.Lost),
+		path, held := "fed by the real adapter", ""
+		if bu.Via == viaBroker {
+			path = "fed by the real adapter through the real Broker data plane (ingress → InMemoryChannel → filter, deploy/base's Broker and Triggers)"
+			_, p99, mx := durs(tookOf(bu.Ingress))
+			held = fmt.Sprintf("; ingress posts held p99 %s (max %s); %d dead letters", ms(p99), ms(mx), countDeadLetters(bu.Requests))
+		}
+		w("| 4%c | burst %d (%s): %d workflows, all pods force-deleted within %s, the function as a process %s | all left Running after **%s**; all task results completed after %s; %d deliveries (%d delete events); %d × 503%s; **%d lost repairs** | ≤ 20 s, 0 lost | %s |\n",
+			'a'+i, i+1, burstLabel(bu), bu.Workflows, secs(bu.DeleteWindow), path, all, allRep, len(bu.Requests), countType(bu.Requests, typeDelete), s503, held, len(bu.Lost),
 			verdict(len(bu.LeftRunning) == bu.Workflows && maxDur(values(bu.LeftRunning)) <= 20*time.Second && len(bu.Lost) == 0))
 	}
 	if len(r.Bursts) == 0 {
@@ -460,6 +466,10 @@ func writeLatency(w writer, r *result) {
 
 // burstLabel names a burst's settings for the table.
 func burstLabel(bu *burstResult) string {
+	via := ""
+	if bu.Via == viaBroker {
+		via = ", through the Broker"
+	}
 	if bu.Label == "default" {
 		return "defaults"
 	}
@@ -471,7 +481,10 @@ func burstLabel(bu *burstResult) string {
 		kv = append(kv, k+"="+v)
 	}
 	sort.Strings(kv)
-	return strings.Join(kv, " ")
+	if len(kv) == 0 {
+		return "defaults" + via
+	}
+	return strings.Join(kv, " ") + via
 }
 
 func writeBurst(w writer, r *result) {
@@ -492,8 +505,16 @@ func writeOneBurst(w writer, r *result, bu *burstResult) {
 	w("incomplete task result, and the controller's status has every node Running (set-up: %s); then all %d pods\n", secs(bu.SetupTook), bu.Workflows)
 	w("force-deleted (grace 0) by 64 parallel clients, which took %s from the first request to the last acceptance\n", secs(bu.DeleteWindow))
 	w("(%d errors). The function runs as its own\n", bu.DeleteErrors)
-	w("process (the binary of 6), fed by the real ApiServerSource adapter through a counting reverse proxy in the bench\n")
-	w("(every delivery attempt counted with its answer). The bench follows task results and workflows with watches.\n\n")
+	if bu.Via == viaBroker {
+		w("process (the binary of 6), fed by the real ApiServerSource adapter through the real Broker data plane of Knative\n")
+		w("Eventing %s (ingress, InMemoryChannel dispatcher, filter as processes; deploy/base's Broker and Triggers as\n", localcluster.AdapterVersion)
+		w("shipped, the delivery and the dead-letter sink included: docs/broker-local.md). Counting reverse proxies in the bench\n")
+		w("stand between the adapter and the ingress (how long each post is held) and between the filter and the function\n")
+		w("(every delivery attempt counted with its answer). The bench follows task results and workflows with watches.\n\n")
+	} else {
+		w("process (the binary of 6), fed by the real ApiServerSource adapter through a counting reverse proxy in the bench\n")
+		w("(every delivery attempt counted with its answer). The bench follows task results and workflows with watches.\n\n")
+	}
 	w("| setting | value |\n|---|---|\n")
 	w("| Argo workflow-controller | %s, `--workflow-workers` %s, `--qps` %s, `--burst` %s, `DEFAULT_REQUEUE_TIME` %s |\n", r.Opts.Argo,
 		controllerSetting(env, "ARGO_WORKFLOW_WORKERS", "32"), controllerSetting(env, "ARGO_QPS", "20"), controllerSetting(env, "ARGO_BURST", "30"),
@@ -559,7 +580,45 @@ func writeOneBurst(w writer, r *result, bu *burstResult) {
 	w("answers %v (**%d × 503**); time in the function per delivery p50 %s, p99 %s, max %s. The function's log over\n", byStatus, byStatus[http.StatusServiceUnavailable], ms(p50), ms(p99), ms(mx))
 	w("the same window: %d \"repaired\", %d \"lost a race\", \"event failed\" by status %v, \"event refused\" %v; the adapter\n", bu.FnLog.Repaired, bu.FnLog.LostRace, bu.FnLog.Failed, bu.FnLog.Refused)
 	w("logged %d failed sends.\n\n", bu.AdapterFail)
+	if bu.Via == viaBroker {
+		writeIngress(w, bu)
+	}
 	w("Memory of the function process: VmRSS %s before the deletions, at most %s during them, VmHWM %s at the end.\n\n", mb(bu.RSSBefore.RSS), mb(bu.RSSMax), mb(bu.End.HWM))
+}
+
+// writeIngress is what the Broker added: the adapter's posts as the ingress held them, and the
+// dead letters.
+func writeIngress(w writer, bu *burstResult) {
+	byStatus := map[int]int{}
+	for _, q := range bu.Ingress {
+		byStatus[q.Status]++
+	}
+	p50, p99, mx := durs(tookOf(bu.Ingress))
+	w("The adapter's posts to the Broker ingress in the same window: **%d**, answers %v; each is held until the channel\n", len(bu.Ingress), byStatus)
+	w("has delivered to every Trigger (retries included): p50 %s, p99 %s, max %s. Dead letters the function\n", ms(p50), ms(p99), ms(mx))
+	w("received (the Broker's dead-letter sink is the function): **%d**.", countDeadLetters(bu.Requests))
+	if bu.BrokerReady > 0 {
+		w(" The data plane started, and a canary crossed it, in %s.", secs(bu.BrokerReady))
+	}
+	w("\n\n")
+}
+
+func tookOf(qs []proxied) []time.Duration {
+	out := make([]time.Duration, 0, len(qs))
+	for _, q := range qs {
+		out = append(out, q.Took)
+	}
+	return out
+}
+
+func countDeadLetters(qs []proxied) int {
+	n := 0
+	for _, q := range qs {
+		if q.DeadLetter {
+			n++
+		}
+	}
+	return n
 }
 
 func writeCompressed(w writer, r *result) {

@@ -31,6 +31,9 @@ type env struct {
 	dyn   dynamic.Interface
 	nodes int
 	logf  func(string, ...any)
+	// broker and brokerSub are the Broker data plane of the via:broker bursts, once started.
+	broker    *localcluster.Broker
+	brokerSub *brokerSubscriber
 }
 
 func newEnv(c *localcluster.Cluster, nodes int, logf func(string, ...any)) (*env, error) {
