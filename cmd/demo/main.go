@@ -197,18 +197,19 @@ func printTimeline(r scenario.Result, fn *scenario.Function, tap *cesink.Sink, w
 		}
 	}
 	if fn != nil {
-		for _, m := range []struct{ what, msg string }{
-			{"event received by the function", `"event received"`},
-			{"function decided the repair", `"repair plan"`},
-		} {
-			// The first such line after the eviction (the pod's earlier add/update events are
-			// received too, and dismissed).
-			for _, ts := range fn.LogTimes(m.msg, r.Workflow) {
-				if !ts.Before(r.T0.Truncate(time.Millisecond)) {
-					timeline = append(timeline, fmt.Sprintf("%+7.2fs  %s", ts.Sub(r.T0).Seconds(), m.what))
-					break
+		// The repair's plan, and the receipt of the event that led to it (the same CloudEvent
+		// id): the pod's other events are received too, and dismissed.
+		for _, plan := range fn.LogEntries(`"repair plan"`, r.Workflow) {
+			if plan.At.Before(r.T0.Truncate(time.Millisecond)) {
+				continue
+			}
+			if id := plan.Field("ceID"); id != "" {
+				if recv := fn.LogEntries(`"event received"`, `"ceID":"`+id+`"`); len(recv) > 0 {
+					timeline = append(timeline, fmt.Sprintf("%+7.2fs  event received by the function (%s)", recv[0].At.Sub(r.T0).Seconds(), plan.Field("ceType")))
 				}
 			}
+			timeline = append(timeline, fmt.Sprintf("%+7.2fs  function decided the repair", plan.At.Sub(r.T0).Seconds()))
+			break
 		}
 	}
 	sort.SliceStable(timeline, func(i, j int) bool { return seconds(timeline[i]) < seconds(timeline[j]) })

@@ -26,6 +26,10 @@ type Request struct {
 	Header http.Header
 	Body   []byte
 	At     time.Time // when it arrived
+	// Status and Answer are what the sink answered (Status 0 while a forwarded request awaits
+	// the receiver's answer).
+	Status int
+	Answer string
 }
 
 // Name is the name of the object the event is about (the adapter's "name" extension).
@@ -37,12 +41,13 @@ func (r *Request) Name() string {
 // Sink receives CloudEvents (binary or structured mode) on a loopback port. A recording sink
 // keeps every event and answers 202 Accepted; a handling one hands each to its answer function
 // and answers the status it returns, keeping nothing; a forwarding one keeps every event and
-// answers what the receiver it forwards to answered.
+// answers what the receiver it forwards to answered; an answering one keeps every event and
+// answers each the same.
 type Sink struct {
 	// URL is where senders post (the adapter's K_SINK).
 	URL    string
 	stop   func()
-	answer func(*Request) int
+	answer func(*Request) (status int, body string)
 	keep   bool
 	mu     sync.Mutex
 	kept   []Request
@@ -53,18 +58,28 @@ type Sink struct {
 func Record() (*Sink, error) { return start(&Sink{keep: true}) }
 
 // Handle starts a sink that answers each event with answer's status.
-func Handle(answer func(*Request) int) (*Sink, error) { return start(&Sink{answer: answer}) }
+func Handle(answer func(*Request) int) (*Sink, error) {
+	return start(&Sink{answer: func(r *Request) (int, string) { return answer(r), "" }})
+}
 
-// Forward starts a sink that keeps every event and posts it, as it was sent, to url: a tap on
-// the path to the function that shows what was delivered when. A failed post answers 502.
+// Forward starts a sink that keeps every event and posts it, as it was sent, to url, answering
+// the receiver's status and body: a tap on the path to the function that shows what was
+// delivered when and what the function said (a broker puts a failed answer's body in the dead
+// letter). A failed post answers 502 with the error.
 func Forward(url string) (*Sink, error) {
-	return start(&Sink{keep: true, answer: func(r *Request) int {
-		code, _, err := Replay(context.Background(), url, r)
+	return start(&Sink{keep: true, answer: func(r *Request) (int, string) {
+		code, body, err := Replay(context.Background(), url, r)
 		if err != nil {
-			return http.StatusBadGateway
+			return http.StatusBadGateway, err.Error()
 		}
-		return code
+		return code, body
 	}})
+}
+
+// Answer starts a sink that keeps every event and answers each with status and body: a
+// subscriber that always fails, say.
+func Answer(status int, body string) (*Sink, error) {
+	return start(&Sink{keep: true, answer: func(*Request) (int, string) { return status, body }})
 }
 
 func start(s *Sink) (*Sink, error) {
@@ -90,17 +105,28 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := Request{Event: *ev, Header: r.Header.Clone(), Body: body, At: at}
+	// Kept in the order of arrival; the answer is filled in once known.
 	s.mu.Lock()
 	s.last = at
+	kept := -1
 	if s.keep {
 		s.kept = append(s.kept, req)
+		kept = len(s.kept) - 1
 	}
 	s.mu.Unlock()
-	if s.answer == nil {
-		w.WriteHeader(http.StatusAccepted)
-		return
+	status, answer := http.StatusAccepted, ""
+	if s.answer != nil {
+		status, answer = s.answer(&req)
 	}
-	w.WriteHeader(s.answer(&req))
+	if kept >= 0 {
+		s.mu.Lock()
+		s.kept[kept].Status, s.kept[kept].Answer = status, answer
+		s.mu.Unlock()
+	}
+	w.WriteHeader(status)
+	if answer != "" {
+		_, _ = io.WriteString(w, answer)
+	}
 }
 
 // Last is when the last event arrived (zero before the first).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -72,19 +73,22 @@ func TestHandleReplay(t *testing.T) {
 
 func TestForward(t *testing.T) {
 	cases := []struct {
-		name    string
-		answer  int
-		stopped bool // the receiver is gone
-		want    int
+		name       string
+		answer     int
+		body       string
+		stopped    bool // the receiver is gone
+		want       int
+		wantAnswer string // contained in what the tap answered and kept
 	}{
-		{"receiver accepts", http.StatusOK, false, http.StatusOK},
-		{"receiver asks for a retry", http.StatusServiceUnavailable, false, http.StatusServiceUnavailable},
-		{"receiver gone", 0, true, http.StatusBadGateway},
+		{"receiver accepts", http.StatusOK, "", false, http.StatusOK, ""},
+		{"receiver asks for a retry", http.StatusServiceUnavailable, "retry: API server unreachable", false, http.StatusServiceUnavailable, "API server unreachable"},
+		// A broker puts a refused event's answer into the dead letter (knativeerrordata).
+		{"receiver refuses", http.StatusForbidden, "source not allowed", false, http.StatusForbidden, "source not allowed"},
+		{"receiver gone", 0, "", true, http.StatusBadGateway, "connect"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var got []*Request
-			to, err := Handle(func(r *Request) int { got = append(got, r); return tc.answer })
+			to, err := Answer(tc.answer, tc.body)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,16 +102,23 @@ func TestForward(t *testing.T) {
 			}
 			defer tap.Close()
 			header := http.Header{"Authorization": {"Bearer x"}}
-			code, _, err := Deliver(context.Background(), tap.URL, podDelete(t, "argo", "p"), header)
-			if err != nil || code != tc.want {
-				t.Fatalf("delivered: %d %v, want %d", code, err, tc.want)
+			code, body, err := Deliver(context.Background(), tap.URL, podDelete(t, "argo", "p"), header)
+			if err != nil || code != tc.want || !strings.Contains(body, tc.wantAnswer) {
+				t.Fatalf("delivered: %d %q %v, want %d with %q", code, body, err, tc.want, tc.wantAnswer)
 			}
 			kept := tap.Received()
 			if len(kept) != 1 || kept[0].Event.ID() != "id-p" || kept[0].At.IsZero() {
 				t.Fatalf("kept %+v, want the one event with its arrival", kept)
 			}
+			if kept[0].Status != tc.want || !strings.Contains(kept[0].Answer, tc.wantAnswer) {
+				t.Errorf("kept answer %d %q, want %d with %q", kept[0].Status, kept[0].Answer, tc.want, tc.wantAnswer)
+			}
+			got := to.Received()
 			if !tc.stopped && (len(got) != 1 || got[0].Header.Get("Authorization") != "Bearer x" || string(got[0].Body) != string(kept[0].Body)) {
 				t.Errorf("forwarded %+v, want the event as it was sent", got)
+			}
+			if !tc.stopped && (got[0].Status != tc.answer || got[0].Answer != tc.body) {
+				t.Errorf("the receiver kept its answer as %d %q, want %d %q", got[0].Status, got[0].Answer, tc.answer, tc.body)
 			}
 		})
 	}

@@ -140,24 +140,36 @@ func (f *Function) Stop() {
 	}
 }
 
-// LogTimes returns the timestamps of the function's log lines that contain every part.
-func (f *Function) LogTimes(parts ...string) []time.Time {
+// LogEntry is one line of the function's JSON log: when, and its fields.
+type LogEntry struct {
+	At     time.Time
+	Fields map[string]any
+}
+
+// Field is a string field of the entry ("" when absent).
+func (e LogEntry) Field(key string) string {
+	v, _ := e.Fields[key].(string)
+	return v
+}
+
+// LogEntries returns the function's log lines that contain every part, in order.
+func (f *Function) LogEntries(parts ...string) []LogEntry {
 	b, err := os.ReadFile(f.LogPath)
 	if err != nil {
 		return nil
 	}
-	var out []time.Time
+	var out []LogEntry
 	for _, line := range strings.Split(string(b), "\n") {
 		if !containsAll(line, parts) {
 			continue
 		}
-		var rec struct {
-			Timestamp string `json:"timestamp"`
+		var fields map[string]any
+		if json.Unmarshal([]byte(line), &fields) != nil {
+			continue
 		}
-		if json.Unmarshal([]byte(line), &rec) == nil {
-			if t, err := time.Parse("2006-01-02T15:04:05.000Z0700", rec.Timestamp); err == nil {
-				out = append(out, t)
-			}
+		ts, _ := fields["timestamp"].(string)
+		if t, err := time.Parse("2006-01-02T15:04:05.000Z0700", ts); err == nil {
+			out = append(out, LogEntry{At: t, Fields: fields})
 		}
 	}
 	return out

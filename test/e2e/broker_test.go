@@ -74,8 +74,8 @@ func TestBrokerDataPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(fn.Stop)
-	toFn := startTap(t, fn.URL, 0)
-	failing := startTap(t, "", http.StatusInternalServerError)
+	toFn := startSink(t)(cesink.Forward(fn.URL))
+	failing := startSink(t)(cesink.Answer(http.StatusInternalServerError, failingAnswer))
 	broker, triggers := shippedBroker(t)
 	triggers = append(triggers, failingTrigger(broker))
 	b, err := c.StartBroker(ctx, localcluster.BrokerOptions{Broker: broker, Triggers: triggers,
@@ -101,13 +101,9 @@ func TestBrokerDataPlane(t *testing.T) {
 // API server is unreachable for outageTime, and checks that in the end every workflow left
 // Running and nothing was dead-lettered: the channel's retries carry the events over the outage,
 // the ingress holding the adapter's request meanwhile. The figures say how long the events queued.
-func outageThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Cluster, e *scenario.Env, proxy *apitap.Proxy, b *localcluster.Broker, toFn *tap) {
+func outageThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Cluster, e *scenario.Env, proxy *apitap.Proxy, b *localcluster.Broker, toFn *cesink.Sink) {
 	const outageBurst, outageTime = 10, 30 * time.Second
-	pods := []localcluster.AdapterResource{{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}}
-	if err := c.StartAdapterFor(b.IngressURL, []string{nsWith}, pods); err != nil {
-		t.Fatal(err)
-	}
-	defer c.StopAdapter()
+	startAdapter(t, c, b.IngressURL, []string{nsWith}, workflowPods)
 	type step struct {
 		workflow string
 		pod      *corev1.Pod
@@ -162,7 +158,7 @@ func outageThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Clus
 	for _, s := range steps {
 		prefix := cesink.PodSubject(nsWith, s.pod.Name)
 		var first time.Time
-		for _, d := range toFn.received() {
+		for _, d := range toFn.Received() {
 			if d.Header.Get("Ce-Type") != podDeleteType || d.Header.Get("Ce-Subject") != prefix || d.At.Before(t0) {
 				continue
 			}
@@ -206,12 +202,8 @@ func outageThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Clus
 // podDeletionThroughBroker runs scenario a (a retried step whose pod is force-deleted) with the
 // adapter's sink on the broker ingress, and checks that the function got the pod's delete event
 // from the filter.
-func podDeletionThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Cluster, e *scenario.Env, fn *scenario.Function, b *localcluster.Broker, toFn *tap) {
-	pods := []localcluster.AdapterResource{{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}}
-	if err := c.StartAdapterFor(b.IngressURL, []string{nsWith}, pods); err != nil {
-		t.Fatal(err)
-	}
-	defer c.StopAdapter()
+func podDeletionThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Cluster, e *scenario.Env, fn *scenario.Function, b *localcluster.Broker, toFn *cesink.Sink) {
+	startAdapter(t, c, b.IngressURL, []string{nsWith}, workflowPods)
 	r := e.PodDeletion(ctx, "a", scenario.With, scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(0), Retry: true}, scenario.Force, fn)
 	for _, l := range r.Timeline {
 		t.Log(l)
@@ -222,8 +214,8 @@ func podDeletionThroughBroker(ctx context.Context, t *testing.T, c *localcluster
 	}
 	t.Logf("broker figure: pod deleted → repair written %.2f s, workflow left Running %.2f s (%s)", r.Repair.Seconds(), r.Moved.Seconds(), r.Outcome)
 	prefix := cesink.PodSubject(nsWith, r.Workflow)
-	var got *tapped
-	for _, d := range toFn.received() {
+	var got *cesink.Request
+	for _, d := range toFn.Received() {
 		if d.Header.Get("Ce-Type") == podDeleteType && strings.HasPrefix(d.Header.Get("Ce-Subject"), prefix) && d.Header.Get("Ce-Knativeerrorcode") == "" {
 			got = &d
 			break
@@ -242,13 +234,13 @@ func podDeletionThroughBroker(ctx context.Context, t *testing.T, c *localcluster
 		t.Logf("broker figure: pod deleted → event at the ingress %.3f s, ingress → function %.3f s", arrived.Sub(r.T0).Seconds(), got.At.Sub(arrived).Seconds())
 	}
 	if got.Status != http.StatusOK {
-		t.Errorf("the function answered the delete event %d (%s)", got.Status, got.Body)
+		t.Errorf("the function answered the delete event %d (%s)", got.Status, got.Answer)
 	}
 }
 
 // deadLetters sends the two kinds of failing events to the ingress and checks the attempts and
 // the dead letters; source is the one the adapter gives its events (the API server's URL).
-func deadLetters(t *testing.T, fn *scenario.Function, b *localcluster.Broker, broker *unstructured.Unstructured, toFn, failing *tap, source string) {
+func deadLetters(t *testing.T, fn *scenario.Function, b *localcluster.Broker, broker *unstructured.Unstructured, toFn, failing *cesink.Sink, source string) {
 	delivery, _, _ := unstructured.NestedMap(broker.Object, "spec", "delivery")
 	retry, _, _ := unstructured.NestedInt64(delivery, "retry")
 	backoff := backoffSchedule(t, delivery)
@@ -259,7 +251,7 @@ func deadLetters(t *testing.T, fn *scenario.Function, b *localcluster.Broker, br
 	stranger.SetExtension("kind", "Pod")
 	code, held := postIngress(t, b.IngressURL, stranger)
 	t.Logf("broker figure: ingress POST held %.3f s for a 403 (answered %d)", held.Seconds(), code)
-	attempts := toFn.byID(stranger.ID(), false)
+	attempts := byID(toFn, stranger.ID(), false)
 	if len(attempts) != 1 || attempts[0].Status != http.StatusForbidden {
 		t.Errorf("event from a stranger: %d deliveries to the function %v, want one answered 403", len(attempts), statuses(attempts))
 	}
@@ -271,7 +263,7 @@ func deadLetters(t *testing.T, fn *scenario.Function, b *localcluster.Broker, br
 	// A subscriber that always answers 500: retried with the Broker's backoff, then dead-lettered.
 	doomed := jsonEvent(t, "doomed", source, failingType, []byte(`{}`))
 	code, held = postIngress(t, b.IngressURL, doomed)
-	attempts = failing.byID(doomed.ID(), false)
+	attempts = byID(failing, doomed.ID(), false)
 	t.Logf("broker figure: ingress POST held %.3f s for a permanent 500 (%d attempts, answered %d)", held.Seconds(), len(attempts), code)
 	if int64(len(attempts)) != 1+retry {
 		t.Errorf("subscriber answering 500: %d attempts, want 1 + retry %d", len(attempts), retry)
@@ -289,9 +281,9 @@ func deadLetters(t *testing.T, fn *scenario.Function, b *localcluster.Broker, br
 // checkDeadLetter asserts that the event with id reached the function as a dead letter with the
 // code, the failed destination and the destination's answer, that the function accepted it and
 // logged it.
-func checkDeadLetter(t *testing.T, fn *scenario.Function, toFn *tap, id string, code int, dest, answer string) {
+func checkDeadLetter(t *testing.T, fn *scenario.Function, toFn *cesink.Sink, id string, code int, dest, answer string) {
 	t.Helper()
-	dls := toFn.byID(id, true)
+	dls := byID(toFn, id, true)
 	if len(dls) != 1 {
 		t.Errorf("event %s: %d dead letters, want 1", id, len(dls))
 		return
@@ -308,7 +300,7 @@ func checkDeadLetter(t *testing.T, fn *scenario.Function, toFn *tap, id string, 
 		t.Errorf("dead letter %s: knativeerrordata %q (%v), want the subscriber's answer containing %q", id, data, err, answer)
 	}
 	if dls[0].Status != http.StatusOK {
-		t.Errorf("dead letter %s: the function answered %d (%s), want 200", id, dls[0].Status, dls[0].Body)
+		t.Errorf("dead letter %s: the function answered %d (%s), want 200", id, dls[0].Status, dls[0].Answer)
 	}
 	if !fn.LogContains("dead letter", id, fmt.Sprintf(`"code":"%d"`, code)) {
 		t.Errorf("dead letter %s with code %d not in the function's log %s", id, code, fn.LogPath)
@@ -339,7 +331,7 @@ func backoffSchedule(t *testing.T, delivery map[string]any) []time.Duration {
 
 // checkBackoff compares the gaps between attempts with the schedule (each at least 90 % of the
 // wait asked for, at most that plus a second).
-func checkBackoff(t *testing.T, attempts []tapped, backoff []time.Duration) {
+func checkBackoff(t *testing.T, attempts []cesink.Request, backoff []time.Duration) {
 	t.Helper()
 	var gaps []string
 	for i := 1; i < len(attempts) && i-1 < len(backoff); i++ {
@@ -354,8 +346,9 @@ func checkBackoff(t *testing.T, attempts []tapped, backoff []time.Duration) {
 
 // isoSeconds reads an ISO-8601 duration of the form PT<seconds>S.
 func isoSeconds(s string) (time.Duration, error) {
-	n, ok := strings.CutPrefix(s, "PT")
-	if n, ok = strings.CutSuffix(n, "S"); !ok {
+	n, prefixed := strings.CutPrefix(s, "PT")
+	n, suffixed := strings.CutSuffix(n, "S")
+	if !prefixed || !suffixed {
 		return 0, fmt.Errorf("%q is not PT<seconds>S", s)
 	}
 	f, err := strconv.ParseFloat(n, 64)
@@ -414,89 +407,11 @@ func postIngress(t *testing.T, url string, e event.Event) (int, time.Duration) {
 	return resp.StatusCode, time.Since(start)
 }
 
-// tapped is one request a tap received and what it answered.
-type tapped struct {
-	At     time.Time
-	Header http.Header
-	Status int
-	Body   string
-}
-
-// tap stands where the broker delivers: it records each request and forwards it to upstream
-// (answering what upstream answers), or answers status with failingAnswer when there is none.
-type tap struct {
-	URL      string
-	upstream string
-	status   int
-	mu       sync.Mutex
-	got      []tapped
-}
-
-var tapClient = &http.Client{Timeout: time.Minute}
-
-func startTap(t *testing.T, upstream string, status int) *tap {
-	t.Helper()
-	tp := &tap{upstream: upstream, status: status}
-	url, stop, err := cesink.Serve(tp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	tp.URL = url
-	return tp
-}
-
-func (tp *tap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	at := time.Now()
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	status, answer, header := tp.status, []byte(failingAnswer), http.Header{}
-	if tp.upstream != "" {
-		status, answer, header = tp.forward(r, body)
-	}
-	tp.mu.Lock()
-	tp.got = append(tp.got, tapped{At: at, Header: r.Header.Clone(), Status: status, Body: string(answer)})
-	tp.mu.Unlock()
-	for k, vs := range header {
-		if k != "Content-Length" {
-			w.Header()[k] = vs
-		}
-	}
-	w.WriteHeader(status)
-	_, _ = w.Write(answer)
-}
-
-// forward posts the request to upstream as received and returns upstream's answer.
-func (tp *tap) forward(r *http.Request, body []byte) (int, []byte, http.Header) {
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, tp.upstream, strings.NewReader(string(body)))
-	if err != nil {
-		return http.StatusBadGateway, []byte(err.Error()), nil
-	}
-	req.Header = r.Header.Clone()
-	resp, err := tapClient.Do(req)
-	if err != nil {
-		return http.StatusBadGateway, []byte(err.Error()), nil
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, answer, resp.Header
-}
-
-// received returns copies of every request so far.
-func (tp *tap) received() []tapped {
-	tp.mu.Lock()
-	defer tp.mu.Unlock()
-	return append([]tapped(nil), tp.got...)
-}
-
-// byID returns the requests carrying the event id: the dead letters (knativeerrorcode set) or
-// the deliveries.
-func (tp *tap) byID(id string, deadLetters bool) []tapped {
-	var out []tapped
-	for _, d := range tp.received() {
+// byID returns the requests s kept that carry the event id: the dead letters (knativeerrorcode
+// set) or the deliveries.
+func byID(s *cesink.Sink, id string, deadLetters bool) []cesink.Request {
+	var out []cesink.Request
+	for _, d := range s.Received() {
 		if d.Header.Get("Ce-Id") == id && (d.Header.Get("Ce-Knativeerrorcode") != "") == deadLetters {
 			out = append(out, d)
 		}
@@ -504,7 +419,7 @@ func (tp *tap) byID(id string, deadLetters bool) []tapped {
 	return out
 }
 
-func statuses(ds []tapped) []int {
+func statuses(ds []cesink.Request) []int {
 	out := make([]int, len(ds))
 	for i, d := range ds {
 		out[i] = d.Status

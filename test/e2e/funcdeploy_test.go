@@ -116,7 +116,9 @@ func TestFuncDeploy(t *testing.T) {
 	if err := c.InstallKnativeServingCRDs(ctx); err != nil {
 		t.Fatal(err)
 	}
-	applyFunctionIdentity(ctx, t, c)
+	// func deploy requires the function's Namespace and ServiceAccount to exist (the rest of
+	// deploy/base needs Knative Eventing).
+	createFromBase(ctx, t, c, c.Dynamic(), baseObject{"Namespace", fnNamespace}, baseObject{"ServiceAccount", fnServiceAccount})
 
 	serveCtx, stopServing := context.WithCancel(ctx)
 	served := make(chan struct{})
@@ -230,30 +232,6 @@ func deployedService(t *testing.T) *unstructured.Unstructured {
 	}
 	t.Fatal("deploy/overlays/default has no Knative Service")
 	return nil
-}
-
-// applyFunctionIdentity creates deploy/base's Namespace and the function's ServiceAccount, which
-// func deploy requires to exist (the rest of deploy/base needs Knative Eventing).
-func applyFunctionIdentity(ctx context.Context, t *testing.T, c *localcluster.Cluster) {
-	t.Helper()
-	objs, err := deploy.Render("base")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var identity []*unstructured.Unstructured
-	for _, kind := range []string{"Namespace", "ServiceAccount"} {
-		o := deploy.Find(objs, kind, fnServiceAccount)
-		if o == nil {
-			t.Fatalf("deploy/base has no %s %s", kind, fnServiceAccount)
-		}
-		identity = append(identity, o)
-	}
-	m := mapperFor(ctx, t, c, identity)
-	for _, o := range identity {
-		if _, err := resourceFor(t, c.Dynamic(), m, o).Create(ctx, o, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("creating %s %s: %v", o.GetKind(), o.GetName(), err)
-		}
-	}
 }
 
 // runFunc runs the func CLI in dir as a user without a container runtime would (the host

@@ -22,7 +22,6 @@ import (
 	"function/localcluster/cesink"
 	"function/localcluster/scenario"
 	"function/record"
-	"function/workflowmeta"
 )
 
 // TestKarpenter lets the real Karpenter (its KWOK provider, v1.14.1) take nodes away from running
@@ -50,20 +49,11 @@ func TestKarpenter(t *testing.T) {
 		}
 	}
 	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
-	tap, err := cesink.Forward(fn.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tap.Close)
-	watched := []localcluster.AdapterResource{
-		{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow},
-		{Version: "v1", Resource: "events"},
-		{Version: "v1", Resource: "nodes"},
-		{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"},
-	}
-	if err := c.StartAdapterFor(tap.URL, []string{nsWith, nsWithout, "default"}, watched); err != nil {
-		t.Fatal(err)
-	}
+	tap := startSink(t)(cesink.Forward(fn.URL))
+	startAdapter(t, c, tap.URL, []string{nsWith, nsWithout, "default"}, workflowPods,
+		localcluster.AdapterResource{Version: "v1", Resource: "events"},
+		localcluster.AdapterResource{Version: "v1", Resource: "nodes"},
+		localcluster.AdapterResource{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"})
 	t.Cleanup(func() { logKarpenterEvents(t, tap) })
 
 	cases := []struct {

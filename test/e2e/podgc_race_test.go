@@ -23,7 +23,6 @@ import (
 	"function/localcluster"
 	"function/localcluster/apitap"
 	"function/localcluster/scenario"
-	"function/workflowmeta"
 )
 
 // TestPodGCRace puts a proxy between the Argo controller and the API server that delays every
@@ -67,9 +66,7 @@ func TestPodGCRace(t *testing.T) {
 				t.Fatal(err)
 			}
 			fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
-			if err := c.StartAdapter(fn.URL, []string{nsWith}, workflowmeta.LabelWorkflow); err != nil {
-				t.Fatal(err)
-			}
+			startAdapter(t, c, fn.URL, []string{nsWith}, workflowPods)
 			var dead []scenario.DeadNodeRun
 			for i := range runs {
 				dead = append(dead, scenario.DeadNodeRun{Mode: scenario.With, Spec: scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(i)}})

@@ -22,7 +22,6 @@ import (
 
 	"function/clients"
 	"function/config"
-	"function/deploy"
 	"function/eventing"
 	"function/handlers"
 	"function/localcluster"
@@ -74,28 +73,9 @@ func TestRBACRepairSteps(t *testing.T) {
 	}
 
 	// The function's identity, from deploy/base, for real.
-	objs, err := deploy.Render("base")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var identity []*unstructured.Unstructured
-	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} {
-		name := fnServiceAccount
-		if kind == "Role" || kind == "RoleBinding" {
-			name = sweep.LeaseName
-		}
-		o := deploy.Find(objs, kind, name)
-		if o == nil {
-			t.Fatalf("deploy/base has no %s %s", kind, name)
-		}
-		identity = append(identity, o)
-	}
-	m := mapperFor(ctx, t, c, identity)
-	for _, o := range identity {
-		if _, err := resourceFor(t, admin.Dynamic, m, o).Create(ctx, o, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("creating %s %s: %v", o.GetKind(), o.GetName(), err)
-		}
-	}
+	createFromBase(ctx, t, c, admin.Dynamic, baseObject{"Namespace", fnNamespace}, baseObject{"ServiceAccount", fnServiceAccount},
+		baseObject{"ClusterRole", fnServiceAccount}, baseObject{"ClusterRoleBinding", fnServiceAccount},
+		baseObject{"Role", sweep.LeaseName}, baseObject{"RoleBinding", sweep.LeaseName})
 	// Karpenter's own NodeClaim CRD: the instance lookup reads the columns it prints.
 	if err := c.InstallNodeClaimCRD(ctx); err != nil {
 		t.Fatal(err)

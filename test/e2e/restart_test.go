@@ -18,7 +18,6 @@ import (
 
 	"function/localcluster"
 	"function/localcluster/scenario"
-	"function/workflowmeta"
 )
 
 // TestFailedPodRestart runs Argo 4's opt-in failedPodRestart (ADH_E2E_RESTART_ARGO, default
@@ -43,10 +42,7 @@ func TestFailedPodRestart(t *testing.T) {
 		bin = other // another build, e.g. one from before the rule, to see it fail
 	}
 	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
-	if err := c.StartAdapter(fn.URL, []string{nsWith}, workflowmeta.LabelWorkflow); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.StopAdapter)
+	startAdapter(t, c, fn.URL, []string{nsWith}, workflowPods)
 	wf, pod, nodeID, err := e.RunningStep(ctx, "restart-", scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(0)})
 	if err != nil {
 		t.Fatal(err)

@@ -42,14 +42,11 @@ func TestDisruptionSignals(t *testing.T) {
 		t.Fatal(err)
 	}
 	fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
-	withPods := []localcluster.AdapterResource{{Version: "v1", Resource: "nodes"}, {Version: "v1", Resource: "events"},
-		{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}}
+	nodesAndEvents := []localcluster.AdapterResource{{Version: "v1", Resource: "nodes"}, {Version: "v1", Resource: "events"}}
 	var report []string
 
 	// 2 first, while kwok runs: a Karpenter SpotInterrupted Event, then the pod is deleted.
-	if err := c.StartAdapterFor(fn.URL, []string{nsWith, "default"}, withPods); err != nil {
-		t.Fatal(err)
-	}
+	startAdapter(t, c, fn.URL, []string{nsWith, "default"}, append(nodesAndEvents, workflowPods)...)
 	node1 := localcluster.NodeName(1)
 	wf, pod, _, err := e.RunningStep(ctx, "sig-spot-", scenario.Spec{Namespace: nsWith, Node: node1})
 	if err != nil {
@@ -99,10 +96,7 @@ func TestDisruptionSignals(t *testing.T) {
 	// 1: the Karpenter-managed Node of a pod holding the status finalizer is deleted (Karpenter
 	// removes its finalizer only once the instance is terminated). The adapter now watches Nodes
 	// and Events only: no pod event reaches the function.
-	c.StopAdapter()
-	if err := c.StartAdapterFor(fn.URL, []string{nsWith, "default"}, withPods[:2]); err != nil {
-		t.Fatal(err)
-	}
+	startAdapter(t, c, fn.URL, []string{nsWith, "default"}, nodesAndEvents...)
 	node0 := localcluster.NodeName(0)
 	if _, err := e.Kube.CoreV1().Nodes().Patch(ctx, node0, types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {

@@ -10,10 +10,14 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
+	"function/deploy"
 	"function/localcluster"
+	"function/localcluster/cesink"
 	"function/localcluster/scenario"
 	"function/record"
 	"function/workflowmeta"
@@ -68,6 +72,59 @@ func runFunction(ctx context.Context, t *testing.T, bin string, c *localcluster.
 	}
 	t.Cleanup(fn.Stop)
 	return fn
+}
+
+// workflowPods is the adapter's watch of workflow pods, as deploy/base's ApiServerSource has it.
+var workflowPods = localcluster.AdapterResource{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}
+
+// startAdapter points the ApiServerSource adapter at sink, watching resources in namespaces
+// (cluster-scoped ones cluster-wide), and stops it when the test ends.
+func startAdapter(t *testing.T, c *localcluster.Cluster, sink string, namespaces []string, resources ...localcluster.AdapterResource) {
+	t.Helper()
+	if err := c.StartAdapterFor(sink, namespaces, resources); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.StopAdapter)
+}
+
+// startSink returns what closes the sink it is given at the end of the test, or fails the test
+// if it did not start: startSink(t)(cesink.Forward(url)).
+func startSink(t *testing.T) func(*cesink.Sink, error) *cesink.Sink {
+	return func(s *cesink.Sink, err error) *cesink.Sink {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+}
+
+// baseObject names one object of deploy/base.
+type baseObject struct{ kind, name string }
+
+// createFromBase creates objects of deploy/base, as kustomize renders them, through dyn (the
+// admin's client, or one the objects' RBAC applies to).
+func createFromBase(ctx context.Context, t *testing.T, c *localcluster.Cluster, dyn dynamic.Interface, want ...baseObject) {
+	t.Helper()
+	objs, err := deploy.Render("base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []*unstructured.Unstructured
+	for _, w := range want {
+		o := deploy.Find(objs, w.kind, w.name)
+		if o == nil {
+			t.Fatalf("deploy/base has no %s %s", w.kind, w.name)
+		}
+		found = append(found, o)
+	}
+	m := mapperFor(ctx, t, c, found)
+	for _, o := range found {
+		if _, err := resourceFor(t, dyn, m, o).Create(ctx, o, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("creating %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
 }
 
 // noRepairWritten asserts that the function wrote nothing about a workflow node: its task result
