@@ -303,11 +303,15 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, bc burstConfig
 	var ingress *countingProxy
 	if bc.Via == viaBroker {
 		var stopIngress func()
-		sink, ingress, stopIngress, err = e.throughBroker(ctx, proxy, res)
+		starts := e.broker == nil
+		sink, ingress, stopIngress, err = e.throughBroker(ctx, proxy)
 		if err != nil {
 			return nil, fn, err
 		}
 		defer stopIngress()
+		if starts {
+			res.BrokerReady = e.broker.Ready
+		}
 	}
 	if err := e.c.StartAdapter(sink, []string{ns}, workflowmeta.LabelWorkflow); err != nil {
 		return nil, fn, err
@@ -426,7 +430,7 @@ func (s *brokerSubscriber) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // throughBroker makes the Broker data plane deliver to fn (starting it with deploy/base's Broker
 // and Triggers on first use) and returns the adapter's sink: a counting proxy in front of the
 // ingress, which records how long each post is held.
-func (e *env) throughBroker(ctx context.Context, fn http.Handler, res *burstResult) (string, *countingProxy, func(), error) {
+func (e *env) throughBroker(ctx context.Context, fn http.Handler) (string, *countingProxy, func(), error) {
 	if e.broker == nil {
 		sub := &brokerSubscriber{}
 		// Served until the bench exits, as the Broker is.
@@ -443,7 +447,6 @@ func (e *env) throughBroker(ctx context.Context, fn http.Handler, res *burstResu
 			return "", nil, nil, err
 		}
 		e.broker, e.brokerSub = b, sub
-		res.BrokerReady = b.Ready
 		e.logf("broker %s/%s: data plane up, canary delivered in %.2fs", b.Namespace, b.Name, b.Ready.Seconds())
 	}
 	e.brokerSub.mu.Lock()

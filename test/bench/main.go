@@ -4,7 +4,7 @@
 // docs/BENCHMARKS.md: every figure beside its target, the machine, and how to reproduce.
 // Targets are read from the report, never asserted.
 //
-//	go run -tags e2e ./test/bench                       # everything (~11 min here)
+//	go run -tags e2e ./test/bench                       # everything (~14 min here)
 //	go run -tags e2e ./test/bench -parts micro,cold -out -   # a subset, report on stdout
 //
 // Parts:
@@ -20,7 +20,8 @@
 //   - cold:       exec of the built binary (cmd/argo-disruption-handler) → readiness → first
 //     event (a real delete event captured from the adapter) handled; binary size; RSS.
 //   - burst:      N workflows with one running pod each, all pods force-deleted at once, the
-//     binary fed by the real adapter (through a counting proxy) → until all left Running.
+//     binary fed by the real adapter (through a counting proxy; with via:broker, through the
+//     real Broker data plane) → until all left Running.
 //   - node:       a Karpenter-labelled Node carrying N running workflow pods deleted with its
 //     machine gone (kwok stopped); the adapter delivers the Node's delete event to the in-process
 //     handler → API calls per pod, event → every task result complete, → every workflow moved.
@@ -33,6 +34,9 @@
 //     `shutting-down` then `terminated` for a machine with -scale-pair-pods workflow pods against
 //     `terminated` alone; Reference-mode deletes of -scale-pods finished pods of one workflow →
 //     API calls, handler time, memory per event.
+//   - karpenter:  on a stack of its own with the real Karpenter and kube-scheduler, -karpenter-pods
+//     workflow pods on the nodes Karpenter launches for them, the events through the real Broker
+//     to the binary; every NodeClaim deleted at once → evictions, repairs, workflows moved.
 package main
 
 import (
@@ -55,7 +59,7 @@ import (
 )
 
 // defaultParts is every part (run() orders them itself).
-const defaultParts = "micro,repairs,compressed,cold,burst,node,scale,sweep"
+const defaultParts = "micro,repairs,compressed,cold,burst,node,scale,sweep,karpenter"
 
 const (
 	nsLat   = "bench-repairs"
@@ -75,6 +79,7 @@ type options struct {
 	BigNodes       int
 	Burst          int
 	NodePods       int
+	KarpenterPods  int
 	ScaleNodes     int
 	ScalePods      int
 	ScalePairPods  int
@@ -112,6 +117,7 @@ type result struct {
 	Node       *nodeResult
 	Scale      *scaleResult
 	Sweep      *sweepScaleResult
+	Karpenter  *karpenterResult
 	ArgoEnv    map[string]string // the controller's environment as started
 	StackLock  time.Duration     // waited for another stack to stop
 	StackDir   string            // kept with -keep
@@ -131,6 +137,7 @@ func main() {
 	flag.IntVar(&o.CompressedRuns, "compressed-runs", 5, "repairs of a compressed workflow on the real API server")
 	flag.IntVar(&o.BigNodes, "big-nodes", 5000, "nodes of the compressed workflow (real API server part)")
 	flag.IntVar(&o.Burst, "burst", 500, "workflows in the burst")
+	flag.IntVar(&o.KarpenterPods, "karpenter-pods", 110, "workflow pods on the nodes Karpenter launches, all NodeClaims then deleted (karpenter part)")
 	flag.IntVar(&o.NodePods, "node-pods", 110, "workflow pods on the Node deleted in the node part (110: the EKS default max-pods)")
 	flag.IntVar(&o.ScaleNodes, "scale-nodes", 5000, "Karpenter Nodes (and NodeClaims) in the cluster for the scale part's EC2 messages")
 	flag.IntVar(&o.ScalePods, "scale-pods", 5000, "finished pods of one workflow deleted in the scale part (one Reference-mode delete each)")
@@ -249,7 +256,7 @@ func run(ctx context.Context, o options) *result {
 		}
 		step("micro benchmarks (go test: build + run)")
 	}
-	if !(o.Parts["repairs"] || o.Parts["compressed"] || o.Parts["cold"] || o.Parts["burst"] || o.Parts["node"] || o.Parts["scale"] || o.Parts["sweep"]) {
+	if !needsMainStack(o.Parts) && !o.Parts["karpenter"] {
 		if o.Parts["micro"] {
 			micro()
 		}
@@ -262,7 +269,7 @@ func run(ctx context.Context, o options) *result {
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "argo-disruption-handler")
-	if o.Parts["cold"] || o.Parts["burst"] || o.Parts["sweep"] {
+	if o.Parts["cold"] || o.Parts["burst"] || o.Parts["sweep"] || o.Parts["karpenter"] {
 		start := time.Now()
 		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/argo-disruption-handler").CombinedOutput()
 		if err != nil {
@@ -276,17 +283,50 @@ func run(ctx context.Context, o options) *result {
 		step("go build ./cmd/argo-disruption-handler")
 	}
 
-	if err := exec.CommandContext(ctx, "localcluster/build-bins.sh", "etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "argo-"+o.Argo).Run(); err != nil {
+	components := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kwok", "adapter", "broker", "argo-" + o.Argo}
+	if o.Parts["karpenter"] {
+		components = append(components, "kube-scheduler", "karpenter")
+	}
+	if err := exec.CommandContext(ctx, "localcluster/build-bins.sh", components...).Run(); err != nil {
 		fail("build-bins", err)
 		return r
 	}
 	step("localcluster/build-bins.sh (cached binaries)")
+	if needsMainStack(o.Parts) {
+		runMainStack(ctx, o, r, bin, micro, step, fail)
+	} else if o.Parts["micro"] {
+		micro()
+	}
+	if o.Parts["karpenter"] && ctx.Err() == nil {
+		k, err := runKarpenter(ctx, o, bin, logf)
+		r.Karpenter = k
+		if err != nil {
+			fail("karpenter", err)
+		}
+		step(fmt.Sprintf("karpenter: its own stack, %d workflow pods on Karpenter's nodes, every NodeClaim deleted", o.KarpenterPods))
+	}
+	return r
+}
+
+// needsMainStack reports whether a part runs on the stack without Karpenter.
+func needsMainStack(parts map[string]bool) bool {
+	for _, p := range []string{"repairs", "compressed", "cold", "burst", "node", "scale", "sweep"} {
+		if parts[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// runMainStack runs the parts that share the stack without Karpenter, micro included (while
+// this process holds the machine's stack lock).
+func runMainStack(ctx context.Context, o options, r *result, bin string, micro func(), step func(string), fail func(string, error)) {
 	r.ArgoEnv = o.ArgoEnv
 	begin := time.Now()
 	c, err := localcluster.Start(ctx, localcluster.Options{ArgoVersion: o.Argo, Nodes: o.Nodes, ArgoEnv: o.ArgoEnv, KeepDir: true, Logf: logf})
 	if err != nil {
 		fail("cluster", err)
-		return r
+		return
 	}
 	stopSignal := c.StopOnSignal(nil)
 	defer func() {
@@ -314,7 +354,7 @@ func run(ctx context.Context, o options) *result {
 	e, err := newEnv(c, o.Nodes, logf)
 	if err != nil {
 		fail("cluster", err)
-		return r
+		return
 	}
 
 	var coldEvents []captured
@@ -398,7 +438,6 @@ func run(ctx context.Context, o options) *result {
 			fail("scale", err)
 		}
 	}
-	return r
 }
 
 // burstConfig is one burst's settings.

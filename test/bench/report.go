@@ -164,6 +164,7 @@ func writeReport(r *result) error {
 	}
 	writeScaleRows(w, r.Scale)
 	writeSweepScaleRow(w, r.Sweep)
+	writeKarpenterRow(w, r.Karpenter)
 	w("\n")
 
 	// ---------- details ----------
@@ -176,6 +177,7 @@ func writeReport(r *result) error {
 	writeNode(w, r)
 	writeScale(w, r)
 	writeSweepScale(w, r)
+	writeKarpenter(w, r.Karpenter)
 	writeCommand(w, r)
 
 	if o.Out == "-" {
@@ -678,7 +680,7 @@ func writeCommand(w writer, r *result) {
 	o := r.Opts
 	w("## The command\n\n")
 	w("```sh\n")
-	w("localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kwok adapter argo-%s   # ~1 s when cached\n", o.Argo)
+	w("localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kwok adapter broker kube-scheduler karpenter argo-%s   # ~1 s when cached\n", o.Argo)
 	w("go run -tags e2e ./test/bench")
 	var parts []string
 	for p := range o.Parts {
@@ -704,7 +706,7 @@ func writeCommand(w writer, r *result) {
 	}
 	w("\n```\n\n")
 	w("Flags (`-h`): `-parts %s`, `-out` (`-` for stdout), `-argo`, `-argo-env K=V,…`,\n", defaultParts)
-	w("`-nodes`, `-repairs`, `-cold`, `-compressed-runs`, `-big-nodes`, `-node-pods`, `-scale-nodes`, `-scale-pods`, `-scale-pair-pods`, `-burst`, `-burst-bound`, `-bursts` (default\n")
+	w("`-nodes`, `-repairs`, `-cold`, `-compressed-runs`, `-big-nodes`, `-node-pods`, `-karpenter-pods`, `-scale-nodes`, `-scale-pods`, `-scale-pair-pods`, `-burst`, `-burst-bound`, `-bursts` (default\n")
 	w("`%s`), `-keep`,\n", defaultBursts)
 	w("`-count`, `-benchtime`, `-bigtime`. It needs the machine's one e2e stack (it waits on the stack lock while another test holds it;\n")
 	w("waited %s this time). The micro part alone needs no cluster:\n", secs(r.StackLock))
@@ -712,6 +714,9 @@ func writeCommand(w writer, r *result) {
 	w("This run: %d kwok Nodes, %d sequential repairs, %d cold starts, %d compressed runs, %d-workflow burst", o.Nodes, o.Repairs, o.ColdTrials, o.CompressedRuns, o.Burst)
 	if o.Parts["scale"] {
 		w("; scale: %d Karpenter Nodes and NodeClaims, %d workflow pods per machine of the EC2 pair, %d Reference-mode deletes", o.ScaleNodes, o.ScalePairPods, o.ScalePods)
+	}
+	if o.Parts["karpenter"] {
+		w("; karpenter: %d workflow pods", o.KarpenterPods)
 	}
 	w(".\n")
 	w("Its steps (load average 1/5/15 min when each ended):\n\n")

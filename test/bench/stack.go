@@ -58,6 +58,7 @@ func newEnv(c *localcluster.Cluster, nodes int, logf func(string, ...any)) (*env
 // created: what a disruption takes away.
 type victim struct {
 	Workflow, WorkflowUID, Pod, PodUID, NodeID string
+	Host                                       string    // the Node the pod runs on
 	Running                                    time.Time // when the bench saw the pod Running
 }
 
@@ -90,20 +91,36 @@ func parallel(n, workers int, f func(i int) error) error {
 	return first
 }
 
-// workflowObject is a one-step workflow whose container would sleep for an hour, pinned to a
-// kwok Node (there is no scheduler).
-func workflowObject(ns, name, node string) *unstructured.Unstructured {
+// placement is where a workflow's pod runs: pinned to a kwok Node (no scheduler), or on the
+// nodes Karpenter launches for a NodePool (kube-scheduler places it; it then requests a little
+// CPU and memory, as Karpenter sizes nodes by requests).
+type placement struct {
+	Node, NodePool string
+	// TerminateDelay is how long an evicted pod keeps running (kwok's terminate-delay), as a
+	// kubelet stopping containers would.
+	TerminateDelay time.Duration
+}
+
+// workflowObject is a one-step workflow whose container would sleep for an hour, placed by at.
+func workflowObject(ns, name string, at placement) *unstructured.Unstructured {
+	container := map[string]any{"image": "public.ecr.aws/docker/library/alpine:3.20", "command": []any{"sh", "-c", "sleep 3600"}}
+	spec := map[string]any{
+		"entrypoint": "main",
+		"templates":  []any{map[string]any{"name": "main", "container": container}},
+	}
+	if at.NodePool != "" {
+		spec["nodeSelector"] = map[string]any{"karpenter.sh/nodepool": at.NodePool}
+		container["resources"] = map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "64Mi"}}
+	} else {
+		spec["podSpecPatch"] = fmt.Sprintf(`{"nodeName":%q}`, at.Node)
+	}
+	if at.TerminateDelay > 0 {
+		spec["podMetadata"] = map[string]any{"annotations": map[string]any{localcluster.TerminateDelayAnnotation: at.TerminateDelay.String()}}
+	}
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
 		"metadata": map[string]any{"name": name, "namespace": ns},
-		"spec": map[string]any{
-			"entrypoint":   "main",
-			"podSpecPatch": fmt.Sprintf(`{"nodeName":%q}`, node),
-			"templates": []any{map[string]any{
-				"name":      "main",
-				"container": map[string]any{"image": "public.ecr.aws/docker/library/alpine:3.20", "command": []any{"sh", "-c", "sleep 3600"}},
-			}},
-		},
+		"spec":     spec,
 	}}
 }
 
@@ -112,21 +129,22 @@ func workflowObject(ns, name, node string) *unstructured.Unstructured {
 // controller to have every node Running. It returns the victims in name order and how long that
 // took.
 func (e *env) prepare(ctx context.Context, ns, prefix string, n int) ([]victim, time.Duration, error) {
-	return e.prepareOn(ctx, ns, prefix, n, "")
+	return e.prepareAt(ctx, ns, prefix, n, func(i int) placement { return placement{Node: localcluster.NodeName(i % e.nodes)} })
 }
 
-// prepareOn is prepare with every pod on node ("": spread over the kwok Nodes).
+// prepareOn is prepare with every pod on node.
 func (e *env) prepareOn(ctx context.Context, ns, prefix string, n int, node string) ([]victim, time.Duration, error) {
+	return e.prepareAt(ctx, ns, prefix, n, func(int) placement { return placement{Node: node} })
+}
+
+// prepareAt is prepare with workflow i's pod placed by at(i).
+func (e *env) prepareAt(ctx context.Context, ns, prefix string, n int, at func(i int) placement) ([]victim, time.Duration, error) {
 	if err := e.c.EnsureNamespace(ctx, ns); err != nil {
 		return nil, 0, err
 	}
 	begin := time.Now()
 	err := parallel(n, 16, func(i int) error {
-		on := node
-		if on == "" {
-			on = localcluster.NodeName(i % e.nodes)
-		}
-		obj := workflowObject(ns, fmt.Sprintf("%s-%04d", prefix, i), on)
+		obj := workflowObject(ns, fmt.Sprintf("%s-%04d", prefix, i), at(i))
 		_, err := e.dyn.Resource(localcluster.WorkflowGVR).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{})
 		return err
 	})
@@ -148,7 +166,7 @@ func (e *env) prepareOn(ctx context.Context, ns, prefix string, n int, node stri
 				if _, seen := running[wf]; seen || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 					continue
 				}
-				v := victim{Workflow: wf, Pod: p.Name, PodUID: string(p.UID), NodeID: p.Annotations[workflowmeta.AnnotationNodeID], Running: time.Now()}
+				v := victim{Workflow: wf, Pod: p.Name, PodUID: string(p.UID), NodeID: p.Annotations[workflowmeta.AnnotationNodeID], Host: p.Spec.NodeName, Running: time.Now()}
 				for _, o := range p.OwnerReferences {
 					if o.Kind == "Workflow" {
 						v.WorkflowUID = string(o.UID)
