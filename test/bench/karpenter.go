@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -305,14 +304,6 @@ func writeKarpenter(w writer, k *karpenterResult) {
 	w("| workflow left Running | %s | %s | %s (%d of %d) |\n\n", secs(percentile(left, 50)), secs(percentile(left, 90)), secs(maxDur(left)), len(left), k.Workflows)
 	w("Task result completed after its own pod's eviction: p50 %s, p99 %s, max %s. Recorded reasons: %s.\n",
 		secs(percentile(k.AfterEviction, 50)), secs(percentile(k.AfterEviction, 99)), secs(maxDur(k.AfterEviction)), reasonsText(k.Reasons))
-	var phases []string
-	for p, n := range k.Phases {
-		if p == "" {
-			p = "(none)"
-		}
-		phases = append(phases, fmt.Sprintf("%s %d", p, n))
-	}
-	sort.Strings(phases)
 	byType, byStatus := map[string]int{}, map[int]int{}
 	for _, q := range k.Requests {
 		byType[q.Type]++
@@ -323,7 +314,7 @@ func writeKarpenter(w writer, k *karpenterResult) {
 		inStatus[q.Status]++
 	}
 	_, p99, mx := durs(tookOf(k.Ingress))
-	w("Workflow phases at the end: %s. Lost repairs: **%d**. Deliveries to the function: %d, by type %v, answers %v;\n", strings.Join(phases, ", "), len(k.Lost), len(k.Requests), byType, byStatus)
+	w("Workflow phases at the end: %s. Lost repairs: **%d**. Deliveries to the function: %d, by type %v, answers %v;\n", phasesText(k.Phases), len(k.Lost), len(k.Requests), byType, byStatus)
 	w("the adapter's posts to the ingress: %d, answers %v, held p99 %s (max %s); dead letters %d. The function's log:\n", len(k.Ingress), inStatus, ms(p99), ms(mx), countDeadLetters(k.Requests))
 	w("%d \"repaired\", %d \"lost a race\", \"event failed\" %v. Function RSS at most %s.\n\n", k.FnLog.Repaired, k.FnLog.LostRace, k.FnLog.Failed, mb(k.RSSMax))
 }

@@ -537,15 +537,7 @@ func writeOneBurst(w writer, r *result, bu *burstResult) {
 	w("| from the first deletion | p50 | p90 | all |\n|---|---|---|---|\n")
 	w("| task result completed by the function | %s | %s | %s |\n", secs(percentile(rep, 50)), secs(percentile(rep, 90)), allRep)
 	w("| workflow left Running | %s | %s | %s |\n\n", secs(percentile(left, 50)), secs(percentile(left, 90)), all)
-	var phases []string
-	for p, n := range bu.Phases {
-		if p == "" {
-			p = "(none)"
-		}
-		phases = append(phases, fmt.Sprintf("%s %d", p, n))
-	}
-	sort.Strings(phases)
-	w("Workflow phases at the end: %s. Lost repairs (task result never completed, no new pod): **%d**", strings.Join(phases, ", "), len(bu.Lost))
+	w("Workflow phases at the end: %s. Lost repairs (task result never completed, no new pod): **%d**", phasesText(bu.Phases), len(bu.Lost))
 	if len(bu.Lost) > 0 {
 		n := min(len(bu.Lost), 10)
 		w(" (%s…)", strings.Join(bu.Lost[:n], ", "))
@@ -586,6 +578,19 @@ func writeOneBurst(w writer, r *result, bu *burstResult) {
 		writeIngress(w, bu)
 	}
 	w("Memory of the function process: VmRSS %s before the deletions, at most %s during them, VmHWM %s at the end.\n\n", mb(bu.RSSBefore.RSS), mb(bu.RSSMax), mb(bu.End.HWM))
+}
+
+// phasesText lists workflow phases with their counts, by phase.
+func phasesText(m map[string]int) string {
+	var phases []string
+	for p, n := range m {
+		if p == "" {
+			p = "(none)"
+		}
+		phases = append(phases, fmt.Sprintf("%s %d", p, n))
+	}
+	sort.Strings(phases)
+	return strings.Join(phases, ", ")
 }
 
 // writeIngress is what the Broker added: the adapter's posts as the ingress held them, and the
