@@ -270,6 +270,41 @@ func (t *tracker) counts() (int, int) {
 	return len(t.repaired), len(t.leftRunning)
 }
 
+// begin starts the clock: what happens from t0 on is recorded, from t0.
+func (t *tracker) begin(t0 time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.t0, t.started = t0, true
+}
+
+// waitAll waits until n task results are completed and n workflows left Running, or bound from
+// the start, calling progress every 10 s (nil: none).
+func (t *tracker) waitAll(ctx context.Context, n int, bound time.Duration, progress func(elapsed time.Duration, repaired, left int)) {
+	lastLog := time.Now()
+	for time.Since(t.t0) < bound && ctx.Err() == nil {
+		r, l := t.counts()
+		if r >= n && l >= n {
+			return
+		}
+		if progress != nil && time.Since(lastLog) > 10*time.Second {
+			progress(time.Since(t.t0), r, l)
+			lastLog = time.Now()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// results are copies of what was recorded, and the last phase of each victim's workflow.
+func (t *tracker) results(vs []victim) (repaired, leftRunning map[string]time.Duration, phases map[string]int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	phases = map[string]int{}
+	for _, v := range vs {
+		phases[t.phase[v.Workflow]]++
+	}
+	return copyMap(t.repaired), copyMap(t.leftRunning), phases
+}
+
 // runBurst: n workflows with one running pod each; the function runs as its own process (the
 // binary), fed by the real adapter through the counting proxy; every pod is force-deleted at
 // once; the bench follows the task results and the workflows until all moved or the bound.
@@ -337,9 +372,7 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, bc burstConfig
 	closedBefore := e.terminatedWatchers(ctx)
 	e.logf("burst: deleting %d pods at once", n)
 	t0 := time.Now()
-	tr.mu.Lock()
-	tr.t0, tr.started = t0, true
-	tr.mu.Unlock()
+	tr.begin(t0)
 	var mu sync.Mutex
 	var last time.Time
 	_ = parallel(len(vs), 64, func(i int) error {
@@ -358,18 +391,9 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, bc burstConfig
 	res.DeleteWindow = last.Sub(t0)
 	e.logf("burst: %d pods deleted in %.2fs", n, res.DeleteWindow.Seconds())
 
-	lastLog := time.Now()
-	for time.Since(t0) < bound && ctx.Err() == nil {
-		r, l := tr.counts()
-		if r >= n && l >= n {
-			break
-		}
-		if time.Since(lastLog) > 10*time.Second {
-			e.logf("burst: +%.0fs: %d task results completed, %d workflows left Running", time.Since(t0).Seconds(), r, l)
-			lastLog = time.Now()
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	tr.waitAll(ctx, n, bound, func(elapsed time.Duration, r, l int) {
+		e.logf("burst: +%.0fs: %d task results completed, %d workflows left Running", elapsed.Seconds(), r, l)
+	})
 	res.Took = time.Since(t0)
 	// Deliveries still in flight (retries) are counted up to here.
 	time.Sleep(2 * time.Second)
@@ -382,13 +406,7 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, bc burstConfig
 	res.FnLog = parseFnLog(fn.LogPath, t0)
 	res.AdapterFail = countFrom(adapterLog, adapterOff, "failed to send cloudevent")
 
-	tr.mu.Lock()
-	res.Repaired, res.LeftRunning = copyMap(tr.repaired), copyMap(tr.leftRunning)
-	res.Phases = map[string]int{}
-	for _, v := range vs {
-		res.Phases[tr.phase[v.Workflow]]++
-	}
-	tr.mu.Unlock()
+	res.Repaired, res.LeftRunning, res.Phases = tr.results(vs)
 	for _, v := range vs {
 		if _, ok := res.Repaired[v.Workflow]; ok || e.repairedOrDone(ctx, ns, v) {
 			continue

@@ -150,9 +150,7 @@ func runKarpenter(ctx context.Context, o options, bin string, logf func(string, 
 
 	logf("karpenter: deleting the %d NodeClaims of the %d nodes carrying %d workflow pods", len(claims), res.Nodes, len(vs))
 	t0 := time.Now()
-	tr.mu.Lock()
-	tr.t0, tr.started = t0, true
-	tr.mu.Unlock()
+	tr.begin(t0)
 	ev.start(t0)
 	var mu sync.Mutex
 	var last time.Time
@@ -166,18 +164,9 @@ func runKarpenter(ctx context.Context, o options, bin string, logf func(string, 
 		return res, err
 	}
 	res.DeleteWindow = last.Sub(t0)
-	lastLog := time.Now()
-	for time.Since(t0) < res.Bound && ctx.Err() == nil {
-		r, l := tr.counts()
-		if r >= len(vs) && l >= len(vs) {
-			break
-		}
-		if time.Since(lastLog) > 10*time.Second {
-			logf("karpenter: +%.0fs: %d pods evicted, %d task results completed, %d workflows left Running", time.Since(t0).Seconds(), ev.count(), r, l)
-			lastLog = time.Now()
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	tr.waitAll(ctx, len(vs), res.Bound, func(elapsed time.Duration, r, l int) {
+		logf("karpenter: +%.0fs: %d pods evicted, %d task results completed, %d workflows left Running", elapsed.Seconds(), ev.count(), r, l)
+	})
 	res.Took = time.Since(t0)
 	time.Sleep(2 * time.Second)
 	res.RSSMax = stopRSS()
@@ -185,13 +174,7 @@ func runKarpenter(ctx context.Context, o options, bin string, logf func(string, 
 	res.FnLog = parseFnLog(fn.LogPath, t0)
 	res.Evicted = ev.copy()
 
-	tr.mu.Lock()
-	res.Repaired, res.LeftRunning = copyMap(tr.repaired), copyMap(tr.leftRunning)
-	res.Phases = map[string]int{}
-	for _, v := range vs {
-		res.Phases[tr.phase[v.Workflow]]++
-	}
-	tr.mu.Unlock()
+	res.Repaired, res.LeftRunning, res.Phases = tr.results(vs)
 	res.Reasons = map[string]int{}
 	for _, v := range vs {
 		rep, repaired := res.Repaired[v.Workflow]

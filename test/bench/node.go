@@ -85,9 +85,7 @@ func runNode(ctx context.Context, e *env, n int) (*nodeResult, error) {
 	}()
 	events := s.expect(res.Node)
 	t0 := time.Now()
-	tr.mu.Lock()
-	tr.t0, tr.started = t0, true
-	tr.mu.Unlock()
+	tr.begin(t0)
 	if err := e.kube.CoreV1().Nodes().Delete(ctx, res.Node, metav1.DeleteOptions{}); err != nil {
 		return nil, err
 	}
@@ -102,16 +100,8 @@ func runNode(ctx context.Context, e *env, n int) (*nodeResult, error) {
 	case <-time.After(60 * time.Second):
 		return res, fmt.Errorf("node: no delete event for Node %s within 60 s", res.Node)
 	}
-	for time.Since(t0) < 3*time.Minute && ctx.Err() == nil {
-		r, l := tr.counts()
-		if r >= n && l >= n {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	tr.mu.Lock()
-	res.Completed, res.LeftRunning = copyMap(tr.repaired), copyMap(tr.leftRunning)
-	tr.mu.Unlock()
+	tr.waitAll(ctx, n, 3*time.Minute, nil)
+	res.Completed, res.LeftRunning, _ = tr.results(nil)
 	res.CallsByKey = map[string]int{}
 	for _, c := range res.Event.Calls {
 		res.CallsByKey[c.Key()]++
