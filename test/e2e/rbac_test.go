@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
@@ -483,13 +485,20 @@ func (e *rbacEnv) instances(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := lookup.Finder{Kube: e.fn.Kube, Dynamic: e.fn.Dynamic, Tables: lookup.RESTTables{Client: e.fn.REST}}
-	nodes, err := f.NodesOfInstances(ctx, []string{"i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"})
+	// NodeClaims are listed from the API server's watch cache (resourceVersion=0), which may not
+	// hold an object created a moment ago: wait for it to, rather than race it.
+	var nodes []string
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := f.NodesOfInstances(ctx, []string{"i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"})
+		if err != nil {
+			return false, fmt.Errorf("NodesOfInstances as %s: %w", fnServiceAccount, err)
+		}
+		slices.Sort(got)
+		nodes = got
+		return slices.Equal(got, []string{"node-a", "node-b"}), nil
+	})
 	if err != nil {
-		t.Fatalf("NodesOfInstances as %s: %v", fnServiceAccount, err)
-	}
-	slices.Sort(nodes)
-	if !slices.Equal(nodes, []string{"node-a", "node-b"}) {
-		t.Errorf("nodes of the instances: %v", nodes)
+		t.Errorf("nodes of the instances: %v (%v)", nodes, err)
 	}
 	if got, err := f.NodeOfClaim(ctx, "claim-b"); err != nil || got != "node-b" {
 		t.Errorf("NodeOfClaim as %s: %q %v", fnServiceAccount, got, err)
