@@ -19,8 +19,8 @@ const (
 	Namespace    = "argo"
 	WorkflowName = "nightly-etl-7k2xq"
 	WorkflowUID  = "0d7f6c1e-5b0e-4f55-9c55-0b9c1a3e8f21"
-	NodeID       = "nightly-etl-7k2xq-1571963540"
-	PodName      = "nightly-etl-7k2xq-extract-1571963540"
+	NodeID       = "nightly-etl-7k2xq-1770056762"
+	PodName      = "nightly-etl-7k2xq-extract-1770056762"
 	HostName     = "ip-10-0-1-23.eu-west-1.compute.internal"
 )
 
@@ -41,7 +41,7 @@ func Workflow(opts ...WorkflowOption) *wfv1.Workflow {
 	wf := &wfv1.Workflow{
 		TypeMeta: metav1.TypeMeta{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow"},
 		ObjectMeta: metav1.ObjectMeta{Name: WorkflowName, Namespace: Namespace, UID: WorkflowUID, ResourceVersion: "100", Labels: map[string]string{workflowmeta.LabelPhase: "Running"},
-			Annotations: map[string]string{workflowmeta.AnnotationLastSeenVersion: LastSeenVersion}},
+			Annotations: map[string]string{workflowmeta.AnnotationLastSeenVersion: LastSeenVersion, workflowmeta.AnnotationPodNameFormat: "v2"}},
 		Status: wfv1.WorkflowStatus{
 			Phase:     wfv1.WorkflowRunning,
 			StartedAt: metav1.NewTime(T0),

@@ -61,7 +61,10 @@ type NodeGone struct {
 	// after the instance is terminated); MachineUnknown for a plain Node delete, which a live
 	// kubelet undoes by registering again.
 	Machine Machine
-	Seen    time.Time
+	// Claim is the NodeClaim behind the Node (the deleted NodeClaim, or the Node's owner), ""
+	// when the event names none: what the handler reads to confirm the machine is going.
+	Claim string
+	Seen  time.Time
 }
 
 // Machine is what a signal claims about the machine behind a Node. It is a claim, never a

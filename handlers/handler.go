@@ -182,7 +182,7 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 		log.Debugw("ignored", zap.String("why", why))
 		return nil
 	}
-	t, err := repair.TargetFromPod(pod, seenOr(pc.Seen), trigger)
+	t, err := repair.TargetFromPod(pod, h.received(), trigger)
 	if err != nil {
 		return fmt.Errorf("%w: %v", eventing.ErrMalformed, err)
 	}
@@ -280,6 +280,10 @@ func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
 	case !apierrors.IsNotFound(err):
 		return fmt.Errorf("reading node %s named by a %s delete: %w", g.NodeName, g.Kind, err)
 	}
+	machine, err := h.machineGoing(ctx, g)
+	if err != nil {
+		return err
+	}
 	message := fmt.Sprintf("%s %s deleted", g.Kind, g.NodeName)
 	if g.ProviderID != "" {
 		message += " (" + g.ProviderID + ")"
@@ -288,7 +292,35 @@ func (h *Handler) nodeGone(ctx context.Context, g *eventing.NodeGone) error {
 	if err != nil {
 		return err
 	}
-	return h.repairPods(ctx, pods, nodeWide{seen: seenOr(g.Seen), trigger: "node delete event", node: g.NodeName, machine: g.Machine, reason: "NodeDeleted", message: message})
+	return h.repairPods(ctx, pods, nodeWide{seen: h.received(), trigger: "node delete event", node: g.NodeName, machine: machine, reason: "NodeDeleted", message: message})
+}
+
+// machineGoing returns what the cluster confirms of a gone Node's machine. A delete's claim
+// that the machine is terminated (a NodeClaim delete, a Karpenter-labelled Node) stands only
+// while its NodeClaim is gone or being deleted; a Node whose finalizer was removed by hand
+// leaves a NodeClaim that is neither, and its machine may still run the pods.
+func (h *Handler) machineGoing(ctx context.Context, g *eventing.NodeGone) (eventing.Machine, error) {
+	if g.Machine != eventing.MachineTerminated {
+		return g.Machine, nil
+	}
+	log := logging.FromContext(ctx)
+	if g.Claim == "" {
+		log.Infow("machine not proven terminated: the delete names no NodeClaim; its pods are left to PodGC")
+		return eventing.MachineUnknown, nil
+	}
+	going, node, err := h.o.Finder.ClaimGoing(ctx, g.Claim)
+	switch {
+	case err != nil:
+		return eventing.MachineUnknown, fmt.Errorf("confirming the machine of %s %s: %w", g.Kind, g.NodeName, err)
+	case !going:
+		log.Infow("machine not proven terminated: its NodeClaim exists and is not being deleted; its pods are left to PodGC",
+			zap.String("nodeClaim", g.Claim), zap.String("claimNode", node))
+		return eventing.MachineUnknown, nil
+	case node != "" && node != g.NodeName:
+		log.Infow("machine not proven terminated: the NodeClaim names another Node", zap.String("nodeClaim", g.Claim), zap.String("claimNode", node))
+		return eventing.MachineUnknown, nil
+	}
+	return eventing.MachineTerminated, nil
 }
 
 // disruption records an announced disruption on the pods it concerns and their workflows, and,
@@ -307,7 +339,7 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 		log.Debugw("no workflow pod concerned", zap.Strings("nodes", nodes), zap.Strings("instances", d.InstanceIDs))
 		return nil
 	}
-	sig := nodeWide{seen: seenOr(d.Seen), trigger: d.Source + " " + d.Reason, machine: d.Machine, reason: d.Reason, message: d.Message, announced: true}
+	sig := nodeWide{seen: h.received(), trigger: d.Source + " " + d.Reason, machine: d.Machine, reason: d.Reason, message: d.Message, announced: true}
 	if d.Machine != eventing.MachineUnknown {
 		// A pod whose Node is gone is repaired, its record naming the announced reason; one whose
 		// Node exists gets the warning, for the repair its deletion will bring.
@@ -316,7 +348,7 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 	}
 	var errs []error
 	for i := range pods {
-		if err := h.warn(ctx, &pods[i], d.Source, d.Reason, d.Message, seenOr(d.Seen)); err != nil {
+		if err := h.warn(ctx, &pods[i], d.Source, d.Reason, d.Message, h.received()); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -449,7 +481,7 @@ func (h *Handler) sweep(ctx context.Context, s *eventing.Sweep) error {
 
 // goneByName handles a pod known only by name that no longer exists.
 func (h *Handler) goneByName(ctx context.Context, pc *eventing.PodChange, trigger string) error {
-	targets, err := h.o.Repairer.LocateByPodName(ctx, pc.Namespace, pc.Name, seenOr(pc.Seen), trigger)
+	targets, err := h.o.Repairer.LocateByPodName(ctx, pc.Namespace, pc.Name, h.received(), trigger)
 	if err != nil {
 		return err
 	}
@@ -465,12 +497,9 @@ func (h *Handler) goneByName(ctx context.Context, pc *eventing.PodChange, trigge
 	return errors.Join(errs...)
 }
 
-func seenOr(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Now()
-	}
-	return t
-}
+// received is when the function saw the event, on its own clock: grace periods count from it,
+// never from a time the event carries (a late or forged event would start them early).
+func (h *Handler) received() time.Time { return h.o.Repairer.Now() }
 
 // oneLine keeps the answer to the sender short: the first line, at most 512 bytes.
 func oneLine(err error) string {

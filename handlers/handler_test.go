@@ -18,7 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 
 	"function/apifake"
@@ -49,7 +51,7 @@ func handlerOver(c *apifake.Cluster, tune ...func(*Options)) *Handler {
 		Registry:     families.Registry(),
 		Repairer:     repair.New(c.Kube, c.Argo, repair.Options{Policy: repair.Policy{Scope: sc, NodeErrorGrace: time.Minute}}),
 		Scope:        sc,
-		Finder:       lookup.Finder{Kube: c.Kube},
+		Finder:       lookup.Finder{Kube: c.Kube, Dynamic: nodeClaims()},
 		MaxBodyBytes: 4 << 20,
 		Timeout:      5 * time.Second,
 		Log:          zap.NewNop().Sugar(),
@@ -58,6 +60,12 @@ func handlerOver(c *apifake.Cluster, tune ...func(*Options)) *Handler {
 		f(&o)
 	}
 	return New(o)
+}
+
+// nodeClaims is a dynamic client serving the NodeClaims given (Karpenter's API installed).
+func nodeClaims(claims ...runtime.Object) *dynamicfake.FakeDynamicClient {
+	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{lookup.NodeClaimGVR: "NodeClaimList"}, claims...)
 }
 
 func statusOf(res error) int {
@@ -95,8 +103,12 @@ func TestHandleFixtures(t *testing.T) {
 		{"pod-delete-forced.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
 		{"pod-update-kubelet-evicted.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
 		{"pod-delete-evicted.json", unavailable, nil, 503, 1, false},
-		{"pod-ref-delete.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
-		{"pod-ref-update.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
+		// A reference carries no last status: the gate waits for the controller to mark the node
+		// (rule 4 with the status unknown), then opens.
+		{"pod-ref-delete.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, false},
+		{"pod-ref-delete.json", nil, []runtime.Object{apifake.Workflow(apifake.WithNodePhase(wfv1.NodeError)), apifake.TaskResult("false")}, 200, -1, true},
+		{"pod-ref-update.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, false},
+		{"pod-ref-update.json", nil, []runtime.Object{apifake.Workflow(apifake.WithNodePhase(wfv1.NodeError)), apifake.TaskResult("false")}, 200, -1, true},
 		{"pod-ref-delete.json", unavailable, nil, 503, 1, false},
 		// An update while the pod terminates: the pod is re-read; gone by then, so repaired.
 		{"pod-update-evicting.json", nil, []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, 200, -1, true},
@@ -209,8 +221,8 @@ func TestForceDeleteUpdateWaitsForTheDelete(t *testing.T) {
 	}
 	n := calls.Count("")
 	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(context.Background(), apifake.NodeID, metav1.GetOptions{})
-	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || n != 5 {
-		t.Errorf("delete: task result %v after %d calls, want completed after 5", tr.Labels, n)
+	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || n != 6 {
+		t.Errorf("delete: task result %v after %d calls, want completed after 6", tr.Labels, n)
 	}
 }
 

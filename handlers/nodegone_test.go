@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
@@ -19,9 +20,11 @@ import (
 
 const goneNode = "ip-10-0-1-23.eu-west-1.compute.internal"
 
+// workflowPod is the pod of node nodeID of workflow wf, named as Argo's v1 format names it (the
+// node ID; gatedWorkflow says so).
 func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: wf + "-main-" + nodeID[len(wf)+1:], Namespace: apifake.Namespace, UID: types.UID("uid-" + wf), ResourceVersion: "3",
+		ObjectMeta: metav1.ObjectMeta{Name: nodeID, Namespace: apifake.Namespace, UID: types.UID("uid-" + wf), ResourceVersion: "3",
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf, UID: types.UID("wfuid-" + wf)}},
 			Labels:          map[string]string{workflowmeta.LabelWorkflow: wf},
 			Annotations:     map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
@@ -39,8 +42,9 @@ func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 
 func gatedWorkflow(name, nodeID string) (*wfv1.Workflow, *wfv1.WorkflowTaskResult) {
 	wf := &wfv1.Workflow{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: apifake.Namespace, UID: types.UID("wfuid-" + name), ResourceVersion: "9"},
-		Status:     wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, TaskResultsCompletionStatus: map[string]bool{nodeID: false}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: apifake.Namespace, UID: types.UID("wfuid-" + name), ResourceVersion: "9",
+			Annotations: map[string]string{workflowmeta.AnnotationPodNameFormat: "v1"}}, // pods named by node ID
+		Status: wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, TaskResultsCompletionStatus: map[string]bool{nodeID: false}},
 	}
 	tr := &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: nodeID, Namespace: apifake.Namespace, ResourceVersion: "5",
 		Labels:          map[string]string{workflowmeta.LabelWorkflow: name, workflowmeta.LabelReportOutputsCompleted: "false"},
@@ -56,19 +60,41 @@ func gatedWorkflow(name, nodeID string) (*wfv1.Workflow, *wfv1.WorkflowTaskResul
 // could let the controller read PodGC's Failed status as success. Pods on other Nodes are never
 // touched. A delete event for a name whose Node exists now (a late re-delivery after a new
 // machine took the name, a NodeClaim whose Node remains) touches nothing at all.
+// liveClaim is the NodeClaim the node-delete fixture's Node names as its owner, still there and
+// not being deleted; deletingClaim the same being deleted by Karpenter.
+func liveClaim() *unstructured.Unstructured {
+	c := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+		"metadata": map[string]any{"name": "workflows-x7k2p"}, "status": map[string]any{"nodeName": goneNode}}}
+	return c
+}
+
+func deletingClaim() *unstructured.Unstructured {
+	c := liveClaim()
+	now := metav1.Now()
+	c.SetDeletionTimestamp(&now)
+	c.SetFinalizers([]string{"karpenter.sh/termination"})
+	return c
+}
+
 func TestNodeGoneRepairsItsPods(t *testing.T) {
 	cases := []struct {
 		fixture    string
 		nodeExists bool   // a Node of the event's name exists on the cluster
 		runningTR  string // etl-a: pod still Running on the gone node
 		runningUp  bool   // etl-a's pod still exists
+		claim      func() *unstructured.Unstructured
 	}{
-		{"node-delete-unmanaged.json", false, "false", true},
-		{"node-ref-delete.json", false, "false", true},
-		{"node-delete.json", false, "true", false},
-		{"nodeclaim-delete.json", false, "true", false},
-		{"node-delete.json", true, "false", true},
-		{"nodeclaim-delete.json", true, "false", true},
+		{"node-delete-unmanaged.json", false, "false", true, nil},
+		{"node-ref-delete.json", false, "false", true, nil},
+		{"node-delete.json", false, "true", false, nil},
+		{"nodeclaim-delete.json", false, "true", false, nil},
+		{"node-delete.json", true, "false", true, nil},
+		{"nodeclaim-delete.json", true, "false", true, nil},
+		// The Node's finalizer removed by hand: its NodeClaim still exists, not being deleted, so
+		// the machine may run; the Running pod is left to PodGC.
+		{"node-delete.json", false, "false", true, liveClaim},
+		// Karpenter terminating the machine: its NodeClaim is being deleted.
+		{"node-delete.json", false, "true", false, deletingClaim},
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s node exists=%v", tc.fixture, tc.nodeExists), func(t *testing.T) {
@@ -85,6 +111,9 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 				_ = kube.Tracker().Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: goneNode, UID: "node-uid-new"}})
 			}
 			h := handlerOver(c)
+			if tc.claim != nil {
+				h = handlerOver(c, func(o *Options) { o.Finder.Dynamic = nodeClaims(tc.claim()) })
+			}
 			ctx := context.Background()
 			// Twice: a re-delivery writes nothing more and fails nothing.
 			for range 2 {

@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	_ "embed"
 	"fmt"
 	"net/http"
@@ -46,6 +47,41 @@ func (c *Cluster) CreateNodeClaim(ctx context.Context, name, providerID, nodeNam
 	created.Object["status"] = map[string]any{"providerID": providerID, "nodeName": nodeName}
 	if _, err := c.dyn.Resource(nodeClaimGVR).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("writing the status of nodeclaim %s: %w", name, err)
+	}
+	return nil
+}
+
+// AdoptNode makes a Node Karpenter's as its registration does: Karpenter's labels on the Node, a
+// NodeClaim naming it (with Karpenter's termination finalizer, so that deleting it leaves it
+// terminating) as the Node's owner. It installs the NodeClaim CRD if needed.
+func (c *Cluster) AdoptNode(ctx context.Context, claim, node string) error {
+	if err := c.InstallNodeClaimCRD(ctx); err != nil {
+		return err
+	}
+	if err := c.CreateNodeClaim(ctx, claim, "kwok://"+node, node); err != nil {
+		return err
+	}
+	fin := []byte(`{"metadata":{"finalizers":["karpenter.sh/termination"]}}`)
+	created, err := c.dyn.Resource(nodeClaimGVR).Patch(ctx, claim, types.MergePatchType, fin, metav1.PatchOptions{})
+	if err != nil {
+		return fmt.Errorf("adding the termination finalizer to nodeclaim %s: %w", claim, err)
+	}
+	owner, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+		"labels": map[string]string{"karpenter.sh/nodepool": KarpenterNodePool, "karpenter.sh/registered": "true"},
+		"ownerReferences": []map[string]any{{"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "name": claim,
+			"uid": string(created.GetUID()), "blockOwnerDeletion": true}}}})
+	if _, err := c.kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, owner, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("making nodeclaim %s the owner of node %s: %w", claim, node, err)
+	}
+	return nil
+}
+
+// ReleaseNodeClaim removes Karpenter's termination finalizer from a NodeClaim, as Karpenter does
+// once the instance is gone (tests clean up with it).
+func (c *Cluster) ReleaseNodeClaim(ctx context.Context, claim string) error {
+	_, err := c.dyn.Resource(nodeClaimGVR).Patch(ctx, claim, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("releasing nodeclaim %s: %w", claim, err)
 	}
 	return nil
 }

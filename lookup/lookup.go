@@ -263,6 +263,27 @@ func (f Finder) NodeOfClaim(ctx context.Context, name string) (string, error) {
 	return node, nil
 }
 
+// ClaimGoing reports whether the NodeClaim of that name is gone or being deleted: Karpenter
+// removes a NodeClaim only once its instance is terminated, and a NodeClaim being deleted is one
+// whose machine it is terminating. node is the Node the NodeClaim names while it exists. Without
+// Karpenter's API (or a dynamic client) nothing is proven: going is false.
+func (f Finder) ClaimGoing(ctx context.Context, name string) (going bool, node string, err error) {
+	if f.Dynamic == nil || name == "" {
+		return false, "", nil
+	}
+	c, err := f.Dynamic.Resource(NodeClaimGVR).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case meta.IsNoMatchError(err):
+		return false, "", nil
+	case apierrors.IsNotFound(err):
+		return true, "", nil
+	case err != nil:
+		return false, "", fmt.Errorf("reading nodeclaim %s: %w", name, err)
+	}
+	node, _, _ = unstructured.NestedString(c.Object, "status", "nodeName")
+	return c.GetDeletionTimestamp() != nil, node, nil
+}
+
 // WorkflowPodsOn returns the workflow pods bound to node in the namespaces (none: all).
 func (f Finder) WorkflowPodsOn(ctx context.Context, node string, namespaces []string) ([]corev1.Pod, error) {
 	if len(namespaces) == 0 {

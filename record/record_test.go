@@ -44,7 +44,7 @@ func TestRecordsOnePerNode(t *testing.T) {
 func TestAnnotationKeys(t *testing.T) {
 	long := strings.Repeat("w", 250)
 	cases := []struct{ wf, node, want string }{
-		{"nightly-etl-7k2xq", "nightly-etl-7k2xq-1571963540", "argo-disruption-handler.dev/disruption.1571963540"},
+		{"nightly-etl-7k2xq", "nightly-etl-7k2xq-1770056762", "argo-disruption-handler.dev/disruption.1770056762"},
 		{"nightly-etl-7k2xq", "nightly-etl-7k2xq", "argo-disruption-handler.dev/disruption.root"},
 		{long, long + "-4294967295", "argo-disruption-handler.dev/disruption.4294967295"},
 		{"wf", "other-123", ""}, // not of this workflow's form: hashed

@@ -14,6 +14,7 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
+	"function/nodestatus"
 	"function/record"
 	"function/workflowmeta"
 )
@@ -23,7 +24,7 @@ import (
 // the pod's last status cannot be mistaken for the step's outcome nor be one the controller
 // restarts the pod for (both need the Workflow's word).
 func fastEligible(t Target) bool {
-	return t.FromPodEvent && t.PodName != "" && t.WorkflowUID != "" && t.PodUID != "" && !t.StatusMisleading && !t.MayRestart
+	return t.FromPodEvent && t.PodName != "" && t.WorkflowUID != "" && t.PodUID != "" && !t.StatusMisleading && !t.MayRestart && !t.StatusUnknown
 }
 
 // fastComplete is ladder step 1 for a workflow pod deleted under a running step, its event in
@@ -34,6 +35,9 @@ func fastEligible(t Target) bool {
 // done is false when the full path must decide.
 func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredLogger) (res Result, done bool, err error) {
 	res = Result{Target: t, DryRun: r.opts.DryRun, Attempts: 1}
+	if ok, err := r.workflowNamesPod(ctx, t, log); !ok || err != nil {
+		return res, err != nil, err
+	}
 	pod, err := r.kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
 	switch {
 	case err == nil && pod.UID == t.PodUID && pod.DeletionTimestamp != nil && !PodFinished(pod):
@@ -67,6 +71,38 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredL
 	err = r.recordOn(ctx, wf, rec)
 	res.Recorded = err == nil
 	return res, true, err
+}
+
+// workflowNamesPod reads the target's Workflow and reports whether a short path may act on it:
+// the incarnation the pod named, neither finished, nor being deleted, nor out of scope, not
+// recording this pod's repair already, and naming the target's pod as its node's pod now
+// (NodePodName). Anything else goes down the full path, which reads everything and decides.
+func (r *Repairer) workflowNamesPod(ctx context.Context, t Target, log *zap.SugaredLogger) (bool, error) {
+	wf, err := r.argo.ArgoprojV1alpha1().Workflows(t.Namespace).Get(ctx, t.Workflow, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading workflow %s/%s: %w", t.Namespace, t.Workflow, err)
+	}
+	why := WorkflowSkip(wf, r.opts.Scope)
+	if why == "" && wf.UID != t.WorkflowUID {
+		why = "another workflow incarnation"
+	}
+	if why == "" && repairedBefore(wf, t) {
+		why = "already repaired"
+	}
+	if why == "" {
+		nodes, _, _ := nodestatus.Nodes(wf)
+		if name, known := NodePodName(wf, nodes, t.NodeID); !known || name != t.PodName {
+			why = "the workflow does not name this pod as its node's"
+		}
+	}
+	if why != "" {
+		log.Debugw("short path not taken: full path", zap.String("why", why))
+		return false, nil
+	}
+	return true, nil
 }
 
 // workflowNamed is the target's Workflow as the short paths know it without reading it: name and

@@ -40,7 +40,8 @@ func (f *FollowUps) schedule(ctx context.Context, t Target, run func(context.Con
 	if f == nil || f.For <= 0 {
 		return false
 	}
-	key := t.Namespace + "/" + t.NodeID
+	// Keyed by the Workflow incarnation: a same-name successor's node is another target.
+	key := t.Namespace + "/" + string(t.WorkflowUID) + "/" + t.NodeID
 	f.mu.Lock()
 	if f.pending == nil {
 		f.pending = map[string]bool{}

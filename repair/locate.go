@@ -26,8 +26,11 @@ const locatePageSize = 500
 // results. A pod whose task result is already complete needs no task-result repair, and is left
 // to the periodic sweep.
 func (r *Repairer) LocateByPodName(ctx context.Context, namespace, podName string, seen time.Time, trigger string) ([]Target, error) {
-	target := func(wf, nodeID string) Target {
-		return Target{Namespace: namespace, Workflow: wf, NodeID: nodeID, PodName: podName, DeletedAt: seen, Reason: record.UnknownReason, Trigger: trigger}
+	target := func(wf string, tr *wfv1.WorkflowTaskResult) Target {
+		// The Workflow's UID is the task result's owner, as the cluster shows it; the pod's last
+		// status is unknown (a reference carries none).
+		return Target{Namespace: namespace, Workflow: wf, NodeID: tr.Name, PodName: podName, DeletedAt: seen,
+			WorkflowUID: WorkflowOwner(tr.OwnerReferences, wf), StatusUnknown: true, Reason: record.UnknownReason, Trigger: trigger}
 	}
 	for _, id := range likelyNodeIDs(podName) {
 		tr, err := r.argo.ArgoprojV1alpha1().WorkflowTaskResults(namespace).Get(ctx, id, metav1.GetOptions{})
@@ -44,7 +47,7 @@ func (r *Repairer) LocateByPodName(ctx context.Context, namespace, podName strin
 		if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
 			return nil, nil
 		}
-		return []Target{target(wf, tr.Name)}, nil
+		return []Target{target(wf, tr)}, nil
 	}
 	var out []Target
 	opts := metav1.ListOptions{LabelSelector: workflowmeta.LabelReportOutputsCompleted + "=false", Limit: locatePageSize}
@@ -55,7 +58,7 @@ func (r *Repairer) LocateByPodName(ctx context.Context, namespace, podName strin
 		}
 		for i := range list.Items {
 			if wf, ok := podsTaskResult(podName, &list.Items[i]); ok {
-				out = append(out, target(wf, list.Items[i].Name))
+				out = append(out, target(wf, &list.Items[i]))
 			}
 		}
 		if opts.Continue = list.Continue; opts.Continue == "" {

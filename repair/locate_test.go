@@ -37,7 +37,7 @@ func TestLocateByPodName(t *testing.T) {
 			"", []string{"get workflowtaskresults/" + apifake.NodeID}, true},
 		{"root node: the pod is named as the workflow and its node", "hello-x7k2q", []runtime.Object{named("hello-x7k2q", "hello-x7k2q", "false")},
 			"hello-x7k2q", []string{"get workflowtaskresults/hello-x7k2q"}, true},
-		{"two-word template: the second guess", "nightly-etl-7k2xq-run-tests-1571963540", []runtime.Object{named(apifake.NodeID, apifake.WorkflowName, "false")},
+		{"two-word template: the second guess", "nightly-etl-7k2xq-run-tests-1770056762", []runtime.Object{named(apifake.NodeID, apifake.WorkflowName, "false")},
 			apifake.NodeID, nil, true},
 		{"no task result: a bounded number of reads, then the list", apifake.PodName, nil, "", nil, false},
 	} {

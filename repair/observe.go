@@ -40,6 +40,14 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 		// compressed nodes anyway); the task-result steps do not need them.
 		o.Nodes, o.Storage = nil, nodestatus.Compressed
 	}
+	if _, known := NodePodName(wf, o.Nodes, t.NodeID); !known {
+		if o.NodePods, err = r.podsOfNode(ctx, wf, t.NodeID); err != nil {
+			return nil, err
+		}
+	}
+	if notNodesPod(t, o) != "" {
+		return o, nil // not the node's pod: Decide says why, nothing more is read
+	}
 	if o.Pod, err = r.readPod(ctx, t); err != nil {
 		return nil, err
 	}
@@ -76,6 +84,30 @@ func (r *Repairer) readPod(ctx context.Context, t Target) (*corev1.Pod, error) {
 	}
 	return pod, nil
 }
+
+// podsOfNode lists the pods of the Workflow incarnation that run the node: one LIST by the
+// Workflow's label, for when the Workflow cannot name the node's pod.
+func (r *Repairer) podsOfNode(ctx context.Context, wf *wfv1.Workflow, nodeID string) ([]corev1.Pod, error) {
+	var out []corev1.Pod
+	opts := metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow + "=" + wf.Name, Limit: podsPageSize}
+	for {
+		pods, err := r.kube.CoreV1().Pods(wf.Namespace).List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("listing the pods of workflow %s/%s for node %s: %w", wf.Namespace, wf.Name, nodeID, err)
+		}
+		for _, p := range pods.Items {
+			if id, _ := NodeIDOf(&p); id == nodeID && ownedBy(p.OwnerReferences, wf.UID) {
+				out = append(out, p)
+			}
+		}
+		if opts.Continue = pods.Continue; opts.Continue == "" {
+			return out, nil
+		}
+	}
+}
+
+// podsPageSize bounds one LIST of a workflow's pods.
+const podsPageSize = 500
 
 // readTaskResult reads the target node's task result; nil when there is none.
 func (r *Repairer) readTaskResult(ctx context.Context, t Target) (*wfv1.WorkflowTaskResult, error) {

@@ -9,6 +9,8 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"function/eventing"
 	"function/workflowmeta"
@@ -61,12 +63,42 @@ func (r *Repairer) RepairListed(ctx context.Context, t Target, l Listed) (Result
 		return r.Repair(ctx, t)
 	}
 	log := r.targetLog(ctx, t)
-	res, done, err := r.fastOrphan(ctx, t, l.Pod, log)
+	pod, err := r.podAsListed(ctx, t, l.Pod, log)
+	if err != nil || pod == nil {
+		if err != nil {
+			return Result{Target: t, DryRun: r.opts.DryRun}, err
+		}
+		return r.Repair(ctx, t)
+	}
+	res, done, err := r.fastOrphan(ctx, t, pod, log)
 	if !done {
 		return r.Repair(ctx, t)
 	}
 	r.shortPathDone(log, t, res, err, "nodeWidePath")
 	return res, err
+}
+
+// podAsListed reads the Workflow (as the four-call path does) and the pod again before anything
+// is completed: the pod is returned only when it is still the listed incarnation, unchanged
+// since the LIST (same resourceVersion: PodGC has not set it Failed meanwhile), and the
+// Workflow names it as its node's pod; nil sends the target down the full path. The deletion
+// that follows is preconditioned on that version, so a change after this read is a lost race
+// that undoes the completion.
+func (r *Repairer) podAsListed(ctx context.Context, t Target, listed *corev1.Pod, log *zap.SugaredLogger) (*corev1.Pod, error) {
+	if ok, err := r.workflowNamesPod(ctx, t, log); !ok || err != nil {
+		return nil, err
+	}
+	pod, err := r.kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading pod %s/%s: %w", t.Namespace, t.PodName, err)
+	case pod.UID != listed.UID || pod.ResourceVersion != listed.ResourceVersion:
+		log.Infow("pod changed since the list: full path", zap.String("listedVersion", listed.ResourceVersion), zap.String("version", pod.ResourceVersion))
+		return nil, nil
+	}
+	return pod, nil
 }
 
 // fastOrphan runs the short path. done is false when the full path must decide (nothing
@@ -88,7 +120,10 @@ func (r *Repairer) fastOrphan(ctx context.Context, t Target, pod *corev1.Pod, lo
 	}
 	res.Done = []Action{CompleteTaskResult}
 	if held {
-		err = r.releaseStatusFinalizer(ctx, pod, rec)
+		var released *corev1.Pod
+		if released, err = r.releaseStatusFinalizer(ctx, pod, rec); err == nil && released != nil && released.Name != "" {
+			pod = released
+		}
 	}
 	if err == nil {
 		err = r.deleteOrphanedPod(ctx, pod)

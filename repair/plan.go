@@ -49,6 +49,10 @@ type Observation struct {
 	Storage nodestatus.Storage
 	// Pod is the pod now under the target's name, nil when gone. It may be a new incarnation.
 	Pod *corev1.Pod
+	// NodePods are the live pods of the Workflow that run the target's node, listed only when
+	// the Workflow cannot name the node's pod (NodePodName): the cluster's word on which pod
+	// the node has.
+	NodePods []corev1.Pod
 	// HostGone is true when the pod's Node was read and does not exist: the API server's word
 	// that nothing on it can report any more.
 	HostGone bool
@@ -148,6 +152,11 @@ func Decide(t Target, o *Observation, pol Policy, now time.Time) Plan {
 		}
 	}
 	if why := awaitController(t, o); why != "" {
+		if act, _ := lastResort(t, o, pol, now); act {
+			// The controller never marked the node: marking it is what lets the gate open on
+			// the next pass, with the Workflow's word.
+			return Plan{Actions: []Action{MarkNodeError}, Record: !record.HasRecord(o.Workflow, t.NodeID), Note: why}
+		}
 		return Plan{Skip: why, Await: true}
 	}
 	return decideTaskResult(t, o, pol, now, p)
@@ -229,12 +238,16 @@ func decideOrphan(t Target, o *Observation, pol Policy, now time.Time, held bool
 // Error or Failed has no restart coming.
 func awaitController(t Target, o *Observation) string {
 	mayRestart := t.MayRestart || o.Pod != nil && FailedBeforeStart(o.Pod)
-	if !t.StatusMisleading && !mayRestart {
+	unknown := t.StatusUnknown && o.Pod == nil
+	if !t.StatusMisleading && !mayRestart && !unknown {
 		return ""
 	}
 	why := "the pod's last status was finished over running containers"
-	if mayRestart {
+	switch {
+	case mayRestart:
 		why = "the pod failed before its main container started: the controller may restart it"
+	case unknown && !t.StatusMisleading:
+		why = "the pod's last status is unknown (only its name was seen)"
 	}
 	n, ok := o.Nodes[t.NodeID]
 	switch {
@@ -244,6 +257,8 @@ func awaitController(t Target, o *Observation) string {
 		return why + "; its node is not in the workflow"
 	case n.Phase == wfv1.NodeError || n.Phase == wfv1.NodeFailed:
 		return ""
+	case n.Phase == wfv1.NodeSucceeded && unknown && !t.StatusMisleading && !mayRestart:
+		return "" // the controller judged the pod already: nothing is left for it to misread
 	case n.Phase == wfv1.NodeSucceeded:
 		return "node marked Succeeded while its pod's status was not the step's outcome: left to the controller"
 	}

@@ -253,7 +253,11 @@ func (r *Repairer) apply(ctx context.Context, t Target, obs *Observation, plan P
 func (r *Repairer) step(ctx context.Context, t Target, obs *Observation, a Action, rec record.Record) (tr *wfv1.WorkflowTaskResult, err error) {
 	switch a {
 	case ReleaseStatusFinalizer:
-		return nil, r.releaseStatusFinalizer(ctx, obs.Pod, rec)
+		released, err := r.releaseStatusFinalizer(ctx, obs.Pod, rec)
+		if err == nil && released != nil && released.Name != "" {
+			obs.Pod = released // a deletion that follows is preconditioned on this version
+		}
+		return nil, err
 	case DeleteOrphanedPod:
 		return nil, r.deleteOrphanedPod(ctx, obs.Pod)
 	case CompleteTaskResult:

@@ -493,18 +493,18 @@ func TestRepairLadder(t *testing.T) {
 			target: func() Target { t := target(apifake.Evicted); t.PodUID = ""; return t }(), skip: "already Failed", check: nothingWritten,
 		},
 		{
-			name: "fast path: the pod is still terminating (graceful eviction): one read, wait for its delete",
+			name: "fast path: the pod is still terminating (graceful eviction): two reads, wait for its delete",
 			objs: []runtime.Object{apifake.Workflow(), apifake.TaskResult("false"), apifake.Pod(apifake.Terminating, apifake.Evicted), apifake.HostNode()}, target: deleted(target(apifake.Terminating, apifake.Evicted)),
-			skip: "its delete event will follow", calls: 1, check: nothingWritten,
+			skip: "its delete event will follow", calls: 2, check: nothingWritten,
 		},
 		{
 			name: "fast path: delete event of an evicted pod, task result incomplete",
 			objs: []runtime.Object{apifake.Workflow(), apifake.TaskResult("false")}, target: deleted(target(apifake.Evicted, apifake.Terminating, apifake.Failed)),
-			want: []Action{CompleteTaskResult}, record: true, calls: 5,
+			want: []Action{CompleteTaskResult}, record: true, calls: 6,
 			check: func(t *testing.T, c *apifake.Cluster) {
 				got := c.Calls()
 				recorded("EvictionByEvictionAPI")(t, c)
-				if !slices.Equal(got, []string{"get pods/" + apifake.PodName, "patch workflowtaskresults/" + apifake.NodeID, "get pods/" + apifake.PodName,
+				if !slices.Equal(got, []string{"get workflows/" + apifake.WorkflowName, "get pods/" + apifake.PodName, "patch workflowtaskresults/" + apifake.NodeID, "get pods/" + apifake.PodName,
 					"create events/" + record.Event(c.GetWorkflow(t), record.Record{NodeID: apifake.NodeID}, "").Name, "patch workflows/" + apifake.WorkflowName}) {
 					t.Errorf("calls %v", got)
 				}

@@ -179,7 +179,7 @@ func (r *Repairer) createTaskResult(ctx context.Context, t Target, wf *wfv1.Work
 // releaseStatusFinalizer is ladder step 3: a pod stuck Terminating on a Node that no longer
 // exists keeps Argo's status finalizer for ever before 3.6.16 / 3.7.7 (nothing is left to capture:
 // the kubelet is gone). Only that finalizer is removed; others stay.
-func (r *Repairer) releaseStatusFinalizer(ctx context.Context, pod *corev1.Pod, rec record.Record) error {
+func (r *Repairer) releaseStatusFinalizer(ctx context.Context, pod *corev1.Pod, rec record.Record) (*corev1.Pod, error) {
 	rest := slices.DeleteFunc(slices.Clone(pod.Finalizers), func(f string) bool { return f == workflowmeta.FinalizerStatus })
 	if rest == nil {
 		rest = []string{}
@@ -189,17 +189,22 @@ func (r *Repairer) releaseStatusFinalizer(ctx context.Context, pod *corev1.Pod, 
 		Finalizers:      &rest,
 		Annotations:     map[string]string{workflowmeta.AnnotationRepaired: rec.Marshal()},
 	}, nil)
-	_, err := r.kube.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, r.patchOptions())
-	return writeErr(err, fmt.Sprintf("releasing finalizer of pod %s/%s on gone node %s", pod.Namespace, pod.Name, pod.Spec.NodeName))
+	released, err := r.kube.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, r.patchOptions())
+	return released, writeErr(err, fmt.Sprintf("releasing finalizer of pod %s/%s on gone node %s", pod.Namespace, pod.Name, pod.Spec.NodeName))
 }
 
 // deleteOrphanedPod force-deletes (grace 0) the pod of a terminated machine, preconditioned on
-// the incarnation decided on: a pod re-created under the same name is never touched. A pod
-// already gone is success.
+// the incarnation and the version decided on: a pod re-created under the same name is never
+// touched, and one changed since it was read (PodGC setting it Failed, say) is a lost race that
+// makes the caller undo its completion and re-decide. A pod already gone is success.
 func (r *Repairer) deleteOrphanedPod(ctx context.Context, pod *corev1.Pod) error {
 	grace := int64(0)
-	uid := pod.UID
+	uid, version := pod.UID, pod.ResourceVersion
 	o := metav1.DeleteOptions{GracePeriodSeconds: &grace, Preconditions: &metav1.Preconditions{UID: &uid}}
+	if version != "" && !r.opts.DryRun {
+		// A dry run's released pod does not carry the version a real release would make.
+		o.Preconditions.ResourceVersion = &version
+	}
 	if r.opts.DryRun {
 		o.DryRun = []string{metav1.DryRunAll}
 	}

@@ -23,8 +23,9 @@ type Target struct {
 	PodName   string
 	// PodUID is the pod incarnation the signal was about; "" when unknown.
 	PodUID types.UID
-	// DeletedAt is when the pod was seen going (its deletionTimestamp, else the signal's time);
-	// zero when unknown. The last-resort step counts its grace from it.
+	// DeletedAt is when the function first saw the pod going, on its own clock (never a time
+	// the event carries: a late or forged event would start the grace early); zero when
+	// unknown. The last-resort step counts its grace from it, else from the node's start.
 	DeletedAt time.Time
 	// Reason says why the pod went away (the DisruptionTarget condition), or record.UnknownReason.
 	Reason  string
@@ -42,6 +43,10 @@ type Target struct {
 	// still sees that status takes it for the step's outcome, so the task result is completed
 	// only once the Workflow shows that the controller saw the pod go.
 	StatusMisleading bool
+	// StatusUnknown says no copy of the pod's last status came with the target (a Reference-mode
+	// delete, or a sweep that found the pod gone): it may have been misleading or restartable,
+	// so the task result waits for the Workflow's word as for StatusMisleading and MayRestart.
+	StatusUnknown bool
 	// MayRestart says the pod failed before its main container started, for a reason Argo 4's
 	// failedPodRestart deletes the pod and creates it again for: whether the node failed or is
 	// restarting is the controller's to say, so the task result waits for the Workflow's word.
@@ -73,7 +78,8 @@ func NodeIDOf(pod *corev1.Pod) (string, bool) {
 	return "", false
 }
 
-// TargetFromPod builds the target for a workflow pod as last seen, at time seen.
+// TargetFromPod builds the target for a workflow pod as last seen, at time seen (the function's
+// own clock).
 func TargetFromPod(pod *corev1.Pod, seen time.Time, trigger string) (Target, error) {
 	nodeID, ok := NodeIDOf(pod)
 	if !ok {
@@ -87,9 +93,6 @@ func TargetFromPod(pod *corev1.Pod, seen time.Time, trigger string) (Target, err
 		PodUID:    pod.UID,
 		DeletedAt: seen,
 		Trigger:   trigger,
-	}
-	if pod.DeletionTimestamp != nil {
-		t.DeletedAt = pod.DeletionTimestamp.Time
 	}
 	t.WorkflowUID = WorkflowOwner(pod.OwnerReferences, t.Workflow)
 	t.StatusMisleading = PodFinished(pod) && !ContainersEnded(pod)

@@ -18,7 +18,6 @@ import (
 	"function/nodestatus"
 	"function/record"
 	"function/repair"
-	"function/workflowmeta"
 )
 
 // recentlyStarted mirrors Argo's RECENTLY_STARTED_POD_DURATION: the controller does not judge a
@@ -164,7 +163,7 @@ func gateOf(wf *wfv1.Workflow, incomplete []string) map[string]bool {
 
 func candidate(wf *wfv1.Workflow, id string, n *wfv1.NodeStatus, pod *corev1.Pod, why string, now time.Time) Candidate {
 	c := Candidate{Why: why, PodState: podState(pod)}
-	t := repair.Target{Namespace: wf.Namespace, Workflow: wf.Name, NodeID: id, Reason: record.UnknownReason, Trigger: "sweep"}
+	t := repair.Target{Namespace: wf.Namespace, Workflow: wf.Name, NodeID: id, Reason: record.UnknownReason, Trigger: "sweep", StatusUnknown: true}
 	switch {
 	case pod != nil:
 		if pt, err := repair.TargetFromPod(pod, now, "sweep"); err == nil {
@@ -176,9 +175,12 @@ func candidate(wf *wfv1.Workflow, id string, n *wfv1.NodeStatus, pod *corev1.Pod
 			t.DeletedAt = time.Time{}
 		}
 	case n != nil:
-		// The pod name is needed so the repair can check that no new pod took its place.
-		t.PodName = workflowmeta.PodName(wf.Name, n.Name, templateOf(n), id, wf.Annotations[workflowmeta.AnnotationPodNameFormat])
+		// The pod name is needed so the repair can check that no new pod took its place; when
+		// the Workflow cannot name it, the repair lists the node's pods instead.
+		t.PodName, _ = repair.NodePodName(wf, wfv1.Nodes{id: *n}, id)
 	}
+	// The Workflow read is the incarnation swept: a same-name successor is another.
+	t.WorkflowUID = wf.UID
 	if n != nil {
 		c.NodeName = n.Name
 	}
@@ -187,14 +189,6 @@ func candidate(wf *wfv1.Workflow, id string, n *wfv1.NodeStatus, pod *corev1.Pod
 	}
 	c.Target = t
 	return c
-}
-
-// templateOf is Argo's GetTemplateFromNode: the node's template name, else its templateRef's.
-func templateOf(n *wfv1.NodeStatus) string {
-	if n.TemplateRef != nil {
-		return n.TemplateRef.Template
-	}
-	return n.TemplateName
 }
 
 func podState(pod *corev1.Pod) string {

@@ -41,7 +41,7 @@ const ns = "argo"
 func wfWith(name string, nodes map[string]wfv1.NodeStatus, incomplete ...string) *wfv1.Workflow {
 	wf := &wfv1.Workflow{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID("uid-" + name), ResourceVersion: "10",
-			Labels: map[string]string{workflowmeta.LabelPhase: "Running"}},
+			Labels: map[string]string{workflowmeta.LabelPhase: "Running"}, Annotations: map[string]string{workflowmeta.AnnotationPodNameFormat: "v2"}},
 		Status: wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, StartedAt: metav1.NewTime(t0), Nodes: wfv1.Nodes{}, TaskResultsCompletionStatus: map[string]bool{}},
 	}
 	for id, n := range nodes {
@@ -252,7 +252,9 @@ func stuckCluster(t *testing.T, n int) (*kubefake.Clientset, *pagingArgo) {
 	var objs []runtime.Object
 	for i := range n {
 		name := fmt.Sprintf("etl-%02d", i)
-		id, node := podNode(name, "extract", "Running", 0)
+		// The stuck state of 3.5.6-3.5.10 and 4.x: the controller marked the node Error ("pod
+		// deleted") and the gate holds the workflow Running.
+		id, node := podNode(name, "extract", "Error", 5*time.Minute)
 		objs = append(objs, wfWith(name, map[string]wfv1.NodeStatus{id: node}, id), taskResult(name, id, "false"))
 	}
 	id, node := podNode("healthy", "extract", "Running", 0)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/flowcontrol"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
@@ -46,7 +48,7 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 		repaired  bool
 		wantWrite bool
 	}{
-		{name: "in scope: repaired", status: 200, maxCalls: 5, repaired: true, wantWrite: true},
+		{name: "in scope: repaired", status: 200, maxCalls: 6, repaired: true, wantWrite: true},
 		{name: "namespace not in ADH_NAMESPACES", cfg: func(c *config.Config) { c.Namespaces = []string{"ml-jobs"} }, status: 200},
 		{name: "namespace in ADH_EXCLUDED_NAMESPACES", cfg: func(c *config.Config) { c.ExcludedNamespaces = []string{apifake.Namespace} }, status: 200},
 		// The pod lacks the label its workflow has (not what Argo writes): its task result, labelled
@@ -59,7 +61,7 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 		{name: "pod of our instance, its workflow of another", cfg: func(c *config.Config) { c.ControllerInstanceID = "team-a" }, wf: withInstance("team-b"),
 			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 3},
 		{name: "our instance configured, on the pod and the workflow: repaired", cfg: func(c *config.Config) { c.ControllerInstanceID = "team-a" }, wf: withInstance("team-a"),
-			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 5, repaired: true, wantWrite: true},
+			podLabels: map[string]string{workflowmeta.LabelInstanceID: "team-a"}, status: 200, maxCalls: 6, repaired: true, wantWrite: true},
 		{name: "source not in the allow-list", cfg: func(c *config.Config) { c.AllowedSources = []string{"https://kubernetes.default.svc"} },
 			status: 403, msg: `CloudEvent source not allowed: "https://10.96.0.1:443"`},
 		{name: "source only shares a prefix with an exact entry", cfg: func(c *config.Config) { c.AllowedSources = []string{"https://10.96.0.1"} },
@@ -67,9 +69,9 @@ func TestOutOfScopeIsNeverWritten(t *testing.T) {
 		{name: "forged source", cfg: func(c *config.Config) { c.AllowedSources = []string{apiServer} }, source: "https://attacker.example/10.96.0.1:443",
 			status: 403, msg: "attacker.example"},
 		{name: "source allowed exactly: repaired", cfg: func(c *config.Config) { c.AllowedSources = []string{"arn:aws:sqs:eu-west-1:1:q", apiServer} },
-			status: 200, maxCalls: 5, repaired: true, wantWrite: true},
+			status: 200, maxCalls: 6, repaired: true, wantWrite: true},
 		{name: "source allowed by prefix: repaired", cfg: func(c *config.Config) { c.AllowedSources = []string{"https://10.96.*"} },
-			status: 200, maxCalls: 5, repaired: true, wantWrite: true},
+			status: 200, maxCalls: 6, repaired: true, wantWrite: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -164,4 +166,60 @@ func deliver(t *testing.T, h http.Handler, ev event.Event) (int, string) {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec.Code, rec.Body.String()
+}
+
+// TestTokenReviewsHaveTheirOwnBudget: Build gives the sender's TokenReviews a client of their own
+// (TokenReviewQPS/Burst): a flood of junk tokens that empties its bucket leaves the repairs'
+// bucket (ADH_KUBE_QPS/BURST, shared by the Kubernetes, Argo and dynamic clients) untouched.
+func TestTokenReviewsHaveTheirOwnBudget(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+users: [{name: u, user: {token: t}}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := defaultConfig(t)
+	p, err := wiring.Build(cfg, wiring.Options{Kubeconfig: kc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repairs := p.Clients.Kube.CoreV1().RESTClient().GetRateLimiter()
+	reviews := p.Sender.Kube.AuthenticationV1().RESTClient().GetRateLimiter()
+	for _, c := range []struct {
+		name       string
+		limiter    flowcontrol.RateLimiter
+		qps        float32
+		burst      int
+		sharedWith flowcontrol.RateLimiter
+	}{
+		{"repairs (ADH_KUBE_QPS)", repairs, cfg.KubeQPS, cfg.KubeBurst, p.Clients.Argo.ArgoprojV1alpha1().RESTClient().GetRateLimiter()},
+		{"token reviews", reviews, wiring.TokenReviewQPS, wiring.TokenReviewBurst, p.Clients.TokenReviews.AuthenticationV1().RESTClient().GetRateLimiter()},
+	} {
+		if c.limiter == nil {
+			t.Fatalf("%s: no rate limiter", c.name)
+		}
+		if c.limiter.QPS() != c.qps || c.limiter != c.sharedWith {
+			t.Errorf("%s: QPS %v, want %v (burst %d), one limiter for its clients", c.name, c.limiter.QPS(), c.qps, c.burst)
+		}
+	}
+	if repairs == reviews {
+		t.Fatal("the TokenReviews share the repairs' rate limiter")
+	}
+	// A flood empties the reviews' bucket...
+	for range wiring.TokenReviewBurst {
+		reviews.TryAccept()
+	}
+	if reviews.TryAccept() {
+		t.Error("the reviews' bucket is not bounded by TokenReviewBurst")
+	}
+	// ...and the repairs' bucket still holds its whole burst.
+	for i := range cfg.KubeBurst {
+		if !repairs.TryAccept() {
+			t.Fatalf("the repairs' bucket was spent by the reviews: empty after %d", i)
+		}
+	}
 }

@@ -19,7 +19,7 @@ func TestDisruptionFixtures(t *testing.T) {
 		want *eventing.Disruption // nil: Ignore
 	}{
 		{"karpenter-event-pod-evicted.json", &eventing.Disruption{Source: "karpenter", Reason: "Evicted", Message: "Evicted pod: Underutilized",
-			PodNamespace: "argo", PodName: "nightly-etl-7k2xq-extract-1571963540"}},
+			PodNamespace: "argo", PodName: "nightly-etl-7k2xq-extract-1770056762"}},
 		{"karpenter-event-node-disruption-terminating.json", &eventing.Disruption{Source: "karpenter", Reason: "DisruptionTerminating",
 			Message: "Disrupting Node: Underutilized", NodeName: "ip-10-0-1-23.eu-west-1.compute.internal"}},
 		{"karpenter-event-node-spot-interrupted.json", &eventing.Disruption{Source: "karpenter", Reason: "SpotInterrupted",

@@ -22,18 +22,18 @@ func TestRegistryDecodesFixtures(t *testing.T) {
 		wantNS    string
 		ignoreWhy string
 	}{
-		{"pod-delete-evicted.json", eventing.OpDelete, true, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
-		{"pod-update-evicting.json", eventing.OpUpdate, true, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
-		{"pod-delete-forced.json", eventing.OpDelete, true, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
-		{"pod-update-running.json", eventing.OpUpdate, true, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
-		{"pod-delete-completed.json", eventing.OpDelete, true, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
-		{"pod-update-podgc-finalizer.json", eventing.OpUpdate, true, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
-		{"pod-update-kubelet-evicted.json", eventing.OpUpdate, true, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
+		{"pod-delete-evicted.json", eventing.OpDelete, true, "nightly-etl-7k2xq-extract-1770056762", "argo", ""},
+		{"pod-update-evicting.json", eventing.OpUpdate, true, "nightly-etl-7k2xq-extract-1770056762", "argo", ""},
+		{"pod-delete-forced.json", eventing.OpDelete, true, "nightly-etl-7k2xq-extract-1770056762", "argo", ""},
+		{"pod-update-running.json", eventing.OpUpdate, true, "nightly-etl-7k2xq-extract-1770056762", "argo", ""},
+		{"pod-delete-completed.json", eventing.OpDelete, true, "nightly-etl-7k2xq-extract-1770056762", "argo", ""},
+		{"pod-update-podgc-finalizer.json", eventing.OpUpdate, true, "nightly-etl-7k2xq-extract-1770056762", "argo", ""},
+		{"pod-update-kubelet-evicted.json", eventing.OpUpdate, true, "nightly-etl-7k2xq-extract-1770056762", "argo", ""},
 		{"pod-delete-containerset.json", eventing.OpDelete, true, "build-x9p2m-build-2960462934", "argo", ""},
 		{"pod-delete-agent.json", eventing.OpDelete, true, "nightly-etl-7k2xq-1340600742-agent", "argo", ""},
 		{"pod-delete-nonworkflow.json", "", false, "", "", "pod without the workflows.argoproj.io/workflow label"},
-		{"pod-ref-delete.json", eventing.OpDelete, false, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
-		{"pod-ref-update.json", eventing.OpUpdate, false, "nightly-etl-7k2xq-extract-1571963540", "argo", ""},
+		{"pod-ref-delete.json", eventing.OpDelete, false, "nightly-etl-7k2xq-extract-1770056762", "argo", ""},
+		{"pod-ref-update.json", eventing.OpUpdate, false, "nightly-etl-7k2xq-extract-1770056762", "argo", ""},
 		{"node-update.json", "", false, "", "", `kind "Node" of dev.knative.apiserver.resource.update is not handled`},
 		// For Node deletes, wantNS says whether the machine is proven terminated (Machine: terminated).
 		{"node-ref-delete.json", "node", false, "ip-10-0-1-23.eu-west-1.compute.internal", "", ""},

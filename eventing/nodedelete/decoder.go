@@ -19,8 +19,12 @@ import (
 type object struct {
 	Kind     string `json:"kind"`
 	Metadata struct {
-		Name   string            `json:"name"`
-		Labels map[string]string `json:"labels"`
+		Name            string            `json:"name"`
+		Labels          map[string]string `json:"labels"`
+		OwnerReferences []struct {
+			Kind string `json:"kind"`
+			Name string `json:"name"`
+		} `json:"ownerReferences"`
 	} `json:"metadata"`
 	Spec struct {
 		ProviderID string `json:"providerID"`
@@ -118,6 +122,12 @@ func (d Decoder) object(e event.Event, data []byte, g *eventing.NodeGone) (strin
 	if d.Kind == "NodeClaim" {
 		g.ProviderID = obj.Status.ProviderID
 		g.NodeName = obj.Status.NodeName
+		g.Claim = obj.Metadata.Name
+	}
+	for _, o := range obj.Metadata.OwnerReferences {
+		if d.Kind == "Node" && o.Kind == "NodeClaim" {
+			g.Claim = o.Name // Karpenter makes a Node's NodeClaim its owner
+		}
 	}
 	return obj.Metadata.Name, nil
 }

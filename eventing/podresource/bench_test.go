@@ -19,7 +19,7 @@ func BenchmarkDecodeWorkflowPodDelete(b *testing.B) {
 	}
 	md := obj["metadata"].(map[string]any)
 	md["labels"].(map[string]any)[workflowmeta.LabelWorkflow] = "nightly-etl-7k2xq"
-	md["annotations"].(map[string]any)[workflowmeta.AnnotationNodeID] = "nightly-etl-7k2xq-1571963540"
+	md["annotations"].(map[string]any)[workflowmeta.AnnotationNodeID] = "nightly-etl-7k2xq-1770056762"
 	data, _ := json.Marshal(obj)
 	e.DataEncoded = data
 	b.SetBytes(int64(len(data)))

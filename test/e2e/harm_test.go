@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +25,10 @@ import (
 //   - a NodeClaim delete whose status.nodeName is that live Node;
 //   - a pod delete for a pod name that never existed, carrying the running node's node-id and the
 //     workflow's UID;
-//   - a pod delete for the running pod's own name with another pod UID (an earlier incarnation).
+//   - a pod delete for the running pod's own name with another pod UID (an earlier incarnation);
+//   - pod deletes for names the node's pod does not have: the node ID (Argo's v1 name, while the
+//     workflow names its pods v2) with and without the real owner, another template's name with
+//     the node's hash, all dated three days ago, and the node ID in a Reference-mode delete.
 //
 // Each is answered 200, and afterwards the running step's pod (same UID, not deleting, its
 // finalizer kept), its task result ("false"), its node (Running) and its workflow (Running) are
@@ -64,6 +68,19 @@ func TestDoNoHarm(t *testing.T) {
 	claim := map[string]any{"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
 		"metadata": map[string]any{"name": "workflows-x7k2p", "labels": map[string]any{"karpenter.sh/nodepool": "workflows"}},
 		"status":   map[string]any{"nodeName": node, "providerID": "kwok://" + node}}
+	// Names the node's pod does not have: the node ID itself (Argo's v1 name; the workflow names
+	// its pods v2) and another template's name with the node's hash, dated three days ago, with
+	// and without the real pod's owner; and the node ID by reference.
+	hash := nodeID[strings.LastIndexByte(nodeID, '-'):]
+	threeDaysAgo := metav1.NewTime(time.Now().Add(-72 * time.Hour))
+	misnamed := func(name string, owned bool) *corev1.Pod {
+		p := livePod.DeepCopy()
+		p.Name, p.UID, p.DeletionTimestamp = name, types.UID("0000-"+name), &threeDaysAgo
+		if !owned {
+			p.OwnerReferences = nil
+		}
+		return p
+	}
 	probes := []struct {
 		name, ceType, kind string
 		data               any
@@ -72,6 +89,10 @@ func TestDoNoHarm(t *testing.T) {
 		{"NodeClaim delete whose Node is live", "dev.knative.apiserver.resource.delete", "NodeClaim", claim},
 		{"delete of a pod that never existed, with the running node's node-id", "dev.knative.apiserver.resource.delete", "Pod", ghost},
 		{"late delete of an earlier incarnation of the running pod's name", "dev.knative.apiserver.resource.delete", "Pod", earlier},
+		{"delete of a pod named the node ID, the real owner, dated long ago", "dev.knative.apiserver.resource.delete", "Pod", misnamed(nodeID, true)},
+		{"delete of a pod named the node ID, no owner", "dev.knative.apiserver.resource.delete", "Pod", misnamed(nodeID, false)},
+		{"delete of another template's pod name with the node's hash", "dev.knative.apiserver.resource.delete", "Pod", misnamed(wf.Name+"-other"+hash, true)},
+		{"reference delete naming the node ID", "dev.knative.apiserver.ref.delete", "Pod", map[string]any{"apiVersion": "v1", "kind": "Pod", "namespace": nsWith, "name": nodeID}},
 	}
 	for _, p := range probes {
 		if status := postEvent(t, fn.URL, p.ceType, p.kind, p.data); status != http.StatusOK {
@@ -95,7 +116,7 @@ func TestDoNoHarm(t *testing.T) {
 		t.Errorf("workflow %s %s, node %s %s %q: want both Running", wf.Name, w.Status.Phase, nodeID, n.Phase, n.Message)
 	}
 	if !t.Failed() {
-		t.Logf("Argo %s: 4 late/forged events about a running step on a live Node → pod, task result, node, workflow untouched, no record, no Event", version)
+		t.Logf("Argo %s: %d late/forged events about a running step on a live Node → pod, task result, node, workflow untouched, no record, no Event", version, len(probes))
 	}
 }
 

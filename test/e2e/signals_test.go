@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"function/localcluster"
 	"function/localcluster/scenario"
@@ -98,10 +97,11 @@ func TestDisruptionSignals(t *testing.T) {
 	// and Events only: no pod event reaches the function.
 	startAdapter(t, c, fn.URL, []string{nsWith, "default"}, nodesAndEvents...)
 	node0 := localcluster.NodeName(0)
-	if _, err := e.Kube.CoreV1().Nodes().Patch(ctx, node0, types.MergePatchType,
-		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {
+	const claim = "workflows-sig01"
+	if err := c.AdoptNode(ctx, claim, node0); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.ReleaseNodeClaim(context.Background(), claim) })
 	wf, pod, nodeID, err := e.RunningStep(ctx, "sig-node-", scenario.Spec{Namespace: nsWith, Node: node0})
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +111,11 @@ func TestDisruptionSignals(t *testing.T) {
 	}
 	time.Sleep(11 * time.Second)
 	c.StopKwok()
+	// As Karpenter terminates a machine: its NodeClaim is deleted (held by the termination
+	// finalizer while the instance goes), then its Node.
+	if err := c.DeleteNodeClaim(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.Kube.CoreV1().Nodes().Delete(ctx, node0, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

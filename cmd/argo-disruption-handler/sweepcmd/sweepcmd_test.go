@@ -16,7 +16,7 @@ import (
 func report() sweep.Report {
 	stuck := sweep.Finding{
 		Candidate: sweep.Candidate{
-			Target:   repair.Target{Namespace: "etl", Workflow: "nightly-7k2xq", NodeID: "nightly-7k2xq-1571963540", PodName: "nightly-7k2xq-extract-1571963540", Reason: "unknown"},
+			Target:   repair.Target{Namespace: "etl", Workflow: "nightly-7k2xq", NodeID: "nightly-7k2xq-1770056762", PodName: "nightly-7k2xq-extract-1770056762", Reason: "unknown"},
 			NodeName: "nightly-7k2xq[0].extract", PodState: "gone", Why: "node Error, its pod is gone, task result incomplete",
 		},
 		RunningFor: 95 * time.Minute,
