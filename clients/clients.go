@@ -25,6 +25,9 @@ type Set struct {
 	Dynamic dynamic.Interface
 	// REST makes the raw requests the typed clients cannot (NodeClaims as a printed Table).
 	REST rest.Interface
+	// TokenReviews verifies senders' tokens on a rate budget of its own (WithOwnBudget), so that
+	// a flood of junk tokens cannot spend the repairs' budget. nil: Kube (fake clientsets).
+	TokenReviews kubernetes.Interface
 }
 
 // Options tune the clients.
@@ -85,4 +88,13 @@ func New(cfg *rest.Config) (*Set, error) {
 		return nil, fmt.Errorf("building dynamic client for %s: %w", cfg.Host, err)
 	}
 	return &Set{Config: cfg, Kube: kube, Argo: argo, Dynamic: dyn, REST: kube.CoreV1().RESTClient()}, nil
+}
+
+// WithOwnBudget returns a copy of cfg whose clients draw from a token bucket of their own (qps,
+// burst), apart from the one cfg's clients share; the transport wrappers are kept.
+func WithOwnBudget(cfg *rest.Config, qps float32, burst int) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.QPS, c.Burst = qps, burst
+	c.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(qps, burst)
+	return c
 }

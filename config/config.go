@@ -71,9 +71,10 @@ type Config struct {
 
 	// KubeQPS and KubeBurst bound our client-side request rate, all clientsets together, so that
 	// a burst of pod deletions does not starve the Argo controller of API server capacity
-	// (docs/scale.md sizes them).
-	KubeQPS   float32 `envconfig:"KUBE_QPS" default:"100" desc:"client-go QPS toward the API server (all clients together)"`
-	KubeBurst int     `envconfig:"KUBE_BURST" default:"200" desc:"client-go burst toward the API server (all clients together)"`
+	// (docs/scale.md sizes them). The senders' TokenReviews have a budget of their own
+	// (wiring.TokenReviewQPS), so that junk tokens cannot spend this one.
+	KubeQPS   float32 `envconfig:"KUBE_QPS" default:"100" desc:"client-go QPS toward the API server (all clients together; TokenReviews apart)"`
+	KubeBurst int     `envconfig:"KUBE_BURST" default:"200" desc:"client-go burst toward the API server (all clients together; TokenReviews apart)"`
 
 	// NodeRepairWorkers bounds the pods of one node-wide signal (a Node or NodeClaim deleted, an
 	// instance terminated) repaired at once. The shared QPS budget is what bounds the rate; the

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -358,8 +359,8 @@ func filterKey(attrs map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// TestOverlaysAgreeWithFuncYAML: each overlay is the base plus the function's Knative Service,
-// which says what func.yaml says (name, namespace, ServiceAccount, env, annotations, health
+// TestOverlaysAgreeWithFuncYAML: each overlay is the base plus the NetworkPolicy (TestNetworkPolicy)
+// and the function's Knative Service, which says what func.yaml says (name, namespace, ServiceAccount, env, annotations, health
 // endpoints); only ADH_DRY_RUN differs between the overlays. Every object is in func.yaml's
 // namespace.
 func TestOverlaysAgreeWithFuncYAML(t *testing.T) {
@@ -382,8 +383,8 @@ func TestOverlaysAgreeWithFuncYAML(t *testing.T) {
 	for _, path := range Overlays {
 		t.Run(path, func(t *testing.T) {
 			objs := render(t, path)
-			if len(objs) != len(base)+1 {
-				t.Errorf("%d objects, want the base's %d plus the Service", len(objs), len(base))
+			if len(objs) != len(base)+2 {
+				t.Errorf("%d objects, want the base's %d plus the Service and the NetworkPolicy", len(objs), len(base))
 			}
 			for _, o := range objs {
 				cluster := map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true}[o.GetKind()]
@@ -442,7 +443,7 @@ func TestOverlaysAgreeWithFuncYAML(t *testing.T) {
 					t.Errorf("%s path %q, func.yaml %q", probe, got, p)
 				}
 			}
-			// Apart from the Service, each overlay is exactly the base.
+			// Apart from the Service and the NetworkPolicy, each overlay is exactly the base.
 			for _, b := range base {
 				o := Find(objs, b.GetKind(), b.GetName())
 				if o == nil || !reflect.DeepEqual(o.Object, b.Object) {
@@ -624,25 +625,183 @@ func TestOIDCAudience(t *testing.T) {
 	}
 }
 
-// TestNetworkPolicyComponent: the optional NetworkPolicy selects the function's pods and admits
-// the metrics port the function listens on.
-func TestNetworkPolicyComponent(t *testing.T) {
-	objs := render(t, "components/network-policy")
-	np := Find(objs, "NetworkPolicy", "argo-disruption-handler")
-	if np == nil {
-		t.Fatal("no NetworkPolicy")
-	}
-	sel, _, _ := unstructured.NestedStringMap(np.Object, "spec", "podSelector", "matchLabels")
-	if sel["serving.knative.dev/service"] != "argo-disruption-handler" {
-		t.Errorf("podSelector %v", sel)
-	}
+// networkPeer is one caller the NetworkPolicy admits: the namespace, one pod label, the port, and
+// who it is in Knative (knative.dev/serving v0.50.0 and its third_party/kourier-latest).
+type networkPeer struct {
+	namespace, label, value string
+	port                    int64
+	who                     string
+}
+
+// networkPeers is exactly who may connect to the function's pods; the kubelet's probes come
+// from the pod's node, which a NetworkPolicy never blocks.
+func networkPeers(t *testing.T) []networkPeer {
 	var cfg config.Config
 	if err := envconfig.Process("ADH", &cfg); err != nil {
 		t.Fatal(err)
 	}
-	_, port, _ := net.SplitHostPort(cfg.MetricsAddress)
-	if !strings.Contains(fmt.Sprint(np.Object["spec"]), "port:"+port) {
-		t.Errorf("the metrics port %s is not admitted: %v", port, np.Object["spec"])
+	_, port, err := net.SplitHostPort(cfg.MetricsAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := strconv.ParseInt(port, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []networkPeer{
+		{"knative-serving", "app", "activator", 8012, "Serving's activator: deliveries while scaled to zero or in proxy mode, its readiness probes"},
+		{"kourier-system", "app", "3scale-kourier-gateway", 8012, "the cluster-local gateway (kourier-internal): deliveries in serve mode"},
+		{"knative-serving", "app", "autoscaler", 9090, "Serving's autoscaler scrapes queue-proxy's autoscaling metrics"},
+		{"monitoring", "app.kubernetes.io/name", "prometheus", metrics, "Prometheus scrapes the function's /metrics (ADH_METRICS_ADDRESS)"},
+	}
+}
+
+func (p networkPeer) key() string {
+	return fmt.Sprintf("%s/%s=%s:%d", p.namespace, p.label, p.value, p.port)
+}
+
+// admitted flattens a NetworkPolicy's ingress into namespace/label=value:port keys, failing on
+// anything broader than one namespace and one pod label per peer on plain TCP ports.
+func admitted(t *testing.T, np *unstructured.Unstructured) []string {
+	t.Helper()
+	rules, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
+	var out []string
+	for i, r := range rules {
+		m := r.(map[string]any)
+		peers, _, _ := unstructured.NestedSlice(m, "from")
+		ports, _, _ := unstructured.NestedSlice(m, "ports")
+		if len(peers) == 0 || len(ports) == 0 {
+			t.Errorf("ingress rule %d admits every caller or every port: %v", i, m)
+		}
+		for _, peer := range peers {
+			pm := peer.(map[string]any)
+			ns, _, _ := unstructured.NestedStringMap(pm, "namespaceSelector", "matchLabels")
+			pods, _, _ := unstructured.NestedStringMap(pm, "podSelector", "matchLabels")
+			if len(pm) != 2 || len(ns) != 1 || ns["kubernetes.io/metadata.name"] == "" || len(pods) != 1 {
+				t.Errorf("ingress rule %d peer %v: want exactly one namespace (by name) and one pod label", i, pm)
+				continue
+			}
+			for _, port := range ports {
+				pt := port.(map[string]any)
+				n, ok := pt["port"].(int64)
+				if proto, set := pt["protocol"]; !ok || pt["endPort"] != nil || set && proto != "TCP" {
+					t.Errorf("ingress rule %d port %v: want one TCP port number", i, pt)
+					continue
+				}
+				for k, v := range pods {
+					out = append(out, fmt.Sprintf("%s/%s=%s:%d", ns["kubernetes.io/metadata.name"], k, v, n))
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestNetworkPolicy: both overlays ship the NetworkPolicy of deploy/components/network-policy,
+// which selects the function's pods (the label Knative puts on a Service's pods) and admits
+// exactly networkPeers, ingress only.
+func TestNetworkPolicy(t *testing.T) {
+	f := readFuncYAML(t)
+	var want []string
+	for _, p := range networkPeers(t) {
+		if p.who == "" {
+			t.Errorf("%s has no reason", p.key())
+		}
+		want = append(want, p.key())
+	}
+	slices.Sort(want)
+	for _, path := range append(slices.Clone(Overlays), "components/network-policy") {
+		t.Run(path, func(t *testing.T) {
+			np := Find(render(t, path), "NetworkPolicy", f.Name)
+			if np == nil {
+				t.Fatalf("no NetworkPolicy %s: any pod of the cluster could post to the function", f.Name)
+			}
+			if np.GetNamespace() != f.Deploy.Namespace {
+				t.Errorf("NetworkPolicy in %q, want %s", np.GetNamespace(), f.Deploy.Namespace)
+			}
+			sel, _, _ := unstructured.NestedMap(np.Object, "spec", "podSelector")
+			if want := map[string]any{"matchLabels": map[string]any{"serving.knative.dev/service": f.Name}}; !reflect.DeepEqual(sel, want) {
+				t.Errorf("podSelector %v, want %v", sel, want)
+			}
+			if types, _, _ := unstructured.NestedStringSlice(np.Object, "spec", "policyTypes"); !slices.Equal(types, []string{"Ingress"}) {
+				t.Errorf("policyTypes %v, want [Ingress]", types)
+			}
+			if got := admitted(t, np); !slices.Equal(got, want) {
+				t.Errorf("the NetworkPolicy admits\n  %v\nwant exactly\n  %v", got, want)
+			}
+		})
+	}
+}
+
+// sendsToBroker reports whether o is a source whose sink is the Broker named default.
+func sendsToBroker(o *unstructured.Unstructured) bool {
+	sink, _, _ := unstructured.NestedStringMap(o.Object, "spec", "sink", "ref")
+	return sink["kind"] == "Broker" && sink["name"] == "default"
+}
+
+// TestEventPolicy: deploy/components/event-policy lets the Broker take events only from the
+// sources deploy/base ships (by reference, resolved by Knative to their OIDC identities): every
+// one of them, nothing else, no identity patterns; the SQS source alone in its policy (deleted
+// with the queue). No overlay includes it: Knative's webhook refuses an EventPolicy while
+// authentication-oidc is off (eventing v0.50.0 pkg/apis/eventing/v1alpha1/eventpolicy_validation.go).
+func TestEventPolicy(t *testing.T) {
+	f := readFuncYAML(t)
+	base := render(t, "base")
+	var want []string
+	for _, o := range base {
+		if sendsToBroker(o) {
+			want = append(want, fmt.Sprintf("%s/%s/%s/%s", o.GetAPIVersion(), o.GetKind(), f.Deploy.Namespace, o.GetName()))
+		}
+	}
+	slices.Sort(want)
+	if len(want) != 5 {
+		t.Errorf("deploy/base has %d sources sending to the Broker, want 5 (3 ApiServerSources, the PingSource, the IntegrationSource): %v", len(want), want)
+	}
+	var got []string
+	policies := 0
+	for _, ep := range render(t, "components/event-policy") {
+		if ep.GetKind() != "EventPolicy" {
+			t.Errorf("components/event-policy renders a %s", ep.GetKind())
+			continue
+		}
+		policies++
+		if ep.GetAPIVersion() != "eventing.knative.dev/v1alpha1" || ep.GetNamespace() != f.Deploy.Namespace {
+			t.Errorf("EventPolicy %s: %s in %q, want eventing.knative.dev/v1alpha1 in %s", ep.GetName(), ep.GetAPIVersion(), ep.GetNamespace(), f.Deploy.Namespace)
+		}
+		to, _, _ := unstructured.NestedSlice(ep.Object, "spec", "to")
+		wantTo := []any{map[string]any{"ref": map[string]any{"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}}}
+		if !reflect.DeepEqual(to, wantTo) {
+			t.Errorf("EventPolicy %s to = %v, want the Broker default only (an empty to is every sink of the namespace)", ep.GetName(), to)
+		}
+		if _, ok := ep.Object["spec"].(map[string]any)["filters"]; ok {
+			t.Errorf("EventPolicy %s has filters: the Triggers filter, the policy only says who", ep.GetName())
+		}
+		from, _, _ := unstructured.NestedSlice(ep.Object, "spec", "from")
+		var kinds []string
+		for _, fr := range from {
+			ref, ok, _ := unstructured.NestedStringMap(fr.(map[string]any), "ref")
+			if !ok || len(fr.(map[string]any)) != 1 {
+				t.Errorf("EventPolicy %s from %v: want a ref only (a sub would hard-code eventing's ServiceAccount names)", ep.GetName(), fr)
+				continue
+			}
+			got = append(got, fmt.Sprintf("%s/%s/%s/%s", ref["apiVersion"], ref["kind"], ref["namespace"], ref["name"]))
+			kinds = append(kinds, ref["kind"])
+		}
+		if slices.Contains(kinds, "IntegrationSource") && len(kinds) != 1 {
+			t.Errorf("EventPolicy %s names the optional IntegrationSource with %v: without the queue it would leave the others unready", ep.GetName(), kinds)
+		}
+	}
+	slices.Sort(got)
+	if policies == 0 || !slices.Equal(got, want) {
+		t.Errorf("the EventPolicies admit\n  %v\nwant exactly the sources sending to the Broker\n  %v", got, want)
+	}
+	for _, path := range Overlays {
+		for _, o := range render(t, path) {
+			if o.GetKind() == "EventPolicy" {
+				t.Errorf("%s ships EventPolicy %s: Knative refuses it (and the whole apply fails) where authentication-oidc is off", path, o.GetName())
+			}
+		}
 	}
 }
 

@@ -3,8 +3,8 @@ package localcluster
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	_ "embed"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"

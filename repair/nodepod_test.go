@@ -33,7 +33,9 @@ func TestEventNamesAPodTheNodeDoesNotHave(t *testing.T) {
 		return tg
 	}
 	withoutOwner := func(tg *Target) { tg.WorkflowUID = "" }
-	byReference := func(tg *Target) { tg.FromPodEvent, tg.PodUID, tg.WorkflowUID, tg.StatusUnknown = false, "", apifake.WorkflowUID, true }
+	byReference := func(tg *Target) {
+		tg.FromPodEvent, tg.PodUID, tg.WorkflowUID, tg.StatusUnknown = false, "", apifake.WorkflowUID, true
+	}
 	offloaded := func(wf *wfv1.Workflow) { apifake.WithOffloadedNodes(wf) }
 	running := apifake.Pod()
 	running.DeletionTimestamp = nil

@@ -8,7 +8,6 @@ package sender
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -33,6 +32,8 @@ var ErrForbidden = errors.New("sender not allowed")
 // Authenticator verifies the Authorization header of a delivery. The zero Required accepts a
 // request without any token (OIDC off in the cluster); a token presented is always verified.
 type Authenticator struct {
+	// Kube makes the TokenReviews. Give it a client with a rate budget of its own (wiring does),
+	// so that a flood of junk tokens waits on that budget, not on the repairs'.
 	Kube kubernetes.Interface
 	// Audience is what the token must be issued for: the audience the Triggers name.
 	Audience string
@@ -45,21 +46,30 @@ type Authenticator struct {
 	// Now is the clock (tests set it).
 	Now func() time.Time
 
-	mu    sync.Mutex
-	known map[[32]byte]verdict
+	mu sync.Mutex
+	// Accepted and refused tokens are kept apart, so that junk cannot evict the Triggers' tokens.
+	accepted, refused verdicts
+	// reviewing holds the TokenReview in flight for a token: concurrent deliveries with the same
+	// token wait for it instead of each asking.
+	reviewing map[tokenKey]*inflight
 }
 
-// verdict is a token's last answer, kept until the token expires or for at most cacheFor.
-type verdict struct {
-	user  string
-	until time.Time
+// inflight is one TokenReview under way; done is closed once v and err are set.
+type inflight struct {
+	done chan struct{}
+	v    verdict
+	err  error
 }
 
-// cacheFor bounds how long a verified token is trusted without asking again; cacheSize bounds
-// the tokens kept (one per Trigger in practice).
+// How long a verdict is reused without asking again, and how many are kept. An accepted token is
+// trusted for at most acceptedFor (never past its exp), one per Trigger in practice; a refused
+// one is answered from memory for refusedFor, so that a sender repeating a junk token costs one
+// TokenReview, and a token refused by a passing API server fault is asked again soon.
 const (
-	cacheFor  = time.Minute
-	cacheSize = 256
+	acceptedFor  = time.Minute
+	acceptedSize = 256
+	refusedFor   = 30 * time.Second
+	refusedSize  = 1024
 )
 
 // Check returns nil when the request may be acted on, and the identity it came from ("" without
@@ -95,40 +105,95 @@ func (a *Authenticator) allowed(user string) bool {
 	return false
 }
 
-// user returns the identity the API server gives the token for our audience.
+// user returns the identity the API server gives the token for our audience: from a verdict
+// still valid, from the review another request has in flight, or from a TokenReview of its own.
 func (a *Authenticator) user(ctx context.Context, token string) (string, error) {
-	key := sha256.Sum256([]byte(token))
-	now := a.now()
-	a.mu.Lock()
-	v, ok := a.known[key]
-	a.mu.Unlock()
-	if ok && now.Before(v.until) {
-		return v.user, nil
+	key, now := keyOf(token), a.now()
+	v, r, first := a.lookup(key, now)
+	switch {
+	case r == nil:
+		return v.result(key)
+	case first:
+		r.v, r.err = a.review(ctx, key, token, now)
+		a.settle(key, r, now)
+	default:
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return "", fmt.Errorf("waiting for the review of the sender's token %s: %w", key, ctx.Err())
+		}
 	}
+	if r.err != nil {
+		return "", r.err
+	}
+	return r.v.result(key)
+}
+
+// lookup returns the verdict on key still valid at now (r nil), else the review in flight for
+// it; first says that review was just registered and the caller must make it.
+func (a *Authenticator) lookup(key tokenKey, now time.Time) (v verdict, r *inflight, first bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if v, ok := a.accepted.get(key, now); ok {
+		return v, nil, false
+	}
+	if v, ok := a.refused.get(key, now); ok {
+		return v, nil, false
+	}
+	if r, ok := a.reviewing[key]; ok {
+		return verdict{}, r, false
+	}
+	if a.reviewing == nil {
+		a.reviewing = map[tokenKey]*inflight{}
+	}
+	r = &inflight{done: make(chan struct{})}
+	a.reviewing[key] = r
+	return verdict{}, r, true
+}
+
+// settle keeps the verdict of the review r made and releases the requests waiting for it. An
+// API server failure is no verdict: the next request asks again.
+func (a *Authenticator) settle(key tokenKey, r *inflight, now time.Time) {
+	a.mu.Lock()
+	delete(a.reviewing, key)
+	switch {
+	case r.err != nil:
+	case r.v.refusal != "":
+		a.refused.put(key, r.v, now, refusedSize)
+	default:
+		a.accepted.put(key, r.v, now, acceptedSize)
+	}
+	a.mu.Unlock()
+	close(r.done)
+}
+
+// review asks the API server about token. The error is only for a review that could not be made.
+func (a *Authenticator) review(ctx context.Context, key tokenKey, token string, now time.Time) (verdict, error) {
 	tr, err := a.Kube.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
 		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{a.Audience}},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return "", fmt.Errorf("reviewing the sender's token: %w", err)
+		return verdict{}, fmt.Errorf("reviewing the sender's token %s: %w", key, err)
 	}
 	if !tr.Status.Authenticated || tr.Status.Error != "" {
-		return "", fmt.Errorf("%w: token refused by the API server: %s", ErrUnauthenticated, orNone(tr.Status.Error))
+		return verdict{refusal: "refused by the API server: " + orNone(tr.Status.Error), until: now.Add(refusedFor)}, nil
 	}
 	if !contains(tr.Status.Audiences, a.Audience) {
-		return "", fmt.Errorf("%w: token not issued for audience %q (ADH_OIDC_AUDIENCE)", ErrUnauthenticated, a.Audience)
+		return verdict{refusal: fmt.Sprintf("not issued for audience %q (ADH_OIDC_AUDIENCE)", a.Audience), until: now.Add(refusedFor)}, nil
 	}
-	user := tr.Status.User.Username
-	until := now.Add(cacheFor)
+	until := now.Add(acceptedFor)
 	if exp, ok := expiry(token); ok && exp.Before(until) {
 		until = exp
 	}
-	a.mu.Lock()
-	if a.known == nil || len(a.known) >= cacheSize {
-		a.known = map[[32]byte]verdict{}
+	return verdict{user: tr.Status.User.Username, until: until}, nil
+}
+
+// result is the verdict as Check's answer.
+func (v verdict) result(key tokenKey) (string, error) {
+	if v.refusal != "" {
+		return "", fmt.Errorf("%w: token %s %s", ErrUnauthenticated, key, v.refusal)
 	}
-	a.known[key] = verdict{user: user, until: until}
-	a.mu.Unlock()
-	return user, nil
+	return v.user, nil
 }
 
 func (a *Authenticator) now() time.Time {

@@ -6,10 +6,12 @@ package wiring
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
 
 	"function/clients"
 	"function/config"
@@ -32,6 +34,11 @@ const (
 	FollowUpFirst = 500 * time.Millisecond
 	// InstanceIndexAge is how long one listing of Nodes and NodeClaims answers EC2 instance lookups.
 	InstanceIndexAge = 30 * time.Second
+	// TokenReviewQPS and TokenReviewBurst bound the senders' TokenReviews, on a client apart from
+	// ADH_KUBE_QPS: a Trigger's token is reviewed about once a minute, so this leaves room for
+	// many Triggers and broker replicas, and is all a flood of junk tokens can take.
+	TokenReviewQPS   = 10
+	TokenReviewBurst = 20
 )
 
 // Options say how to reach the cluster; everything else comes from the configuration.
@@ -55,6 +62,7 @@ type Parts struct {
 	Clients  *clients.Set
 	Repairer *repair.Repairer
 	Sweeper  *sweep.Sweeper
+	Sender   *sender.Authenticator
 	Handler  *handlers.Handler
 	// MetricsAddress is where /metrics is served ("": not served).
 	MetricsAddress string
@@ -93,6 +101,13 @@ func Build(cfg *config.Config, o Options) (*Parts, error) {
 		}
 	}
 	cs, err := clients.New(rc)
+	if err == nil {
+		// Its own budget: a flood of junk tokens must not wait the repairs' requests out.
+		cs.TokenReviews, err = kubernetes.NewForConfig(clients.WithOwnBudget(rc, TokenReviewQPS, TokenReviewBurst))
+		if err != nil {
+			err = fmt.Errorf("building the TokenReview client for %s: %w", rc.Host, err)
+		}
+	}
 	if err != nil {
 		if stop != nil {
 			_ = stop(context.Background())
@@ -119,6 +134,11 @@ func FromClients(cfg *config.Config, cs *clients.Set, rec *metrics.Recorder, log
 		FollowUps: &repair.FollowUps{For: cfg.ControllerWait, Max: FollowUpsMax, First: FollowUpFirst},
 	})
 	sw := &sweep.Sweeper{Kube: cs.Kube, Argo: cs.Argo, Repairer: r, Scope: sc, Grace: cfg.SweepGrace, PageSize: cfg.SweepPageSize}
+	reviews := cs.TokenReviews
+	if reviews == nil {
+		reviews = cs.Kube
+	}
+	auth := &sender.Authenticator{Kube: reviews, Audience: cfg.OIDCAudience, Subjects: cfg.OIDCSubjects, Required: cfg.OIDCRequired}
 	h := handlers.New(handlers.Options{
 		Kube:              cs.Kube,
 		Registry:          families.Registry(),
@@ -126,7 +146,7 @@ func FromClients(cfg *config.Config, cs *clients.Set, rec *metrics.Recorder, log
 		Scope:             sc,
 		Finder:            finder(cs),
 		AllowedSources:    cfg.AllowedSources,
-		Sender:            &sender.Authenticator{Kube: cs.Kube, Audience: cfg.OIDCAudience, Subjects: cfg.OIDCSubjects, Required: cfg.OIDCRequired},
+		Sender:            auth,
 		Sweeper:           sw,
 		SweepLease:        &sweep.Lease{Kube: cs.Kube, Namespace: cfg.StateNamespace, Name: sweep.LeaseName, Holder: r.Host()},
 		SweepBudget:       cfg.SweepBudget,
@@ -136,7 +156,7 @@ func FromClients(cfg *config.Config, cs *clients.Set, rec *metrics.Recorder, log
 		Timeout:           cfg.EventTimeout,
 		Log:               log,
 	})
-	return &Parts{Clients: cs, Repairer: r, Sweeper: sw, Handler: h}
+	return &Parts{Clients: cs, Repairer: r, Sweeper: sw, Sender: auth, Handler: h}
 }
 
 // Stop ends the follow-ups still waiting for the controller (the sweep takes them) once their
