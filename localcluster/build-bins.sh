@@ -7,7 +7,8 @@
 #
 # Usage: localcluster/build-bins.sh [component ...]
 #   components: etcd kube-apiserver kube-controller-manager kubectl kwok adapter
-#               argo-v3.5.10 argo-v3.6.10 argo-v3.7.3 argo-v4.0.5   (also: all, argo = every argo version)
+#               argo-v3.5.10 argo-v3.6.10 argo-v3.6.18 argo-v3.7.3 argo-v3.7.18 argo-v4.0.5
+#               argo-v4.0.7   (also: all, argo = every argo version)
 #               func (the knative func CLI v0.44.0; not in "all")
 #               karpenter kube-scheduler (Karpenter v1.14.1's KWOK provider and the scheduler it
 #               needs, for the Karpenter scenarios; not in "all")
@@ -32,7 +33,7 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   K8S_LDFLAGS+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
 
-ARGO_VERSIONS=(v3.5.10 v3.6.10 v3.7.3 v4.0.5)
+ARGO_VERSIONS=(v3.5.10 v3.6.10 v3.6.18 v3.7.3 v3.7.18 v4.0.5 v4.0.7)
 ALL=(etcd kube-apiserver kube-controller-manager kwok adapter)
 for v in "${ARGO_VERSIONS[@]}"; do ALL+=("argo-$v"); done
 ALL+=(kubectl)

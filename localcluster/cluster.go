@@ -32,11 +32,11 @@ const (
 	EtcdVersion        = "v3.6.16"
 	KubernetesVersion  = "v1.35.4"
 	KwokVersion        = "v0.7.0"
-	DefaultArgoVersion = "v3.7.3"
+	DefaultArgoVersion = "v3.7.18"
 )
 
 // ArgoVersions are the workflow-controller versions build-bins.sh builds.
-var ArgoVersions = []string{"v3.5.10", "v3.6.10", "v3.7.3", "v4.0.5"}
+var ArgoVersions = []string{"v3.5.10", "v3.6.10", "v3.6.18", "v3.7.3", "v3.7.18", "v4.0.5", "v4.0.7"}
 
 // Options configure Start. The zero value is usable.
 type Options struct {

@@ -31,7 +31,7 @@ import (
 // production API server during a mass node loss, and reconciles between PodGC's Failed update
 // and the deletion that follows it (with a uniform delay alone both arrive together, and the
 // window is milliseconds) — and runs scenario d with the status
-// finalizer on, on each version of ADH_E2E_RACE_ARGO (default "v3.6.10 v3.7.3"): kwok stops, the
+// finalizer on, on each version of ADH_E2E_RACE_ARGO (default "v3.6.18 v3.7.18"): kwok stops, the
 // Nodes are deleted, PodGC sets the pods Failed over running containers and deletes them. The
 // function must never let such a step end Succeeded: it completes the task result only once the
 // Workflow shows the controller saw the pod go. ADH_E2E_RACE_RUNS (default 2) workflows run at
@@ -39,7 +39,7 @@ import (
 // before that rule, to measure how often it let the step succeed); its outcomes are then
 // reported, not asserted.
 func TestPodGCRace(t *testing.T) {
-	versions := strings.Fields(env("ADH_E2E_RACE_ARGO", "v3.6.10 v3.7.3"))
+	versions := strings.Fields(env("ADH_E2E_RACE_ARGO", "v3.6.18 v3.7.18"))
 	delay, err := time.ParseDuration(env("ADH_E2E_RACE_DELAY", "2s"))
 	if err != nil {
 		t.Fatal(err)

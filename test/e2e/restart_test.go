@@ -21,7 +21,7 @@ import (
 )
 
 // TestFailedPodRestart runs Argo 4's opt-in failedPodRestart (ADH_E2E_RESTART_ARGO, default
-// v4.0.5; the controller's ConfigMap sets failedPodRestart.enabled) with the function fed by the
+// v4.0.7; the controller's ConfigMap sets failedPodRestart.enabled) with the function fed by the
 // real ApiServerSource adapter. A running step's pod is failed as the kubelet fails a pod it
 // evicts before the main container started (phase Failed, reason Evicted, main never started,
 // the wait container killed after it created the task result). The controller sets the node
@@ -31,7 +31,7 @@ import (
 // record or Event claims a repair. The new pod then succeeds, and so does the workflow.
 // ADH_E2E_RESTART_FUNCTION runs another build of the function instead.
 func TestFailedPodRestart(t *testing.T) {
-	version := env("ADH_E2E_RESTART_ARGO", "v4.0.5")
+	version := env("ADH_E2E_RESTART_ARGO", "v4.0.7")
 	ctx := context.Background()
 	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: 1,
 		ArgoConfig: map[string]string{"failedPodRestart": "enabled: true\nmaxRestarts: 3\n"}}, 150*time.Second)
