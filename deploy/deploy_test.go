@@ -316,7 +316,7 @@ func TestEventingWiring(t *testing.T) {
 		}
 	}
 	for _, want := range []map[string]string{
-		{"kind": "Pod"}, {"kind": "Event"},
+		{"type": "dev.knative.apiserver.resource.delete", "kind": "Pod"}, {"kind": "Event"},
 		{"type": "dev.knative.apiserver.resource.delete", "kind": "Node"},
 		{"type": "dev.knative.apiserver.resource.delete", "kind": "NodeClaim"},
 		{"type": "dev.knative.connector.event.aws-sqs"},

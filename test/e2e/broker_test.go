@@ -103,7 +103,7 @@ func TestBrokerDataPlane(t *testing.T) {
 // the ingress holding the adapter's request meanwhile. The figures say how long the events queued.
 func outageThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Cluster, e *scenario.Env, proxy *apitap.Proxy, b *localcluster.Broker, toFn *cesink.Sink) {
 	const outageBurst, outageTime = 10, 30 * time.Second
-	startAdapter(t, c, b.IngressURL, []string{nsWith}, workflowPods)
+	startAdapterRaw(t, c, b.IngressURL, []string{nsWith}, workflowPods)
 	type step struct {
 		workflow string
 		pod      *corev1.Pod
@@ -203,7 +203,7 @@ func outageThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Clus
 // adapter's sink on the broker ingress, and checks that the function got the pod's delete event
 // from the filter.
 func podDeletionThroughBroker(ctx context.Context, t *testing.T, c *localcluster.Cluster, e *scenario.Env, fn *scenario.Function, b *localcluster.Broker, toFn *cesink.Sink) {
-	startAdapter(t, c, b.IngressURL, []string{nsWith}, workflowPods)
+	startAdapterRaw(t, c, b.IngressURL, []string{nsWith}, workflowPods)
 	r := e.PodDeletion(ctx, "a", scenario.With, scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(0), Retry: true}, scenario.Force, fn)
 	for _, l := range r.Timeline {
 		t.Log(l)

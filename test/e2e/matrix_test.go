@@ -118,7 +118,7 @@ func runVersion(t *testing.T, ctx context.Context, version, bin string, bound ti
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.StartAdapter(fn.URL, []string{ns}, selector); err != nil {
+		if err := c.StartAdapter(shippedStream(t, fn.URL), []string{ns}, selector); err != nil {
 			fn.Stop()
 			t.Fatal(err)
 		}

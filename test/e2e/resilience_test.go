@@ -134,7 +134,7 @@ func startStack(t *testing.T, namespaces ...string) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.rec.Close)
-	if err := c.StartAdapter(s.rec.URL, namespaces, workflowmeta.LabelWorkflow); err != nil {
+	if err := c.StartAdapter(shippedStream(t, s.rec.URL), namespaces, workflowmeta.LabelWorkflow); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.StopAdapter)

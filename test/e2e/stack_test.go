@@ -78,8 +78,16 @@ func runFunction(ctx context.Context, t *testing.T, bin string, c *localcluster.
 var workflowPods = localcluster.AdapterResource{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}
 
 // startAdapter points the ApiServerSource adapter at sink, watching resources in namespaces
-// (cluster-scoped ones cluster-wide), and stops it when the test ends.
+// (cluster-scoped ones cluster-wide), through shippedStream: sink gets only what deploy/base's
+// sources and Triggers deliver. It stops the adapter when the test ends.
 func startAdapter(t *testing.T, c *localcluster.Cluster, sink string, namespaces []string, resources ...localcluster.AdapterResource) {
+	t.Helper()
+	startAdapterRaw(t, c, shippedStream(t, sink), namespaces, resources...)
+}
+
+// startAdapterRaw is startAdapter without the shipped filters: for a sink that applies the
+// Triggers itself (the Broker's ingress).
+func startAdapterRaw(t *testing.T, c *localcluster.Cluster, sink string, namespaces []string, resources ...localcluster.AdapterResource) {
 	t.Helper()
 	if err := c.StartAdapterFor(sink, namespaces, resources); err != nil {
 		t.Fatal(err)
