@@ -330,7 +330,7 @@ func TestEventingWiring(t *testing.T) {
 	if ping == nil {
 		t.Fatal("no PingSource sweep")
 	}
-	if s, _, _ := unstructured.NestedString(ping.Object, "spec", "schedule"); s != "*/5 * * * *" {
+	if s, _, _ := unstructured.NestedString(ping.Object, "spec", "schedule"); s != "*/10 * * * *" {
 		t.Errorf("PingSource schedule %q", s)
 	}
 	pods := Find(objs, "ApiServerSource", "workflow-pods")

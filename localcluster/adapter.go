@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -51,6 +52,34 @@ type AdapterResource struct {
 // (empty = all), cluster-scoped ones (nodes) cluster-wide, as the adapter does in a cluster.
 func (c *Cluster) StartAdapterFor(sinkURL string, namespaces []string, resources []AdapterResource) error {
 	c.StopAdapter()
+	return c.startAdapterProc("adapter", sinkURL, namespaces, resources)
+}
+
+// AdapterSource is one ApiServerSource as its reconciler configures the adapter it runs: a
+// name, the namespaces it watches (empty: all) and its resources.
+type AdapterSource struct {
+	Name       string
+	Namespaces []string
+	Resources  []AdapterResource
+}
+
+// StartAdapterSources runs one adapter per source, as Knative runs one per ApiServerSource, all
+// posting to sinkURL. It replaces any running adapter.
+func (c *Cluster) StartAdapterSources(sinkURL string, sources []AdapterSource) error {
+	c.StopAdapter()
+	for _, s := range sources {
+		if err := c.startAdapterProc("adapter-"+s.Name, sinkURL, s.Namespaces, s.Resources); err != nil {
+			c.StopAdapter()
+			return fmt.Errorf("adapter of source %s: %w", s.Name, err)
+		}
+		c.mu.Lock()
+		c.adapters = append(c.adapters, "adapter-"+s.Name)
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+func (c *Cluster) startAdapterProc(name, sinkURL string, namespaces []string, resources []AdapterResource) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
@@ -83,7 +112,7 @@ func (c *Cluster) StartAdapterFor(sinkURL string, namespaces []string, resources
 	env := []string{
 		"KUBECONFIG=" + c.kubeconfig,
 		"K_SINK=" + sinkURL,
-		"NAME=e2e-apiserversource",
+		"NAME=e2e-apiserversource" + strings.TrimPrefix(name, "adapter"),
 		"NAMESPACE=" + ArgoNamespace,
 		"SYSTEM_NAMESPACE=knative-eventing",
 		"K_SOURCE_CONFIG=" + string(js),
@@ -91,7 +120,7 @@ func (c *Cluster) StartAdapterFor(sinkURL string, namespaces []string, resources
 		"K_LOGGING_CONFIG={}",
 		"K_OBSERVABILITY_CONFIG={}",
 	}
-	p, err := startProc(c.logDir, "adapter", bin, []string{"--disable-ha"}, env, 5*time.Second)
+	p, err := startProc(c.logDir, name, bin, []string{"--disable-ha"}, env, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -106,7 +135,14 @@ func (c *Cluster) StartAdapterFor(sinkURL string, namespaces []string, resources
 	return nil
 }
 
-// StopAdapter stops the adapter (no-op if not running).
+// StopAdapter stops the adapters (no-op if none runs).
 func (c *Cluster) StopAdapter() {
 	c.stopProc("adapter")
+	c.mu.Lock()
+	names := c.adapters
+	c.adapters = nil
+	c.mu.Unlock()
+	for _, n := range names {
+		c.stopProc(n)
+	}
 }

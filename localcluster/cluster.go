@@ -102,10 +102,12 @@ type Cluster struct {
 	token      string
 	caData     []byte
 	restCfg    *rest.Config
-	kube       kubernetes.Interface
-	dyn        dynamic.Interface
-	bins       binaries
-	ports      ports
+	// adapters are the processes StartAdapterSources started.
+	adapters []string
+	kube     kubernetes.Interface
+	dyn      dynamic.Interface
+	bins     binaries
+	ports    ports
 
 	lock        *os.File
 	mu          sync.Mutex

@@ -34,6 +34,10 @@
 //     `shutting-down` then `terminated` for a machine with -scale-pair-pods workflow pods against
 //     `terminated` alone; Reference-mode deletes of -scale-pods finished pods of one workflow →
 //     API calls, handler time, memory per event.
+//   - shipped:    deploy/base's ApiServerSources (one adapter each, configured as its reconciler
+//     would) posting to the real Broker with the shipped Triggers, an ordinary workload with
+//     nothing disrupted (-shipped-workflows of 3 sequential steps, podGC OnPodCompletion) →
+//     deliveries to the function per workflow pod; then an idle minute → deliveries while idle.
 //   - karpenter:  on a stack of its own with the real Karpenter and kube-scheduler, -karpenter-pods
 //     workflow pods on the nodes Karpenter launches for them, the events through the real Broker
 //     to the binary; every NodeClaim deleted at once → evictions, repairs, workflows moved.
@@ -59,7 +63,7 @@ import (
 )
 
 // defaultParts is every part (run() orders them itself).
-const defaultParts = "micro,repairs,compressed,cold,burst,node,scale,sweep,karpenter"
+const defaultParts = "micro,repairs,compressed,cold,burst,node,scale,sweep,shipped,karpenter"
 
 const (
 	nsLat   = "bench-repairs"
@@ -79,6 +83,7 @@ type options struct {
 	BigNodes       int
 	Burst          int
 	NodePods       int
+	ShippedWfs     int
 	KarpenterPods  int
 	ScaleNodes     int
 	ScalePods      int
@@ -118,6 +123,7 @@ type result struct {
 	Scale      *scaleResult
 	Sweep      *sweepScaleResult
 	Karpenter  *karpenterResult
+	Shipped    *shippedResult
 	ArgoEnv    map[string]string // the controller's environment as started
 	StackLock  time.Duration     // waited for another stack to stop
 	StackDir   string            // kept with -keep
@@ -138,6 +144,7 @@ func main() {
 	flag.IntVar(&o.BigNodes, "big-nodes", 5000, "nodes of the compressed workflow (real API server part)")
 	flag.IntVar(&o.Burst, "burst", 500, "workflows in the burst")
 	flag.IntVar(&o.KarpenterPods, "karpenter-pods", 110, "workflow pods on the nodes Karpenter launches, all NodeClaims then deleted (karpenter part)")
+	flag.IntVar(&o.ShippedWfs, "shipped-workflows", 20, "workflows of 3 sequential steps in the shipped part (nothing disrupted)")
 	flag.IntVar(&o.NodePods, "node-pods", 110, "workflow pods on the Node deleted in the node part (110: the EKS default max-pods)")
 	flag.IntVar(&o.ScaleNodes, "scale-nodes", 5000, "Karpenter Nodes (and NodeClaims) in the cluster for the scale part's EC2 messages")
 	flag.IntVar(&o.ScalePods, "scale-pods", 5000, "finished pods of one workflow deleted in the scale part (one Reference-mode delete each)")
@@ -310,7 +317,7 @@ func run(ctx context.Context, o options) *result {
 
 // needsMainStack reports whether a part runs on the stack without Karpenter.
 func needsMainStack(parts map[string]bool) bool {
-	for _, p := range []string{"repairs", "compressed", "cold", "burst", "node", "scale", "sweep"} {
+	for _, p := range []string{"repairs", "compressed", "cold", "burst", "node", "scale", "sweep", "shipped"} {
 		if parts[p] {
 			return true
 		}
@@ -386,6 +393,14 @@ func runMainStack(ctx context.Context, o options, r *result, bin string, micro f
 			fail("cold", err)
 		}
 		step(fmt.Sprintf("cold: %d starts of the binary", len(coldEvents)))
+	}
+	if o.Parts["shipped"] && ctx.Err() == nil {
+		sh, err := runShipped(ctx, e, o.ShippedWfs, 3, time.Minute)
+		r.Shipped = sh
+		if err != nil {
+			fail("shipped", err)
+		}
+		step(fmt.Sprintf("shipped: %d undisrupted workflows through deploy/base's sources and Triggers, then an idle minute", o.ShippedWfs))
 	}
 	if o.Parts["node"] && ctx.Err() == nil {
 		nd, err := runNode(ctx, e, o.NodePods)

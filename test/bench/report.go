@@ -165,6 +165,7 @@ func writeReport(r *result) error {
 	writeScaleRows(w, r.Scale)
 	writeSweepScaleRow(w, r.Sweep)
 	writeKarpenterRow(w, r.Karpenter)
+	writeShippedRow(w, r.Shipped)
 	w("\n")
 
 	// ---------- details ----------
@@ -178,6 +179,7 @@ func writeReport(r *result) error {
 	writeScale(w, r)
 	writeSweepScale(w, r)
 	writeKarpenter(w, r.Karpenter)
+	writeShipped(w, r.Shipped)
 	writeCommand(w, r)
 
 	if o.Out == "-" {

@@ -18,7 +18,7 @@ import (
 	"function/localcluster/scenario"
 )
 
-// TestDoNoHarm sends the function, on the real control plane (Argo ADH_E2E_SIGNALS_ARGO, default
+// TestDoNoHarm sends the function, on the real control plane (Argo ADH_E2E_HARM_ARGO, default
 // v3.7.18, status finalizer on), the events a late re-delivery, an earlier incarnation or a forger
 // would send about a workflow step that is running on a live, Karpenter-labelled Node:
 //   - a Karpenter Node delete naming that live Node (an earlier Node of the same name);
@@ -34,7 +34,7 @@ import (
 // finalizer kept), its task result ("false"), its node (Running) and its workflow (Running) are
 // untouched, and no record annotation or PodDisrupted Event appears.
 func TestDoNoHarm(t *testing.T) {
-	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.18")
+	version := env("ADH_E2E_HARM_ARGO", "v3.7.18")
 	ctx := context.Background()
 	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: 1,
 		ArgoEnv: map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}}, 150*time.Second)

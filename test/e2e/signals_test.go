@@ -22,7 +22,7 @@ import (
 )
 
 // TestDisruptionSignals proves the disruption-signal families on the real control plane
-// (Argo ADH_E2E_SIGNALS_ARGO, default v3.7.18, with the status finalizer on), the function fed by
+// (Argo ADH_E2E_SIGNALS_ARGO, default v3.7.3, with the status finalizer on), the function fed by
 // the real ApiServerSource adapter watching Nodes and Events (and, for the second part, pods):
 //  1. a Karpenter-managed Node deleted while its workflow pod holds Argo's status finalizer, with
 //     no pod event delivered at all: the Node delete event releases the finalizer, deletes the
@@ -33,7 +33,7 @@ import (
 //  2. a Karpenter SpotInterrupted Event on a Node, then the pod's deletion: the Workflow's record
 //     says SpotInterrupted.
 func TestDisruptionSignals(t *testing.T) {
-	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.18")
+	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.3")
 	ctx := context.Background()
 	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: 2,
 		ArgoEnv: map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}}, 150*time.Second)
