@@ -150,6 +150,10 @@ func runShipped(ctx context.Context, e *env, n, steps int, idle time.Duration) (
 	if err := e.c.EnsureNamespace(ctx, nsShipped); err != nil {
 		return nil, err
 	}
+	// The nodes source watches NodeClaims: its adapter does not start without Karpenter's API.
+	if err := e.c.InstallNodeClaimCRD(ctx); err != nil {
+		return nil, err
+	}
 	counter := &deliveryCounter{counts: map[string]int{}}
 	sink, ingress, stop, err := e.throughBroker(ctx, counter)
 	if err != nil {

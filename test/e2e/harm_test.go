@@ -47,11 +47,17 @@ func TestDoNoHarm(t *testing.T) {
 		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	wf, pod, nodeID, err := e.RunningStep(ctx, "harm-", scenario.Spec{Namespace: nsWith, Node: node})
+	// A step under a retry node: its pod node is not the workflow's root, so its ID
+	// ("<wf>-<hash>") and its pod's v2 name ("<wf>-main-<hash>") differ, as for every step of a
+	// real workflow (a one-container workflow's root node has its pod named like the node).
+	wf, pod, nodeID, err := e.RunningStep(ctx, "harm-", scenario.Spec{Namespace: nsWith, Node: node, Retry: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(11 * time.Second) // past the controller's own 10 s, as a real disruption would be
+	if nodeID == pod.Name {
+		t.Fatalf("node %s is named like its pod: the names the node does not have are not exercised", nodeID)
+	}
 
 	liveNode, err := e.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
