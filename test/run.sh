@@ -49,10 +49,7 @@ if [ "${E2E:-1}" != 0 ]; then
     : "${ADH_E2E_ARGO_VERSIONS:=v3.5.10 v3.6.18 v3.7.18 v4.0.7}" "${ADH_E2E_RACE_ARGO:=v3.6.18 v3.7.18 v4.0.7}" "${ADH_E2E_TIMEOUT:=150m}"
   fi
   versions=${ADH_E2E_ARGO_VERSIONS:-v3.5.10} # the version that hangs for ever without the function
-  # The status finalizer needs 3.6+; from 3.7.7 the controller completes the task result itself
-  # once that finalizer let it read a wait container killed on a live Node, which the signals'
-  # forced deletions are (docs/argo-controller.md): they run on the last 3.7 before that.
-  signals=${ADH_E2E_SIGNALS_ARGO:-v3.7.3}
+  signals=${ADH_E2E_SIGNALS_ARGO:-v3.7.18} # the status finalizer needs 3.6+
   harm=${ADH_E2E_HARM_ARGO:-v3.7.18}
   race=${ADH_E2E_RACE_ARGO:-v3.7.18} # PodGC's Failed status: misread as success up to 3.7.6
   restart=${ADH_E2E_RESTART_ARGO:-v4.0.7} # failedPodRestart exists from 4.0

@@ -118,7 +118,8 @@ func runVersion(t *testing.T, ctx context.Context, version, bin string, bound ti
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.StartAdapter(shippedStream(t, fn.URL), []string{ns}, selector); err != nil {
+		if err := c.StartAdapterFor(shippedStream(t, fn.URL), []string{ns}, []localcluster.AdapterResource{
+			{Version: "v1", Resource: "pods", Selector: selector}, nodes}); err != nil {
 			fn.Stop()
 			t.Fatal(err)
 		}

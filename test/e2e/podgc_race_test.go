@@ -66,7 +66,7 @@ func TestPodGCRace(t *testing.T) {
 				t.Fatal(err)
 			}
 			fn := runFunction(ctx, t, bin, c, map[string]string{"ADH_NAMESPACES": nsWith})
-			startAdapter(t, c, fn.URL, []string{nsWith}, workflowPods)
+			startAdapter(t, c, fn.URL, []string{nsWith}, workflowPods, nodes)
 			var dead []scenario.DeadNodeRun
 			for i := range runs {
 				dead = append(dead, scenario.DeadNodeRun{Mode: scenario.With, Spec: scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(i)}})

@@ -15,6 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
 	"function/localcluster"
 	"function/localcluster/scenario"
 	"function/record"
@@ -22,7 +24,7 @@ import (
 )
 
 // TestDisruptionSignals proves the disruption-signal families on the real control plane
-// (Argo ADH_E2E_SIGNALS_ARGO, default v3.7.3, with the status finalizer on), the function fed by
+// (Argo ADH_E2E_SIGNALS_ARGO, default v3.7.18, with the status finalizer on), the function fed by
 // the real ApiServerSource adapter watching Nodes and Events (and, for the second part, pods):
 //  1. a Karpenter-managed Node deleted while its workflow pod holds Argo's status finalizer, with
 //     no pod event delivered at all: the Node delete event releases the finalizer, deletes the
@@ -33,7 +35,7 @@ import (
 //  2. a Karpenter SpotInterrupted Event on a Node, then the pod's deletion: the Workflow's record
 //     says SpotInterrupted.
 func TestDisruptionSignals(t *testing.T) {
-	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.3")
+	version := env("ADH_E2E_SIGNALS_ARGO", "v3.7.18")
 	ctx := context.Background()
 	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: 2,
 		ArgoEnv: map[string]string{"ARGO_POD_STATUS_CAPTURE_FINALIZER": "true"}}, 150*time.Second)
@@ -75,21 +77,40 @@ func TestDisruptionSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// On a live Node the kubelet (kwok) reports the containers killed (exit 143) while Argo's
+	// status finalizer holds the pod, and from 3.6.0 the controller completes the task result of a
+	// wait container that exited non-zero itself: the workflow may end before the pod's delete
+	// reaches the function (the shipped Triggers deliver no update). Either the function repaired
+	// it and recorded the warning's reason, or the controller did and the warning stays on the
+	// Workflow; never Succeeded, never stuck.
 	var rec record.Record
-	if err := waitFor(ctx, 20*time.Second, func() bool {
-		cur, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
+	var recorded bool
+	var cur *wfv1.Workflow
+	if err := waitFor(ctx, 30*time.Second, func() bool {
+		w, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
 		if err != nil {
 			return false
 		}
-		var ok bool
-		rec, ok = record.Recorded(cur)[pod.Annotations[workflowmeta.AnnotationNodeID]]
-		return ok
+		cur = w
+		rec, recorded = record.Recorded(w)[pod.Annotations[workflowmeta.AnnotationNodeID]]
+		return recorded || w.Status.Phase.Completed()
 	}); err != nil {
-		t.Fatalf("no repair record on workflow %s: %v", wf.Name, err)
+		t.Fatalf("workflow %s neither repaired nor finished 30 s after its pod's deletion", wf.Name)
 	}
-	report = append(report, fmt.Sprintf("pod force-deleted → repair recorded on the Workflow: %s, reason %q (%s)", since(t0), rec.Reason, rec.Message))
-	if rec.Reason != "SpotInterrupted" {
-		t.Errorf("record reason = %q, want SpotInterrupted", rec.Reason)
+	switch {
+	case recorded:
+		report = append(report, fmt.Sprintf("pod force-deleted → repair recorded on the Workflow: %s, reason %q (%s)", since(t0), rec.Reason, rec.Message))
+		if rec.Reason != "SpotInterrupted" {
+			t.Errorf("record reason = %q, want SpotInterrupted", rec.Reason)
+		}
+	case cur.Status.Phase == wfv1.WorkflowSucceeded:
+		t.Errorf("workflow %s Succeeded after its step's pod was force-deleted", wf.Name)
+	default:
+		w, ok := record.Warnings(cur)[pod.Name]
+		report = append(report, fmt.Sprintf("pod force-deleted → the controller finished the workflow itself (%s %q) %s after; warning on the Workflow: %q", cur.Status.Phase, cur.Status.Message, since(t0), w.Reason))
+		if !ok || w.Reason != "SpotInterrupted" {
+			t.Errorf("workflow %s finished without the SpotInterrupted warning (%v)", wf.Name, cur.Annotations)
+		}
 	}
 
 	// 1: the Karpenter-managed Node of a pod holding the status finalizer is deleted (Karpenter

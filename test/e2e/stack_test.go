@@ -77,6 +77,11 @@ func runFunction(ctx context.Context, t *testing.T, bin string, c *localcluster.
 // workflowPods is the adapter's watch of workflow pods, as deploy/base's ApiServerSource has it.
 var workflowPods = localcluster.AdapterResource{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}
 
+// nodes is the shipped nodes source's Node watch (its NodeClaims need Karpenter's CRD): a Node's
+// delete is what reaches the function for pods held on a gone Node, whose updates the shipped
+// Triggers do not deliver.
+var nodes = localcluster.AdapterResource{Version: "v1", Resource: "nodes"}
+
 // startAdapter points the ApiServerSource adapter at sink, watching resources in namespaces
 // (cluster-scoped ones cluster-wide), through shippedStream: sink gets only what deploy/base's
 // sources and Triggers deliver. It stops the adapter when the test ends.
