@@ -33,7 +33,7 @@ type shippedResult struct {
 	Posted int
 	// Workload and Idle count the deliveries to the function by "type kind", during the
 	// workload (until every workflow finished and 10 s passed) and in the idle window after.
-	Workload, Idle map[string]int
+	Workload, Idle   map[string]int
 	Took, IdleWindow time.Duration
 }
 
