@@ -9,7 +9,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"function/config"
 	"function/localcluster"
@@ -52,11 +51,13 @@ func runNode(ctx context.Context, e *env, n int) (*nodeResult, error) {
 	if err := e.c.CreateNode(ctx, res.Node); err != nil {
 		return nil, err
 	}
-	// Karpenter's labels: its Node delete means the machine is terminated.
-	if _, err := e.kube.CoreV1().Nodes().Patch(ctx, res.Node, types.MergePatchType,
-		[]byte(`{"metadata":{"labels":{"karpenter.sh/nodepool":"workflows","karpenter.sh/registered":"true"}}}`), metav1.PatchOptions{}); err != nil {
+	// Karpenter's Node: its labels, and the NodeClaim that owns it, which is being deleted when the
+	// Node goes (what confirms the machine is terminated: docs/safety.md, rule 1).
+	const claim = "bench-claim"
+	if err := e.c.AdoptNode(ctx, claim, res.Node); err != nil {
 		return nil, err
 	}
+	defer func() { _ = e.c.ReleaseNodeClaim(context.Background(), claim) }()
 	s, err := startSink(ip.Handler)
 	if err != nil {
 		return nil, err
@@ -84,6 +85,9 @@ func runNode(ctx context.Context, e *env, n int) (*nodeResult, error) {
 		}
 	}()
 	events := s.expect(res.Node)
+	if err := e.c.DeleteNodeClaim(ctx, claim); err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	tr.begin(t0)
 	if err := e.kube.CoreV1().Nodes().Delete(ctx, res.Node, metav1.DeleteOptions{}); err != nil {
