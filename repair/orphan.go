@@ -9,8 +9,6 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"function/eventing"
 	"function/workflowmeta"
@@ -88,12 +86,10 @@ func (r *Repairer) podAsListed(ctx context.Context, t Target, listed *corev1.Pod
 	if ok, err := r.workflowNamesPod(ctx, t, log); !ok || err != nil {
 		return nil, err
 	}
-	pod, err := r.kube.CoreV1().Pods(t.Namespace).Get(ctx, t.PodName, metav1.GetOptions{})
+	pod, err := r.readPod(ctx, t)
 	switch {
-	case apierrors.IsNotFound(err):
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("reading pod %s/%s: %w", t.Namespace, t.PodName, err)
+	case err != nil || pod == nil:
+		return nil, err
 	case pod.UID != listed.UID || pod.ResourceVersion != listed.ResourceVersion:
 		log.Infow("pod changed since the list: full path", zap.String("listedVersion", listed.ResourceVersion), zap.String("version", pod.ResourceVersion))
 		return nil, nil
