@@ -97,7 +97,7 @@ func runVersion(t *testing.T, ctx context.Context, version, bin string, bound ti
 	defer stopSignal()
 	defer func() {
 		c.Stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("ADH_E2E_KEEP") != "" {
 			t.Logf("logs of Argo %s kept in %s", version, c.LogDir())
 		} else {
 			_ = os.RemoveAll(c.Dir())
