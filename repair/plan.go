@@ -209,7 +209,10 @@ func decideOrphan(t Target, o *Observation, pol Policy, now time.Time, held bool
 		p.Actions = slices.DeleteFunc(p.Actions, func(a Action) bool { return a == MarkNodeError })
 		p.Skip, p.Note = "", ""
 	}
-	if held {
+	if held && (t.Machine == eventing.MachineTerminated || pod.DeletionTimestamp != nil) {
+		// Released only when it holds a deletion: on a pod not yet being deleted it guards the
+		// controller's read of the status PodGC will set, and an early release lets the pod
+		// vanish unread (Argo 3.7 then runs the step again).
 		p.Actions = append(p.Actions, ReleaseStatusFinalizer)
 	}
 	if deleting {

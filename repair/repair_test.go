@@ -380,9 +380,9 @@ func TestRepairLadder(t *testing.T) {
 			},
 		},
 		{
-			name: "pod still Running on a gone node (before PodGC) with the status finalizer: release, task result after its deletion",
+			name: "pod still Running on a gone node (before PodGC) with the status finalizer, machine not claimed terminated: nothing yet (the finalizer guards the controller's read of PodGC's status)",
 			objs: []runtime.Object{apifake.Workflow(), apifake.TaskResult("false"), apifake.Pod(apifake.WithFinalizer)}, target: target(apifake.WithFinalizer),
-			want: []Action{ReleaseStatusFinalizer}, record: true,
+			skip: "waiting for its deletion", check: nothingWritten,
 		},
 		{
 			name: "pod still Running on a gone node, no finalizer: wait for PodGC's deletion",

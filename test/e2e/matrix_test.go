@@ -267,6 +267,11 @@ func check(t *testing.T, r scenario.Result) {
 		if r.Scenario == "d" && strings.HasPrefix(r.Outcome, "Succeeded") {
 			t.Errorf("%s: a step killed with its machine ended Succeeded (%s)", name, r.Outcome)
 		}
+		if r.Scenario == "d" && r.Repair < 0 && r.Moved >= 0 {
+			// With Argo's status finalizer (3.6+) the controller reads the status PodGC sets and
+			// ends the node itself: nothing was left for the function to write.
+			return
+		}
 		if r.Scenario == "d" && r.Rerun >= 0 {
 			// Argo 3.7.1+ saw the pod go before its task result could be opened safely (PodGC
 			// had set it Failed over running containers) and runs the step again: its decision.
