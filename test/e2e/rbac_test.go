@@ -578,6 +578,11 @@ func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
 	if err := e.admin.Kube.CoreV1().Nodes().Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// PodGC's deletion of the orphaned pod: Argo's status finalizer now holds it Terminating, the
+	// case the release is for (a pod not being deleted keeps its finalizer: docs/safety.md, rule 12).
+	if err := e.admin.Kube.CoreV1().Pods(rbacNS).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	node.Kind, node.APIVersion = "Node", "v1"
 	data, err := json.Marshal(node)
 	if err != nil {
