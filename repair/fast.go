@@ -78,12 +78,9 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredL
 // recording this pod's repair already, and naming the target's pod as its node's pod now
 // (NodePodName). Anything else goes down the full path, which reads everything and decides.
 func (r *Repairer) workflowNamesPod(ctx context.Context, t Target, log *zap.SugaredLogger) (bool, error) {
-	wf, err := r.argo.ArgoprojV1alpha1().Workflows(t.Namespace).Get(ctx, t.Workflow, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("reading workflow %s/%s: %w", t.Namespace, t.Workflow, err)
+	wf, err := r.readWorkflow(ctx, t)
+	if err != nil || wf == nil {
+		return false, err
 	}
 	why := WorkflowSkip(wf, r.opts.Scope)
 	if why == "" && wf.UID != t.WorkflowUID {

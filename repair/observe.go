@@ -21,12 +21,12 @@ import (
 // finished: a gone Node means it can never report), and the task result.
 func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) {
 	o := &Observation{}
-	wf, err := r.argo.ArgoprojV1alpha1().Workflows(t.Namespace).Get(ctx, t.Workflow, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
+	wf, err := r.readWorkflow(ctx, t)
+	if err != nil || wf == nil {
+		if err != nil {
+			return nil, err
+		}
 		return o, nil
-	case err != nil:
-		return nil, fmt.Errorf("reading workflow %s/%s: %w", t.Namespace, t.Workflow, err)
 	}
 	o.Workflow = wf
 	if WorkflowSkip(wf, r.opts.Scope) != "" || repairedBefore(wf, t) {
@@ -68,6 +68,18 @@ func (r *Repairer) Observe(ctx context.Context, t Target) (*Observation, error) 
 		return nil, err
 	}
 	return o, nil
+}
+
+// readWorkflow reads the target's Workflow; nil when it does not exist.
+func (r *Repairer) readWorkflow(ctx context.Context, t Target) (*wfv1.Workflow, error) {
+	wf, err := r.argo.ArgoprojV1alpha1().Workflows(t.Namespace).Get(ctx, t.Workflow, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading workflow %s/%s: %w", t.Namespace, t.Workflow, err)
+	}
+	return wf, nil
 }
 
 // readPod reads the target's pod by name; nil when it has none or it is gone.
