@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
@@ -130,5 +131,60 @@ func TestPodDisruptionReadFailureIsRetried(t *testing.T) {
 	_, res := h.Handle(context.Background(), eventingtest.Load(t, "karpenter-event-pod-evicted.json"))
 	if got := statusOf(res); got != http.StatusServiceUnavailable {
 		t.Fatalf("answered %d (%v), want 503", got, res)
+	}
+}
+
+// Karpenter v1.15 reboots an unhealthy node (a repair action): the pods that stayed through the
+// drain lose their containers, and Karpenter's only word is RebootObserved on the NodeClaim. The
+// shipped Triggers deliver no pod update, so the Event is what tells the function: a pod the API
+// server reports ended without its wait container reporting is repaired at once, its record
+// naming the reboot; one the kubelet has not reported yet gets the warning (its deletion or the
+// sweep repairs); one whose wait reported is left alone.
+func TestRebootObserved(t *testing.T) {
+	const node, claim = "kwok-workflows-t9h7r-rayautumn-2-xalnauwv77-3588592375", "workflows-t9h7r"
+	lost := func(name string) corev1.ContainerStatus {
+		return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 137, Reason: "ContainerStatusUnknown", Message: "The container could not be located when the pod was terminated"}}}
+	}
+	for _, tc := range []struct {
+		name      string
+		phase     corev1.PodPhase
+		wait      corev1.ContainerStatus
+		warning   string // on the pod
+		completed bool
+	}{
+		{"containers lost with the reboot, pod Failed: repaired, the reboot recorded", corev1.PodFailed, lost(workflowmeta.WaitContainer), "", true},
+		{"pod still Running (the kubelet has not reported): warned", corev1.PodRunning, corev1.ContainerStatus{Name: workflowmeta.WaitContainer, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}, "RebootObserved", false},
+		{"pod Failed, its wait container reported (exit 0): nothing", corev1.PodFailed, corev1.ContainerStatus{Name: workflowmeta.WaitContainer, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wf, tr := gatedWorkflow("etl-a", "etl-a-111")
+			pod := workflowPod("etl-a", "etl-a-111", node, false)
+			pod.Status.Phase = tc.phase
+			pod.Status.ContainerStatuses = []corev1.ContainerStatus{lost("main"), tc.wait}
+			c := apifake.NewCluster(pod, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, wf, tr)
+			claimObj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+				"metadata": map[string]any{"name": claim}, "status": map[string]any{"nodeName": node}}}
+			h := handlerOver(c, func(o *Options) { o.Finder.Dynamic = nodeClaims(claimObj) })
+			ctx := context.Background()
+			if _, res := h.Handle(ctx, eventingtest.Load(t, "karpenter-kwok-nodeclaim-reboot-observed.json")); res != nil {
+				t.Fatal(res)
+			}
+			live, err := c.Kube.CoreV1().Pods(apifake.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w, _ := record.PodWarning(live); w.Reason != tc.warning {
+				t.Errorf("pod warning %q, want %q", w.Reason, tc.warning)
+			}
+			trNow, _ := c.Argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, "etl-a-111", metav1.GetOptions{})
+			if done := trNow.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; done != tc.completed {
+				t.Errorf("task result completed = %v, want %v", done, tc.completed)
+			}
+			rec, ok := record.Recorded(mustWF(t, c.Argo, "etl-a"))["etl-a-111"]
+			if ok != tc.completed || (ok && rec.Reason != "RebootObserved") {
+				t.Errorf("record %+v (%v), want reason RebootObserved only when repaired", rec, ok)
+			}
+		})
 	}
 }

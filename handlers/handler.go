@@ -348,11 +348,30 @@ func (h *Handler) disruption(ctx context.Context, d *eventing.Disruption) error 
 	}
 	var errs []error
 	for i := range pods {
-		if err := h.warn(ctx, &pods[i], d.Source, d.Reason, d.Message, h.received()); err != nil {
+		if err := h.warnOrRepairEnded(ctx, &pods[i], d); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// warnOrRepairEnded records the disruption on a pod that may still run. A pod the API server
+// already reports ended without its wait container reporting (its node rebooted under it, or
+// the disruption was announced late) can never report its outputs: it gets the repair its own
+// update would have brought, with the disruption as its reason (the shipped Triggers deliver no
+// pod update).
+func (h *Handler) warnOrRepairEnded(ctx context.Context, pod *corev1.Pod, d *eventing.Disruption) error {
+	if !repair.PodFinished(pod) || repair.WaitReported(pod) || pod.DeletionTimestamp != nil || h.o.Scope.Check(pod.Namespace, pod.Labels) != nil {
+		return h.warn(ctx, pod, d.Source, d.Reason, d.Message, h.received())
+	}
+	t, err := repair.TargetFromPod(pod, h.received(), d.Source+" "+d.Reason)
+	if err != nil {
+		logging.FromContext(ctx).Debugw("pod left alone", zap.String("pod", pod.Namespace+"/"+pod.Name), zap.Error(err))
+		return nil
+	}
+	repair.Announce(&t, d.Reason, d.Message)
+	_, err = h.o.Repairer.Repair(ctx, t)
+	return err
 }
 
 // disruptedPods are the workflow pods a disruption names: its pod, or those on its Node, on its

@@ -10,8 +10,9 @@
 #               argo-v3.5.10 argo-v3.6.10 argo-v3.6.18 argo-v3.7.3 argo-v3.7.18 argo-v4.0.5
 #               argo-v4.0.7   (also: all, argo = every argo version)
 #               func (the knative func CLI v0.44.0; not in "all")
-#               karpenter kube-scheduler (Karpenter v1.14.1's KWOK provider and the scheduler it
-#               needs, for the Karpenter scenarios; not in "all")
+#               karpenter kube-scheduler (Karpenter v1.15.0's KWOK provider and the scheduler it
+#               needs, for the Karpenter scenarios; not in "all"; Karpenter v1.15.0 needs Go >= 1.26.9,
+#               so its build runs with GOTOOLCHAIN=go1.27.3, the approved toolchain the Go proxy serves)
 #               broker (Knative Eventing's broker ingress, filter and InMemoryChannel dispatcher
 #                       v0.50.0, plus the eventing CRDs; not in "all")
 #   default: all
@@ -47,6 +48,10 @@ argo_crd_flavour() { case "$1" in v3.*) echo minimal ;; *) echo full ;; esac; }
 # Eventing's broker data plane: the three mains built from localcluster/tools/broker.
 BROKER_PKGS="knative.dev/eventing/cmd/broker/ingress knative.dev/eventing/cmd/broker/filter knative.dev/eventing/cmd/in_memory/channel_dispatcher"
 
+# The Go toolchain a component's module needs when the machine's own Go is older than its go line.
+TOOLCHAIN_DEFAULT="${GOTOOLCHAIN-}"
+toolchain() { case "$1" in karpenter) echo go1.27.3 ;; *) echo "$TOOLCHAIN_DEFAULT" ;; esac; }
+
 # component -> "module-dir|version|package|binary|extra-ldflags"; package and binary may be
 # space-separated lists of the same length (one build per pair).
 spec() {
@@ -59,7 +64,7 @@ spec() {
     adapter)                 echo "adapter|v0.50.0|.|apiserver_receive_adapter|" ;;
     func)                    echo "func|v0.44.0|knative.dev/func/cmd/func|func|-X knative.dev/func/pkg/app.vers=v0.44.0" ;;
     kube-scheduler)          echo "kube-scheduler|$K8S_VERSION|k8s.io/kubernetes/cmd/kube-scheduler|kube-scheduler|$K8S_LDFLAGS" ;;
-    karpenter)               echo "karpenter|v1.14.1|sigs.k8s.io/karpenter/kwok|karpenter|-X sigs.k8s.io/karpenter/pkg/operator.Version=v1.14.1" ;;
+    karpenter)               echo "karpenter|v1.15.0|sigs.k8s.io/karpenter/kwok|karpenter|-X sigs.k8s.io/karpenter/pkg/operator.Version=v1.15.0" ;;
     broker)                  echo "broker|v0.50.0|$BROKER_PKGS|ingress filter channel_dispatcher|" ;;
     argo-v*)
       local v="${1#argo-}" m
@@ -142,6 +147,7 @@ main() {
   for c in "${want[@]}"; do
     IFS='|' read -r moddir version pkg bin ldx <<<"$(spec "$c")"
     comp="${c%%-v[0-9]*}"                       # argo-v3.5.10 -> argo
+    if [ -n "$(toolchain "$comp")" ]; then export GOTOOLCHAIN="$(toolchain "$comp")"; else unset GOTOOLCHAIN; fi
     dir="$CACHE/$comp-$version"
     read -r -a pkgs <<<"$pkg"
     read -r -a bins <<<"$bin"

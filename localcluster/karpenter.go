@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -24,7 +25,7 @@ var nodeClaimCRD []byte
 
 var nodeClaimGVR = schema.GroupVersionResource{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"}
 
-// InstallNodeClaimCRD installs Karpenter's own NodeClaim CRD (v1.14.1: its schema, its status
+// InstallNodeClaimCRD installs Karpenter's own NodeClaim CRD (v1.15.0: its schema, its status
 // subresource and the columns the API server prints), for the lookups that read NodeClaims.
 func (c *Cluster) InstallNodeClaimCRD(ctx context.Context) error {
 	return c.createCRDs(ctx, [][]byte{nodeClaimCRD})
@@ -88,7 +89,7 @@ func (c *Cluster) ReleaseNodeClaim(ctx context.Context, claim string) error {
 
 // KarpenterVersion is the sigs.k8s.io/karpenter release whose KWOK provider runs the nodes of
 // Options.Karpenter.
-const KarpenterVersion = "v1.14.1"
+const KarpenterVersion = "v1.15.0"
 
 // KarpenterNodePool is the NodePool the stack creates for Options.Karpenter; a workflow selects
 // it with nodeSelector karpenter.sh/nodepool.
@@ -201,6 +202,8 @@ func (c *Cluster) startKarpenter(ctx context.Context) error {
 		"HEALTH_PROBE_PORT=" + strconv.Itoa(healthPort),
 		"BATCH_IDLE_DURATION=1s",
 		"BATCH_MAX_DURATION=3s",
+		// Node repair (replace or reboot an unhealthy node, reason Unhealthy) is off by default.
+		"FEATURE_GATES=NodeRepair=true",
 	}, 10*time.Second)
 	if err != nil {
 		return err
@@ -266,4 +269,44 @@ func (c *Cluster) DeleteNodeClaim(ctx context.Context, name string) error {
 		return fmt.Errorf("deleting nodeclaim %s: %w", name, err)
 	}
 	return nil
+}
+
+// The Node conditions Karpenter's KWOK provider repairs (v1.15.0 RepairPolicies, tolerated 30 s):
+// KWOKUnhealthy replaces the node, KWOKRebootRequired reboots it.
+const (
+	ConditionUnhealthy      = "KWOKUnhealthy"
+	ConditionRebootRequired = "KWOKRebootRequired"
+)
+
+// SetNodeCondition sets a condition True on a Node's status, dated a minute ago so that the
+// provider's toleration has already passed, as a node-problem detector reports a problem.
+func (c *Cluster) SetNodeCondition(ctx context.Context, node, condition string) error {
+	return c.patchNodeCondition(ctx, node, corev1.NodeCondition{Type: corev1.NodeConditionType(condition), Status: corev1.ConditionTrue,
+		Reason: "E2E", Message: "set by the e2e test", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.NewTime(time.Now().Add(-time.Minute))})
+}
+
+// ClearNodeCondition sets a condition False, as the detector does once the problem is gone.
+func (c *Cluster) ClearNodeCondition(ctx context.Context, node, condition string) error {
+	return c.patchNodeCondition(ctx, node, corev1.NodeCondition{Type: corev1.NodeConditionType(condition), Status: corev1.ConditionFalse,
+		Reason: "E2E", Message: "cleared by the e2e test", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()})
+}
+
+func (c *Cluster) patchNodeCondition(ctx context.Context, node string, cond corev1.NodeCondition) error {
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+	if err != nil {
+		return err
+	}
+	if _, err := c.kube.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		return fmt.Errorf("setting condition %s of node %s: %w", cond.Type, node, err)
+	}
+	return nil
+}
+
+// NodeBootID returns the boot ID a Node reports (Karpenter's KWOK provider changes it to reboot).
+func (c *Cluster) NodeBootID(ctx context.Context, node string) (string, error) {
+	n, err := c.kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("reading node %s: %w", node, err)
+	}
+	return n.Status.NodeInfo.BootID, nil
 }

@@ -21,7 +21,9 @@ const (
 
 	// CompleteAnnotation on a Running pod of a kwok Node makes kwok finish
 	// it: value "true" -> every container terminated with exit code 0,
-	// phase Succeeded; value "fail" -> exit code 1, phase Failed.
+	// phase Succeeded; value "fail" -> exit code 1, phase Failed; value "lost" -> what a
+	// kubelet reports after its node rebooted under the pod: every container terminated with
+	// ContainerStatusUnknown, exit code 137, phase Failed.
 	CompleteAnnotation = "e2e.argo-disruption-handler/complete"
 
 	// TerminateDelayAnnotation (a Go duration such as "5s") delays the
@@ -44,6 +46,8 @@ func NodeName(i int) string { return fmt.Sprintf("kwok-node-%d", i) }
 //     containers terminated exit 0 (Completed), phase Succeeded.
 //   - pod-fail:      Running + annotation CompleteAnnotation=fail -> all
 //     containers terminated exit 1 (Error), phase Failed.
+//   - pod-lost:      Running + annotation CompleteAnnotation=lost -> all
+//     containers terminated exit 137 (ContainerStatusUnknown), phase Failed.
 //   - pod-terminate: deletionTimestamp set while Pending/Running -> containers
 //     terminated exit 143 (Error), phase Failed (what a kubelet reports
 //     after SIGTERM), optionally after TerminateDelayAnnotation.
@@ -60,6 +64,7 @@ var KwokPodStages = strings.Join([]string{
 `, podReadyNext),
 	podStage("pod-complete", runningWith(CompleteAnnotation, "true"), podFinished("PodCompleted", 0, "Completed", "Succeeded")),
 	podStage("pod-fail", runningWith(CompleteAnnotation, "fail"), podFinished("PodFailed", 1, "Error", "Failed")),
+	podStage("pod-lost", runningWith(CompleteAnnotation, "lost"), podFinished("PodFailed", 137, "ContainerStatusUnknown", "Failed")),
 	podStage("pod-terminate", deletingWhile("Pending", "Running"), `  delay:
     durationMilliseconds: 0
     durationFrom:

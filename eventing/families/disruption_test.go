@@ -42,6 +42,12 @@ func TestDisruptionFixtures(t *testing.T) {
 		{"karpenter-kwok-node-finalized.json", nil},
 		{"karpenter-kwok-pod-nominated.json", nil},
 		{"karpenter-kwok-nodeclaim-disruption-launching.json", nil},
+		// Captured from Karpenter v1.15.0's KWOK provider: node repair (reason Unhealthy) and a
+		// reboot, a repair action whose only Event is on the NodeClaim.
+		{"karpenter-kwok-node-disruption-terminating-unhealthy.json", &eventing.Disruption{Source: "karpenter", Reason: "DisruptionTerminating",
+			Message: "Disrupting Node: Unhealthy", NodeName: "kwok-workflows-r4pq8-dutchessphase-1-zisf9gtzb2-2934867813"}},
+		{"karpenter-kwok-nodeclaim-reboot-observed.json", &eventing.Disruption{Source: "karpenter", Reason: "RebootObserved",
+			Message: "New boot observed (bootID changed); awaiting node readiness", NodeClaimName: "workflows-t9h7r"}},
 		{"ec2-spot-interruption-integrationsource.json", &eventing.Disruption{Source: "aws.ec2", Reason: "SpotInterruptionWarning",
 			Message: "spot interruption of " + iid + " (terminate in 2 minutes)", InstanceIDs: []string{iid}}},
 		{"ec2-spot-interruption-eventbridge-structured.json", &eventing.Disruption{Source: "aws.ec2", Reason: "SpotInterruptionWarning",
@@ -103,6 +109,7 @@ func init() {
 		"karpenter-kwok-node-disruption-terminating.json", "karpenter-kwok-nodeclaim-disruption-terminating.json",
 		"karpenter-kwok-node-failed-draining.json", "karpenter-kwok-node-finalized.json",
 		"karpenter-kwok-pod-nominated.json", "karpenter-kwok-nodeclaim-disruption-launching.json",
+		"karpenter-kwok-node-disruption-terminating-unhealthy.json", "karpenter-kwok-nodeclaim-reboot-observed.json",
 		"ec2-spot-interruption-integrationsource.json", "ec2-spot-interruption-eventbridge-structured.json",
 		"ec2-rebalance-awssqssource.json", "ec2-terminated-triggermesh-sqs.json",
 		"ec2-capacity-reservation-integrationsource.json", "aws-health-scheduled-change-triggermesh-events.json",

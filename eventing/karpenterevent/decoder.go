@@ -35,6 +35,9 @@ var nodeReasons = map[string]bool{
 	"InstanceUnhealthy":                      true,
 	"TerminatingOnInterruption":              true,
 	"CapacityReservationInstanceInterrupted": true,
+	// v1.15 node reboot (a repair action): the NodeClaim's Node came back with a new boot ID; the
+	// pods that stayed through the drain lost their containers.
+	"RebootObserved": true,
 }
 
 // Decoder decodes v1 Events.

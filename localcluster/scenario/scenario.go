@@ -120,6 +120,9 @@ type Spec struct {
 	Retry bool
 	// OnExit adds an exit handler.
 	OnExit bool
+	// DoNotDisrupt puts karpenter.sh/do-not-disrupt on the pod, as users do to keep Karpenter's
+	// voluntary disruptions away from running steps: a drain leaves it in place.
+	DoNotDisrupt bool
 }
 
 func (s Spec) workflowSpec() map[string]any {
@@ -136,8 +139,15 @@ func (s Spec) workflowSpec() map[string]any {
 		"entrypoint": "main",
 		"podGC":      map[string]any{"strategy": "OnPodCompletion"},
 	}
+	annotations := map[string]any{}
 	if s.TerminateDelay > 0 {
-		spec["podMetadata"] = map[string]any{"annotations": map[string]any{localcluster.TerminateDelayAnnotation: s.TerminateDelay.String()}}
+		annotations[localcluster.TerminateDelayAnnotation] = s.TerminateDelay.String()
+	}
+	if s.DoNotDisrupt {
+		annotations["karpenter.sh/do-not-disrupt"] = "true"
+	}
+	if len(annotations) > 0 {
+		spec["podMetadata"] = map[string]any{"annotations": annotations}
 	}
 	if s.NodePool != "" {
 		spec["nodeSelector"] = map[string]any{"karpenter.sh/nodepool": s.NodePool}
