@@ -57,7 +57,7 @@ if [ "${E2E:-1}" != 0 ]; then
   localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter kube-scheduler karpenter broker $(for v in $versions $signals $harm $race $restart v3.5.10; do printf 'argo-%s ' "$v"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
   step "e2e: scenario matrix (Argo $versions), disruption signals (Argo $signals), do-no-harm (Argo $harm), PodGC race (Argo $race), failedPodRestart (Argo $restart), the sweep command, Karpenter's drift and NodeClaim deletion and the Broker data plane (Argo v3.5.10), deploy/ dry run, RBAC, sender authentication"
   # The tables are printed in the log; docs/e2e-results.md is only rewritten on request.
-  ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_HARM_ARGO="$harm" ADH_E2E_RACE_ARGO="$race" ADH_E2E_RESTART_ARGO="$restart" ADH_E2E_REPORT="${ADH_E2E_REPORT:--}" \
+  ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_HARM_ARGO="$harm" ADH_E2E_RACE_ARGO="$race" ADH_E2E_RESTART_ARGO="$restart" \
     go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication|TestPodGCRace|TestFailedPodRestart|TestKarpenter|TestBrokerDataPlane' -v -timeout "${ADH_E2E_TIMEOUT:-80m}" ./test/e2e/
 fi
 
