@@ -12,8 +12,7 @@ import (
 	"sync/atomic"
 
 	"function/config"
-	"function/logs"
-	"function/wiring"
+	"function/internal/wiring"
 )
 
 // Function is the instanced function.
@@ -33,7 +32,7 @@ func (f *Function) Start(_ context.Context, _ map[string]string) error {
 	if err != nil {
 		return err
 	}
-	log, err := logs.New(cfg.LogLevel)
+	log, err := wiring.NewLogger(cfg.LogLevel)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"function/config"
-	"function/sweep"
+	"function/internal/manifests"
+	"function/internal/sweep"
 )
 
 // funcYAML is the part of func.yaml the manifests must agree with.
@@ -52,7 +53,7 @@ type funcYAML struct {
 
 func readFuncYAML(t *testing.T) funcYAML {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(Dir(), "..", "func.yaml"))
+	b, err := os.ReadFile(filepath.Join(manifests.Dir(), "..", "func.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func readFuncYAML(t *testing.T) funcYAML {
 
 func render(t *testing.T, path string) []*unstructured.Unstructured {
 	t.Helper()
-	objs, err := Render(path)
+	objs, err := manifests.Render(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func keys(rules []rbacRule) []string {
 func TestFunctionClusterRoleIsExact(t *testing.T) {
 	f := readFuncYAML(t)
 	objs := render(t, "base")
-	role := Find(objs, "ClusterRole", f.Name)
+	role := manifests.Find(objs, "ClusterRole", f.Name)
 	if role == nil {
 		t.Fatalf("no ClusterRole %s in deploy/base", f.Name)
 	}
@@ -175,7 +176,7 @@ func TestFunctionClusterRoleIsExact(t *testing.T) {
 		}
 	}
 	// Each verb line of the role carries its one-line reason as a YAML comment.
-	b, err := os.ReadFile(filepath.Join(Dir(), "base", "rbac-function.yaml"))
+	b, err := os.ReadFile(filepath.Join(manifests.Dir(), "base", "rbac-function.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +193,7 @@ func TestFunctionClusterRoleIsExact(t *testing.T) {
 // kustomization creates.
 func checkBinding(t *testing.T, objs []*unstructured.Unstructured, binding, role, ns, sa string) {
 	t.Helper()
-	crb := Find(objs, "ClusterRoleBinding", binding)
+	crb := manifests.Find(objs, "ClusterRoleBinding", binding)
 	if crb == nil {
 		t.Fatalf("no ClusterRoleBinding %s", binding)
 	}
@@ -205,7 +206,7 @@ func checkBinding(t *testing.T, objs []*unstructured.Unstructured, binding, role
 	if !reflect.DeepEqual(subjects, want) {
 		t.Errorf("ClusterRoleBinding %s subjects = %v, want %v", binding, subjects, want)
 	}
-	if acct := Find(objs, "ServiceAccount", sa); acct == nil || acct.GetNamespace() != ns {
+	if acct := manifests.Find(objs, "ServiceAccount", sa); acct == nil || acct.GetNamespace() != ns {
 		t.Errorf("ServiceAccount %s/%s not created", ns, sa)
 	}
 }
@@ -216,7 +217,7 @@ func TestSourcesRBACCoversTheirResources(t *testing.T) {
 	f := readFuncYAML(t)
 	objs := render(t, "base")
 	const sa = "argo-disruption-handler-sources"
-	role := Find(objs, "ClusterRole", sa)
+	role := manifests.Find(objs, "ClusterRole", sa)
 	if role == nil {
 		t.Fatalf("no ClusterRole %s", sa)
 	}
@@ -264,7 +265,7 @@ func TestSourcesRBACCoversTheirResources(t *testing.T) {
 func TestEventingWiring(t *testing.T) {
 	f := readFuncYAML(t)
 	objs := render(t, "base")
-	b := Find(objs, "Broker", "default")
+	b := manifests.Find(objs, "Broker", "default")
 	if b == nil {
 		t.Fatal("no Broker default")
 	}
@@ -326,14 +327,14 @@ func TestEventingWiring(t *testing.T) {
 			t.Errorf("no Trigger with filter %v", want)
 		}
 	}
-	ping := Find(objs, "PingSource", "sweep")
+	ping := manifests.Find(objs, "PingSource", "sweep")
 	if ping == nil {
 		t.Fatal("no PingSource sweep")
 	}
 	if s, _, _ := unstructured.NestedString(ping.Object, "spec", "schedule"); s != "*/10 * * * *" {
 		t.Errorf("PingSource schedule %q", s)
 	}
-	pods := Find(objs, "ApiServerSource", "workflow-pods")
+	pods := manifests.Find(objs, "ApiServerSource", "workflow-pods")
 	if pods == nil {
 		t.Fatal("no ApiServerSource workflow-pods")
 	}
@@ -366,7 +367,7 @@ func filterKey(attrs map[string]string) string {
 func TestOverlaysAgreeWithFuncYAML(t *testing.T) {
 	f := readFuncYAML(t)
 	base := render(t, "base")
-	if ns := Find(base, "Namespace", f.Deploy.Namespace); ns == nil {
+	if ns := manifests.Find(base, "Namespace", f.Deploy.Namespace); ns == nil {
 		t.Errorf("deploy/base creates no Namespace %s", f.Deploy.Namespace)
 	}
 	funcEnv := map[string]string{}
@@ -380,7 +381,7 @@ func TestOverlaysAgreeWithFuncYAML(t *testing.T) {
 		}
 	}
 	dryRun := map[string]string{"overlays/default": "false", "overlays/dry-run": "true"}
-	for _, path := range Overlays {
+	for _, path := range manifests.Overlays {
 		t.Run(path, func(t *testing.T) {
 			objs := render(t, path)
 			if len(objs) != len(base)+2 {
@@ -392,7 +393,7 @@ func TestOverlaysAgreeWithFuncYAML(t *testing.T) {
 					t.Errorf("%s %s in namespace %q, want %s", o.GetKind(), o.GetName(), o.GetNamespace(), f.Deploy.Namespace)
 				}
 			}
-			svc := Find(objs, "Service", f.Name)
+			svc := manifests.Find(objs, "Service", f.Name)
 			if svc == nil || svc.GetAPIVersion() != "serving.knative.dev/v1" {
 				t.Fatalf("no serving.knative.dev/v1 Service %s", f.Name)
 			}
@@ -445,7 +446,7 @@ func TestOverlaysAgreeWithFuncYAML(t *testing.T) {
 			}
 			// Apart from the Service and the NetworkPolicy, each overlay is exactly the base.
 			for _, b := range base {
-				o := Find(objs, b.GetKind(), b.GetName())
+				o := manifests.Find(objs, b.GetKind(), b.GetName())
 				if o == nil || !reflect.DeepEqual(o.Object, b.Object) {
 					t.Errorf("%s %s differs from deploy/base", b.GetKind(), b.GetName())
 				}
@@ -472,7 +473,7 @@ func configVariables() map[string]bool {
 // TestREADMERBACTable: the README's Deploy section lists each (group, resource) of the function's
 // ClusterRole with exactly its verbs.
 func TestREADMERBACTable(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(Dir(), "..", "README.md"))
+	b, err := os.ReadFile(filepath.Join(manifests.Dir(), "..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +519,7 @@ func TestREADMERBACTable(t *testing.T) {
 func TestSweepLeaseRole(t *testing.T) {
 	f := readFuncYAML(t)
 	objs := render(t, "base")
-	role := Find(objs, "Role", "argo-disruption-handler-sweep")
+	role := manifests.Find(objs, "Role", "argo-disruption-handler-sweep")
 	if role == nil || role.GetNamespace() != f.Deploy.Namespace {
 		t.Fatalf("no Role argo-disruption-handler-sweep in %s", f.Deploy.Namespace)
 	}
@@ -547,7 +548,7 @@ func TestSweepLeaseRole(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("Role grants %v, want %v", got, want)
 	}
-	rb := Find(objs, "RoleBinding", "argo-disruption-handler-sweep")
+	rb := manifests.Find(objs, "RoleBinding", "argo-disruption-handler-sweep")
 	if rb == nil {
 		t.Fatal("no RoleBinding argo-disruption-handler-sweep")
 	}
@@ -594,7 +595,7 @@ func TestClusterLocal(t *testing.T) {
 		t.Errorf("func.yaml deploy.labels lacks %s: %s", key, want)
 	}
 	for _, overlay := range []string{"overlays/default", "overlays/dry-run"} {
-		svc := Find(render(t, overlay), "Service", "argo-disruption-handler")
+		svc := manifests.Find(render(t, overlay), "Service", "argo-disruption-handler")
 		if svc == nil || svc.GetLabels()[key] != want {
 			t.Errorf("%s: the Service is not %s", overlay, want)
 		}
@@ -711,9 +712,9 @@ func TestNetworkPolicy(t *testing.T) {
 		want = append(want, p.key())
 	}
 	slices.Sort(want)
-	for _, path := range append(slices.Clone(Overlays), "components/network-policy") {
+	for _, path := range append(slices.Clone(manifests.Overlays), "components/network-policy") {
 		t.Run(path, func(t *testing.T) {
-			np := Find(render(t, path), "NetworkPolicy", f.Name)
+			np := manifests.Find(render(t, path), "NetworkPolicy", f.Name)
 			if np == nil {
 				t.Fatalf("no NetworkPolicy %s: any pod of the cluster could post to the function", f.Name)
 			}
@@ -796,7 +797,7 @@ func TestEventPolicy(t *testing.T) {
 	if policies == 0 || !slices.Equal(got, want) {
 		t.Errorf("the EventPolicies admit\n  %v\nwant exactly the sources sending to the Broker\n  %v", got, want)
 	}
-	for _, path := range Overlays {
+	for _, path := range manifests.Overlays {
 		for _, o := range render(t, path) {
 			if o.GetKind() == "EventPolicy" {
 				t.Errorf("%s ships EventPolicy %s: Knative refuses it (and the whole apply fails) where authentication-oidc is off", path, o.GetName())
@@ -809,7 +810,7 @@ func TestEventPolicy(t *testing.T) {
 // func.yaml is not an initialized function (`fn.Function.Initialized()`: a non-zero `created`,
 // which `func create` writes), and the host builder needs the Go runtime and a name.
 func TestFuncAcceptsTheRepository(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(Dir(), "..", "func.yaml"))
+	b, err := os.ReadFile(filepath.Join(manifests.Dir(), "..", "func.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,10 @@ import (
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 
-	"function/apifake"
 	"function/eventing/eventingtest"
-	"function/record"
-	"function/workflowmeta"
+	"function/internal/apifake"
+	"function/internal/argoworkflow"
+	"function/internal/repair"
 )
 
 func TestDisruptionSignals(t *testing.T) {
@@ -53,7 +53,7 @@ func TestDisruptionSignals(t *testing.T) {
 			h := handlerOver(c)
 			ctx := context.Background()
 			for _, f := range tc.fixtures {
-				if _, res := h.Handle(ctx, eventingtest.Load(t, f)); res != nil {
+				if res := h.Handle(ctx, eventingtest.Load(t, f)); res != nil {
 					t.Fatalf("%s: %v", f, res)
 				}
 			}
@@ -63,17 +63,17 @@ func TestDisruptionSignals(t *testing.T) {
 				if !apierrors.IsNotFound(err) {
 					t.Errorf("pod of the terminated instance still there (err %v)", err)
 				}
-			} else if w, ok := record.PodWarning(pod); (tc.reason != "") != ok || w.Reason != tc.reason {
+			} else if w, ok := repair.PodWarning(pod); (tc.reason != "") != ok || w.Reason != tc.reason {
 				t.Errorf("pod warning = %+v (%v), want %q", w, ok, tc.reason)
 			}
 			wf, _ := argo.ArgoprojV1alpha1().Workflows(apifake.Namespace).Get(ctx, "etl-a", metav1.GetOptions{})
-			if got := record.Warnings(wf)[podA.Name].Reason; got != tc.reason {
+			if got := repair.Warnings(wf)[podA.Name].Reason; got != tc.reason {
 				t.Errorf("workflow warning = %q, want %q", got, tc.reason)
 			}
 			evs, _ := kube.CoreV1().Events(apifake.Namespace).List(ctx, metav1.ListOptions{})
 			warnings := 0
 			for _, e := range evs.Items {
-				if e.Reason == record.WarningEventReason {
+				if e.Reason == repair.WarningEventReason {
 					warnings++
 				}
 			}
@@ -81,14 +81,14 @@ func TestDisruptionSignals(t *testing.T) {
 				t.Errorf("%d DisruptionWarning events, want %d", warnings, want)
 			}
 			tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, "etl-a-111", metav1.GetOptions{})
-			if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; got != tc.completed {
+			if got := tr.Labels[argoworkflow.LabelReportOutputsCompleted] == "true"; got != tc.completed {
 				t.Errorf("task result completed = %v, want %v", got, tc.completed)
 			}
-			if rec := record.Recorded(mustWF(t, argo, "etl-a"))["etl-a-111"]; tc.completed && rec.Reason != "InstanceTerminated" {
+			if rec := repair.Recorded(mustWF(t, argo, "etl-a"))["etl-a-111"]; tc.completed && rec.Reason != "InstanceTerminated" {
 				t.Errorf("repair record = %+v", rec)
 			}
 			podOther, _ := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, podC.Name, metav1.GetOptions{})
-			if _, ok := record.PodWarning(podOther); ok {
+			if _, ok := repair.PodWarning(podOther); ok {
 				t.Error("pod on another node got the warning")
 			}
 		})
@@ -103,13 +103,13 @@ func TestWarningReadBackByRepair(t *testing.T) {
 	e := eventingtest.Load(t, "pod-delete-evicted.json")
 	var pod map[string]any
 	_ = json.Unmarshal(e.Data(), &pod)
-	w := record.Warning{Source: "karpenter", Reason: "SpotInterrupted", Message: "Spot interruption warning was triggered", Node: goneNode, Time: time.Now().UTC()}
-	pod["metadata"].(map[string]any)["annotations"].(map[string]any)[workflowmeta.AnnotationWarning] = w.Marshal()
+	w := repair.Warning{Source: "karpenter", Reason: "SpotInterrupted", Message: "Spot interruption warning was triggered", Node: goneNode, Time: time.Now().UTC()}
+	pod["metadata"].(map[string]any)["annotations"].(map[string]any)[argoworkflow.AnnotationWarning] = w.Marshal()
 	e.DataEncoded, _ = json.Marshal(pod)
-	if _, res := h.Handle(context.Background(), e); res != nil {
+	if res := h.Handle(context.Background(), e); res != nil {
 		t.Fatal(res)
 	}
-	rec := record.Recorded(mustWF(t, argo, apifake.WorkflowName))[apifake.NodeID]
+	rec := repair.Recorded(mustWF(t, argo, apifake.WorkflowName))[apifake.NodeID]
 	if rec.Reason != "SpotInterrupted" || !strings.Contains(rec.Message, "EvictionByEvictionAPI") {
 		t.Fatalf("record = %+v, want SpotInterrupted with the eviction as cause", rec)
 	}
@@ -128,7 +128,7 @@ func mustWF(t *testing.T, argo *argofake.Clientset, name string) *wfv1.Workflow 
 // retries), never taken for "no workflow pod concerned".
 func TestPodDisruptionReadFailureIsRetried(t *testing.T) {
 	h, _, _ := newHandler(t, apierrors.NewServiceUnavailable("etcdserver: leader changed"))
-	_, res := h.Handle(context.Background(), eventingtest.Load(t, "karpenter-event-pod-evicted.json"))
+	res := h.Handle(context.Background(), eventingtest.Load(t, "karpenter-event-pod-evicted.json"))
 	if got := statusOf(res); got != http.StatusServiceUnavailable {
 		t.Fatalf("answered %d (%v), want 503", got, res)
 	}
@@ -153,9 +153,9 @@ func TestRebootObserved(t *testing.T) {
 		warning   string // on the pod
 		completed bool
 	}{
-		{"containers lost with the reboot, pod Failed: repaired, the reboot recorded", corev1.PodFailed, lost(workflowmeta.WaitContainer), "", true},
-		{"pod still Running (the kubelet has not reported): warned", corev1.PodRunning, corev1.ContainerStatus{Name: workflowmeta.WaitContainer, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}, "RebootObserved", false},
-		{"pod Failed, its wait container reported (exit 0): nothing", corev1.PodFailed, corev1.ContainerStatus{Name: workflowmeta.WaitContainer, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}, "", false},
+		{"containers lost with the reboot, pod Failed: repaired, the reboot recorded", corev1.PodFailed, lost(argoworkflow.WaitContainer), "", true},
+		{"pod still Running (the kubelet has not reported): warned", corev1.PodRunning, corev1.ContainerStatus{Name: argoworkflow.WaitContainer, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}, "RebootObserved", false},
+		{"pod Failed, its wait container reported (exit 0): nothing", corev1.PodFailed, corev1.ContainerStatus{Name: argoworkflow.WaitContainer, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wf, tr := gatedWorkflow("etl-a", "etl-a-111")
@@ -167,21 +167,21 @@ func TestRebootObserved(t *testing.T) {
 				"metadata": map[string]any{"name": claim}, "status": map[string]any{"nodeName": node}}}
 			h := handlerOver(c, func(o *Options) { o.Finder.Dynamic = nodeClaims(claimObj) })
 			ctx := context.Background()
-			if _, res := h.Handle(ctx, eventingtest.Load(t, "karpenter-kwok-nodeclaim-reboot-observed.json")); res != nil {
+			if res := h.Handle(ctx, eventingtest.Load(t, "karpenter-kwok-nodeclaim-reboot-observed.json")); res != nil {
 				t.Fatal(res)
 			}
 			live, err := c.Kube.CoreV1().Pods(apifake.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if w, _ := record.PodWarning(live); w.Reason != tc.warning {
+			if w, _ := repair.PodWarning(live); w.Reason != tc.warning {
 				t.Errorf("pod warning %q, want %q", w.Reason, tc.warning)
 			}
 			trNow, _ := c.Argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, "etl-a-111", metav1.GetOptions{})
-			if done := trNow.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; done != tc.completed {
+			if done := trNow.Labels[argoworkflow.LabelReportOutputsCompleted] == "true"; done != tc.completed {
 				t.Errorf("task result completed = %v, want %v", done, tc.completed)
 			}
-			rec, ok := record.Recorded(mustWF(t, c.Argo, "etl-a"))["etl-a-111"]
+			rec, ok := repair.Recorded(mustWF(t, c.Argo, "etl-a"))["etl-a-111"]
 			if ok != tc.completed || (ok && rec.Reason != "RebootObserved") {
 				t.Errorf("record %+v (%v), want reason RebootObserved only when repaired", rec, ok)
 			}

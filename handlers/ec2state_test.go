@@ -10,11 +10,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"function/apifake"
 	"function/eventing/eventingtest"
-	"function/lookup"
-	"function/record"
-	"function/workflowmeta"
+	"function/internal/apifake"
+	"function/internal/argoworkflow"
+	"function/internal/lookup"
+	"function/internal/repair"
 )
 
 // An EC2 state message names an instance; its Node is found through the NodeClaim (which
@@ -50,25 +50,25 @@ func TestEC2StateMessages(t *testing.T) {
 			e := eventingtest.Load(t, "ec2-terminated-triggermesh-sqs.json")
 			e.DataEncoded = []byte(strings.Replace(string(e.Data()), `"state": "terminated"`, `"state": "`+tc.state+`"`, 1))
 			ctx := context.Background()
-			if _, res := h.Handle(ctx, e); res != nil {
+			if res := h.Handle(ctx, e); res != nil {
 				t.Fatal(res)
 			}
 			live, err := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 			if gone := apierrors.IsNotFound(err); gone != tc.repaired {
 				t.Errorf("pod gone = %v, want %v", gone, tc.repaired)
 			}
-			if w, _ := record.PodWarning(live); !tc.repaired && w.Reason != tc.warning {
+			if w, _ := repair.PodWarning(live); !tc.repaired && w.Reason != tc.warning {
 				t.Errorf("pod warning %q, want %q", w.Reason, tc.warning)
 			}
 			got := mustWF(t, argo, "etl-a")
-			if w := record.Warnings(got)[pod.Name].Reason; w != tc.warning {
+			if w := repair.Warnings(got)[pod.Name].Reason; w != tc.warning {
 				t.Errorf("workflow warning %q, want %q", w, tc.warning)
 			}
 			trNow, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, "etl-a-111", metav1.GetOptions{})
-			if done := trNow.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; done != tc.repaired {
+			if done := trNow.Labels[argoworkflow.LabelReportOutputsCompleted] == "true"; done != tc.repaired {
 				t.Errorf("task result completed = %v, want %v", done, tc.repaired)
 			}
-			if rec := record.Recorded(got)["etl-a-111"]; tc.repaired && rec.Reason != "InstanceTerminated" {
+			if rec := repair.Recorded(got)["etl-a-111"]; tc.repaired && rec.Reason != "InstanceTerminated" {
 				t.Errorf("record %+v, want reason InstanceTerminated", rec)
 			}
 		})
@@ -101,7 +101,7 @@ func TestEC2StateSequenceDoesNotDoubleTheWork(t *testing.T) {
 				for _, state := range states {
 					e := eventingtest.Load(t, "ec2-terminated-triggermesh-sqs.json")
 					e.DataEncoded = []byte(strings.Replace(string(e.Data()), `"state": "terminated"`, `"state": "`+state+`"`, 1))
-					if _, res := h.Handle(context.Background(), e); res != nil {
+					if res := h.Handle(context.Background(), e); res != nil {
 						t.Fatalf("%s: %v", state, res)
 					}
 				}

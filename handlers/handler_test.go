@@ -23,14 +23,14 @@ import (
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 
-	"function/apifake"
+	"function/config"
 	"function/eventing"
 	"function/eventing/eventingtest"
 	"function/eventing/families"
-	"function/lookup"
-	"function/repair"
-	"function/scope"
-	"function/workflowmeta"
+	"function/internal/apifake"
+	"function/internal/argoworkflow"
+	"function/internal/lookup"
+	"function/internal/repair"
 )
 
 // newHandler returns a handler over the fake API holding objs; fail, when set, is returned by every
@@ -45,7 +45,7 @@ func newHandler(t testing.TB, fail error, objs ...runtime.Object) (*Handler, *ap
 // handlerOver wires a Handler over the fake API as package wiring does, with the default scope;
 // tune changes its options.
 func handlerOver(c *apifake.Cluster, tune ...func(*Options)) *Handler {
-	sc := scope.Scope{Excluded: []string{"kube-system"}}
+	sc := config.Scope{Excluded: []string{"kube-system"}}
 	o := Options{
 		Kube:         c.Kube,
 		Registry:     families.Registry(),
@@ -116,7 +116,7 @@ func TestHandleFixtures(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.file, func(t *testing.T) {
 			h, calls, argo := newHandler(t, tc.fail, tc.objs...)
-			_, res := h.Handle(context.Background(), eventingtest.Load(t, tc.file))
+			res := h.Handle(context.Background(), eventingtest.Load(t, tc.file))
 			if got := statusOf(res); got != tc.status {
 				t.Fatalf("status %d (%v), want %d", got, res, tc.status)
 			}
@@ -130,7 +130,7 @@ func TestHandleFixtures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; got != tc.repaired {
+			if got := tr.Labels[argoworkflow.LabelReportOutputsCompleted] == "true"; got != tc.repaired {
 				t.Errorf("task result completed = %v, want %v", got, tc.repaired)
 			}
 		})
@@ -158,7 +158,7 @@ func TestHandleAnswers(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h, calls, _ := newHandler(t, nil)
-			_, res := h.Handle(context.Background(), tc.ev)
+			res := h.Handle(context.Background(), tc.ev)
 			if got := statusOf(res); got != tc.status || !strings.Contains(res.Error(), tc.msg) {
 				t.Fatalf("got %d %v, want %d %q", got, res, tc.status, tc.msg)
 			}
@@ -213,15 +213,15 @@ func TestForceDeleteUpdateWaitsForTheDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	h, calls, argo := newHandler(t, nil, apifake.Workflow(), apifake.TaskResult("false"))
-	if _, res := h.Handle(context.Background(), upd); res != nil || calls.Count("") != 0 {
+	if res := h.Handle(context.Background(), upd); res != nil || calls.Count("") != 0 {
 		t.Fatalf("update: %v after %d API calls, want 200 after none", res, calls.Count(""))
 	}
-	if _, res := h.Handle(context.Background(), del); res != nil {
+	if res := h.Handle(context.Background(), del); res != nil {
 		t.Fatal(res)
 	}
 	n := calls.Count("")
 	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(context.Background(), apifake.NodeID, metav1.GetOptions{})
-	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || n != 6 {
+	if tr.Labels[argoworkflow.LabelReportOutputsCompleted] != "true" || n != 6 {
 		t.Errorf("delete: task result %v after %d calls, want completed after 6", tr.Labels, n)
 	}
 }
@@ -234,11 +234,11 @@ func TestDeadLetterIsLoggedNotActedOn(t *testing.T) {
 	e.SetExtension("knativeerrorcode", "503")
 	e.SetExtension("knativeerrordata", base64.StdEncoding.EncodeToString([]byte("reading workflow argo/nightly-etl-7k2xq: connection refused")))
 	h, calls, argo := newHandler(t, nil, apifake.Workflow(), apifake.TaskResult("false"))
-	if _, res := h.Handle(context.Background(), e); res != nil || calls.Count("") != 0 {
+	if res := h.Handle(context.Background(), e); res != nil || calls.Count("") != 0 {
 		t.Fatalf("dead letter: %v after %d API calls, want 200 after none", res, calls.Count(""))
 	}
 	tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(context.Background(), apifake.NodeID, metav1.GetOptions{})
-	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
+	if tr.Labels[argoworkflow.LabelReportOutputsCompleted] != "false" {
 		t.Error("a dead letter was acted on")
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"function/config"
-	"function/metrics"
+	"function/internal/metrics"
 )
 
 // envelopeSlack is what a request may carry beyond the event data: the structured-mode
@@ -39,7 +39,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, err)
 		return
 	}
-	_, res := h.Handle(ctx, *e)
+	res := h.Handle(ctx, *e)
 	status, msg := http.StatusOK, ""
 	var result *cehttp.Result
 	if res != nil && protocol.ResultAs(res, &result) {

@@ -12,10 +12,10 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
-	"function/apifake"
 	"function/eventing/eventingtest"
-	"function/record"
-	"function/workflowmeta"
+	"function/internal/apifake"
+	"function/internal/argoworkflow"
+	"function/internal/repair"
 )
 
 const goneNode = "ip-10-0-1-23.eu-west-1.compute.internal"
@@ -26,8 +26,8 @@ func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: nodeID, Namespace: apifake.Namespace, UID: types.UID("uid-" + wf), ResourceVersion: "3",
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf, UID: types.UID("wfuid-" + wf)}},
-			Labels:          map[string]string{workflowmeta.LabelWorkflow: wf},
-			Annotations:     map[string]string{workflowmeta.AnnotationNodeID: nodeID}},
+			Labels:          map[string]string{argoworkflow.LabelWorkflow: wf},
+			Annotations:     map[string]string{argoworkflow.AnnotationNodeID: nodeID}},
 		Spec:   corev1.PodSpec{NodeName: host},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	}
@@ -35,7 +35,7 @@ func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 		// Force-deleted (PodGC), held by Argo's status finalizer alone.
 		now, zero := metav1.Now(), int64(0)
 		p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, &zero
-		p.Finalizers = []string{workflowmeta.FinalizerStatus}
+		p.Finalizers = []string{argoworkflow.FinalizerStatus}
 	}
 	return p
 }
@@ -43,11 +43,11 @@ func workflowPod(wf, nodeID, host string, terminating bool) *corev1.Pod {
 func gatedWorkflow(name, nodeID string) (*wfv1.Workflow, *wfv1.WorkflowTaskResult) {
 	wf := &wfv1.Workflow{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: apifake.Namespace, UID: types.UID("wfuid-" + name), ResourceVersion: "9",
-			Annotations: map[string]string{workflowmeta.AnnotationPodNameFormat: "v1"}}, // pods named by node ID
+			Annotations: map[string]string{argoworkflow.AnnotationPodNameFormat: "v1"}}, // pods named by node ID
 		Status: wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, TaskResultsCompletionStatus: map[string]bool{nodeID: false}},
 	}
 	tr := &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{Name: nodeID, Namespace: apifake.Namespace, ResourceVersion: "5",
-		Labels:          map[string]string{workflowmeta.LabelWorkflow: name, workflowmeta.LabelReportOutputsCompleted: "false"},
+		Labels:          map[string]string{argoworkflow.LabelWorkflow: name, argoworkflow.LabelReportOutputsCompleted: "false"},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: name, UID: wf.UID}}}}
 	return wf, tr
 }
@@ -117,7 +117,7 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 			ctx := context.Background()
 			// Twice: a re-delivery writes nothing more and fails nothing.
 			for range 2 {
-				if _, res := h.Handle(ctx, eventingtest.Load(t, tc.fixture)); res != nil {
+				if res := h.Handle(ctx, eventingtest.Load(t, tc.fixture)); res != nil {
 					t.Fatalf("%s: %v", tc.fixture, res)
 				}
 			}
@@ -129,7 +129,7 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted]; got != c.want {
+				if got := tr.Labels[argoworkflow.LabelReportOutputsCompleted]; got != c.want {
 					t.Errorf("task result %s = %q, want %q", c.node, got, c.want)
 				}
 			}
@@ -142,15 +142,15 @@ func TestNodeGoneRepairsItsPods(t *testing.T) {
 			b, _ := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, podB.Name, metav1.GetOptions{})
 			wf, _ := argo.ArgoprojV1alpha1().Workflows(apifake.Namespace).Get(ctx, "etl-b", metav1.GetOptions{})
 			if tc.nodeExists {
-				if b == nil || len(b.Finalizers) != 1 || len(record.Recorded(wf)) != 0 {
-					t.Errorf("a Node of that name exists, yet pod %v or records %v were touched", b, record.Recorded(wf))
+				if b == nil || len(b.Finalizers) != 1 || len(repair.Recorded(wf)) != 0 {
+					t.Errorf("a Node of that name exists, yet pod %v or records %v were touched", b, repair.Recorded(wf))
 				}
 				return
 			}
 			if b != nil && len(b.Finalizers) != 0 {
 				t.Errorf("status finalizer of the pod on the gone node kept: %v", b.Finalizers)
 			}
-			if rec := record.Recorded(wf)["etl-b-222"]; rec.Reason != "NodeDeleted" {
+			if rec := repair.Recorded(wf)["etl-b-222"]; rec.Reason != "NodeDeleted" {
 				t.Errorf("record = %+v", rec)
 			}
 		})

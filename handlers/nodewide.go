@@ -15,8 +15,7 @@ import (
 	"knative.dev/pkg/logging"
 
 	"function/eventing"
-	"function/record"
-	"function/repair"
+	"function/internal/repair"
 )
 
 // ErrUnfinished says a node-wide signal's pods were not all repaired before the event's
@@ -42,7 +41,7 @@ type nodeWide struct {
 	announced       bool
 	// warning, when set, is recorded on the pods whose Node exists (a machine announced
 	// stopping or terminated while its Node remains) instead of leaving them alone.
-	warning *record.Warning
+	warning *repair.Warning
 }
 
 // job is one pod's repair.
@@ -121,7 +120,7 @@ func (h *Handler) nodeWideJobs(ctx context.Context, pods []corev1.Pod, sig nodeW
 		switch {
 		case sig.announced:
 			repair.Announce(&t, sig.reason, sig.message)
-		case t.Reason == record.UnknownReason:
+		case t.Reason == repair.UnknownReason:
 			t.Reason, t.Message = sig.reason, sig.message
 		}
 		jobs = append(jobs, job{t: t, pod: pod})

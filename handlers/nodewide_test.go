@@ -13,10 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	k8stesting "k8s.io/client-go/testing"
 
-	"function/apifake"
 	"function/eventing/eventingtest"
-	"function/record"
-	"function/workflowmeta"
+	"function/internal/apifake"
+	"function/internal/argoworkflow"
+	"function/internal/repair"
 )
 
 // fullNode builds n one-step workflows whose pods run on goneNode, each gated on its task result.
@@ -28,7 +28,7 @@ func fullNode(n int, finalizer bool) *apifake.Cluster {
 		w, tr := gatedWorkflow(wf, node)
 		p := workflowPod(wf, node, goneNode, false)
 		if finalizer {
-			p.Finalizers = []string{workflowmeta.FinalizerStatus}
+			p.Finalizers = []string{argoworkflow.FinalizerStatus}
 		}
 		objs = append(objs, p, w, tr)
 	}
@@ -54,7 +54,7 @@ func TestNodeWideRepairOfAFullNode(t *testing.T) {
 			kube, argo := calls.Kube, calls.Argo
 			h := handlerOver(calls, func(o *Options) { o.NodeRepairWorkers = 8 })
 			ctx := context.Background()
-			if _, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
+			if res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
 				t.Fatal(res)
 			}
 			first := calls.Count("")
@@ -65,10 +65,10 @@ func TestNodeWideRepairOfAFullNode(t *testing.T) {
 			for i := range pods {
 				wf := fmt.Sprintf("step-%03d", i)
 				tr, err := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, fmt.Sprintf("%s-%d", wf, 1000+i), metav1.GetOptions{})
-				if err != nil || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+				if err != nil || tr.Labels[argoworkflow.LabelReportOutputsCompleted] != "true" {
 					t.Fatalf("%s: task result not completed (%v)", wf, err)
 				}
-				if rec := record.Recorded(mustWF(t, argo, wf))[tr.Name]; rec.Reason != "NodeDeleted" {
+				if rec := repair.Recorded(mustWF(t, argo, wf))[tr.Name]; rec.Reason != "NodeDeleted" {
 					t.Fatalf("%s: record = %+v", wf, rec)
 				}
 			}
@@ -85,7 +85,7 @@ func TestNodeWideRepairOfAFullNode(t *testing.T) {
 				}
 			}
 			before := calls.Count("")
-			if _, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
+			if res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
 				t.Fatal(res)
 			}
 			if again := calls.Count("") - before; again > 2 {
@@ -109,7 +109,7 @@ func TestNodeWideRepairHandsOnWhatTheDeadlineLeaves(t *testing.T) {
 	argo.PrependReactor("patch", "workflowtaskresults", slow)
 	h := handlerOver(calls, func(o *Options) { o.NodeRepairWorkers, o.Timeout = 2, nodeWideReserve+300*time.Millisecond })
 	ctx := context.Background()
-	_, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json"))
+	res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json"))
 	if got := statusOf(res); got != http.StatusServiceUnavailable {
 		t.Fatalf("first delivery answered %d (%v), want 503", got, res)
 	}
@@ -118,7 +118,7 @@ func TestNodeWideRepairHandsOnWhatTheDeadlineLeaves(t *testing.T) {
 		t.Fatalf("%d pods left after the first delivery, want some repaired and some handed on", n)
 	}
 	h = handlerOver(calls, func(o *Options) { o.NodeRepairWorkers, o.Timeout = 2, time.Minute })
-	if _, res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
+	if res := h.Handle(ctx, eventingtest.Load(t, "node-delete.json")); res != nil {
 		t.Fatalf("re-delivery: %v", res)
 	}
 	if left, _ := kube.CoreV1().Pods(apifake.Namespace).List(ctx, metav1.ListOptions{}); len(left.Items) != 0 {
@@ -163,9 +163,9 @@ func TestNodeWideRepairOnAPodThatChangedSinceTheList(t *testing.T) {
 			})
 			h := handlerOver(c)
 			ctx := context.Background()
-			_, _ = h.Handle(ctx, eventingtest.Load(t, "node-delete.json"))
+			_ = h.Handle(ctx, eventingtest.Load(t, "node-delete.json"))
 			tr, _ := argo.ArgoprojV1alpha1().WorkflowTaskResults(apifake.Namespace).Get(ctx, "step-000-1000", metav1.GetOptions{})
-			if got := tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"; got != tc.wantTRDone {
+			if got := tr.Labels[argoworkflow.LabelReportOutputsCompleted] == "true"; got != tc.wantTRDone {
 				t.Errorf("task result completed = %v, want %v", got, tc.wantTRDone)
 			}
 			_, err := kube.CoreV1().Pods(apifake.Namespace).Get(ctx, workflowPod("step-000", "step-000-1000", goneNode, false).Name, metav1.GetOptions{})

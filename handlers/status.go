@@ -8,8 +8,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"function/eventing"
-	"function/repair"
-	"function/sender"
+	"function/internal/repair"
+	"function/internal/senderauth"
 )
 
 // StatusOf maps an error to the HTTP status answered to the sender, and thereby to whether the
@@ -21,9 +21,9 @@ func StatusOf(err error) int {
 	switch {
 	case err == nil:
 		return http.StatusOK
-	case errors.Is(err, sender.ErrUnauthenticated):
+	case errors.Is(err, senderauth.ErrUnauthenticated):
 		return http.StatusUnauthorized
-	case errors.Is(err, sender.ErrForbidden):
+	case errors.Is(err, senderauth.ErrForbidden):
 		return http.StatusForbidden
 	case errors.Is(err, errNotCloudEvent):
 		return http.StatusUnsupportedMediaType

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "gofmt"
-unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './localcluster/tools/*'))
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './internal/localcluster/tools/*'))
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
@@ -54,8 +54,8 @@ if [ "${E2E:-1}" != 0 ]; then
   race=${ADH_E2E_RACE_ARGO:-v3.7.18} # PodGC's Failed status: misread as success up to 3.7.6
   restart=${ADH_E2E_RESTART_ARGO:-v4.0.7} # failedPodRestart exists from 4.0
   step "e2e binaries for Argo $versions $signals $harm $race $restart (built once, cached in ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler})"
-  localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter kube-scheduler karpenter broker $(for v in $versions $signals $harm $race $restart v3.5.10; do printf 'argo-%s ' "$v"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
-  step "e2e: scenario matrix (Argo $versions), disruption signals (Argo $signals), do-no-harm (Argo $harm), PodGC race (Argo $race), failedPodRestart (Argo $restart), the sweep command, Karpenter's drift and NodeClaim deletion and the Broker data plane (Argo v3.5.10), deploy/ dry run, RBAC, sender authentication"
+  internal/localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kubectl kwok adapter kube-scheduler karpenter broker $(for v in $versions $signals $harm $race $restart v3.5.10; do printf 'argo-%s ' "$v"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
+  step "e2e: scenario matrix (Argo $versions), disruption signals (Argo $signals), do-no-harm (Argo $harm), PodGC race (Argo $race), failedPodRestart (Argo $restart), the sweep command, Karpenter v1.15's drift, NodeClaim deletion and node reboot and the Broker data plane (Argo v3.5.10), deploy/ dry run, RBAC, sender authentication"
   # The tables are printed in the log; docs/e2e-results.md is only rewritten on request.
   ADH_E2E_ARGO_VERSIONS="$versions" ADH_E2E_SIGNALS_ARGO="$signals" ADH_E2E_HARM_ARGO="$harm" ADH_E2E_RACE_ARGO="$race" ADH_E2E_RESTART_ARGO="$restart" \
     go test -tags e2e -count=1 -run 'TestMatrix|TestDisruptionSignals|TestSweep|TestManifestsDryRun|TestRBACRepairSteps|TestResilience|TestRecordAfterWorkflowEnds|TestDoNoHarm|TestSenderAuthentication|TestPodGCRace|TestFailedPodRestart|TestKarpenter|TestBrokerDataPlane' -v -timeout "${ADH_E2E_TIMEOUT:-80m}" ./test/e2e/
@@ -66,6 +66,6 @@ fi
 # platforms up to 7 min more (about 1 min once cached).
 if [ "${E2E:-1}" != 0 ] && [ "${ADH_E2E_FUNC:-0}" = 1 ]; then
   step "e2e: func deploy --builder=host, its Service against deploy/components/knative-service"
-  localcluster/build-bins.sh func
+  internal/localcluster/build-bins.sh func
   go test -tags e2e -count=1 -run 'TestFuncDeploy' -v -timeout 30m ./test/e2e/
 fi

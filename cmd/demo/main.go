@@ -28,11 +28,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"function/deploy"
-	"function/localcluster"
-	"function/localcluster/cesink"
-	"function/localcluster/scenario"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/cesink"
+	"function/internal/localcluster/scenario"
+	"function/internal/manifests"
 )
 
 func main() {
@@ -103,7 +103,7 @@ func run(argo string, without, karpenter bool, wait time.Duration) error {
 			return err
 		}
 		sink, through := tap.URL, "straight from"
-		watched := []localcluster.AdapterResource{{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}}
+		watched := []localcluster.AdapterResource{{Version: "v1", Resource: "pods", Selector: argoworkflow.LabelWorkflow}}
 		if karpenter {
 			watched = append(watched, localcluster.AdapterResource{Version: "v1", Resource: "events"},
 				localcluster.AdapterResource{Version: "v1", Resource: "nodes"},
@@ -116,7 +116,7 @@ func run(argo string, without, karpenter bool, wait time.Duration) error {
 		if err := c.StartAdapterFor(sink, []string{"default"}, watched); err != nil {
 			return err
 		}
-		step("function listening on %s, fed %s the ApiServerSource adapter (pods with label %s%s)", fn.URL, through, workflowmeta.LabelWorkflow,
+		step("function listening on %s, fed %s the ApiServerSource adapter (pods with label %s%s)", fn.URL, through, argoworkflow.LabelWorkflow,
 			map[bool]string{true: "; Events, Nodes, NodeClaims", false: ""}[karpenter])
 	}
 	e, err := scenario.NewEnv(c, argo, wait, nil)
@@ -141,7 +141,7 @@ func run(argo string, without, karpenter bool, wait time.Duration) error {
 // startBroker runs Knative Eventing's Broker data plane with the Broker and Triggers deploy/base
 // ships, their subscriber (the function's Service) at fn, and returns the ingress URL.
 func startBroker(ctx context.Context, c *localcluster.Cluster, fn string) (string, error) {
-	broker, triggers, err := deploy.Broker()
+	broker, triggers, err := manifests.Broker()
 	if err != nil {
 		return "", err
 	}
@@ -168,7 +168,7 @@ func build(ctx context.Context, argo string, karpenter bool, dir string) (string
 	if karpenter {
 		components = append(components, "kube-scheduler", "karpenter", "broker")
 	}
-	bins := exec.Command("localcluster/build-bins.sh", components...)
+	bins := exec.Command("internal/localcluster/build-bins.sh", components...)
 	bins.Stdout, bins.Stderr = os.Stdout, os.Stderr
 	if err := bins.Run(); err != nil {
 		return "", fmt.Errorf("building binaries: %w", err)

@@ -6,7 +6,7 @@ import (
 
 	"function/eventing"
 	"function/eventing/eventingtest"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
 )
 
 // BenchmarkDecodeWorkflowPodDelete decodes a 30 KiB Resource-mode delete of a workflow pod: the
@@ -18,8 +18,8 @@ func BenchmarkDecodeWorkflowPodDelete(b *testing.B) {
 		b.Fatal(err)
 	}
 	md := obj["metadata"].(map[string]any)
-	md["labels"].(map[string]any)[workflowmeta.LabelWorkflow] = "nightly-etl-7k2xq"
-	md["annotations"].(map[string]any)[workflowmeta.AnnotationNodeID] = "nightly-etl-7k2xq-1770056762"
+	md["labels"].(map[string]any)[argoworkflow.LabelWorkflow] = "nightly-etl-7k2xq"
+	md["annotations"].(map[string]any)[argoworkflow.AnnotationNodeID] = "nightly-etl-7k2xq-1770056762"
 	data, _ := json.Marshal(obj)
 	e.DataEncoded = data
 	b.SetBytes(int64(len(data)))

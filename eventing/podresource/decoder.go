@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"function/eventing"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
 )
 
 // workflowLabelTail is the end of the quoted label key as it appears in the JSON of a workflow
@@ -21,7 +21,7 @@ import (
 // carry the label: the common case (any other pod) is answered without decoding 30 KiB of JSON.
 // The search starts at 'j', a byte rare in Kubernetes JSON, so bytes.Index scans at memory speed;
 // the key's first byte '"' would stop the scan every few bytes (docs/events.md).
-var workflowLabelTail = []byte(workflowmeta.LabelWorkflow[len("workflows.argopro"):] + `"`)
+var workflowLabelTail = []byte(argoworkflow.LabelWorkflow[len("workflows.argopro"):] + `"`)
 
 // Decoder decodes Pod objects in Resource mode.
 type Decoder struct{}
@@ -40,7 +40,7 @@ func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
 		return nil, err
 	}
 	if !bytes.Contains(data, workflowLabelTail) {
-		return eventing.Ignore{Reason: "pod without the " + workflowmeta.LabelWorkflow + " label"}, nil
+		return eventing.Ignore{Reason: "pod without the " + argoworkflow.LabelWorkflow + " label"}, nil
 	}
 	if err := eventing.CheckObjects(e, data); err != nil {
 		return nil, err
@@ -63,9 +63,9 @@ func (Decoder) Decode(e event.Event) (eventing.Signal, error) {
 	if msgs := validation.IsDNS1123Label(pod.Namespace); len(msgs) > 0 {
 		return nil, eventing.Malformed(e, "namespace %q: %s", pod.Namespace, strings.Join(msgs, "; "))
 	}
-	if _, ok := pod.Labels[workflowmeta.LabelWorkflow]; !ok {
+	if _, ok := pod.Labels[argoworkflow.LabelWorkflow]; !ok {
 		// The key appeared elsewhere (an annotation value, an env var): not a workflow pod.
-		return eventing.Ignore{Reason: "pod without the " + workflowmeta.LabelWorkflow + " label"}, nil
+		return eventing.Ignore{Reason: "pod without the " + argoworkflow.LabelWorkflow + " label"}, nil
 	}
 	return &eventing.PodChange{Op: op, Namespace: pod.Namespace, Name: pod.Name, Pod: &pod, Seen: e.Time()}, nil
 }

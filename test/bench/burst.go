@@ -22,11 +22,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 
-	"function/deploy"
-	"function/localcluster"
-	"function/localcluster/cesink"
-	"function/localcluster/scenario"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/cesink"
+	"function/internal/localcluster/scenario"
+	"function/internal/manifests"
 )
 
 // proxied is one delivery attempt the adapter made, as the counting proxy saw it.
@@ -256,7 +256,7 @@ func (t *tracker) onTaskResult(obj any) {
 	if !completedByUs(u.GetLabels(), u.GetAnnotations()) {
 		return
 	}
-	wf := u.GetLabels()[workflowmeta.LabelWorkflow]
+	wf := u.GetLabels()[argoworkflow.LabelWorkflow]
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, seen := t.repaired[wf]; !seen && t.started {
@@ -348,7 +348,7 @@ func runBurst(ctx context.Context, e *env, bin, ns string, n int, bc burstConfig
 			res.BrokerReady = e.broker.Ready
 		}
 	}
-	if err := e.c.StartAdapter(sink, []string{ns}, workflowmeta.LabelWorkflow); err != nil {
+	if err := e.c.StartAdapter(sink, []string{ns}, argoworkflow.LabelWorkflow); err != nil {
 		return nil, fn, err
 	}
 	vs, took, err := e.prepare(ctx, ns, "burst", n)
@@ -456,7 +456,7 @@ func (e *env) throughBroker(ctx context.Context, fn http.Handler) (string, *coun
 		if err != nil {
 			return "", nil, nil, err
 		}
-		broker, triggers, err := deploy.Broker()
+		broker, triggers, err := manifests.Broker()
 		if err != nil {
 			return "", nil, nil, err
 		}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"function/localcluster/apitap"
+	"function/internal/localcluster/apitap"
 )
 
 // keys lists the calls as "METHOD resource", a failed one with its status or error.

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"function/localcluster/cesink"
-	"function/localcluster/scenario"
+	"function/internal/localcluster/cesink"
+	"function/internal/localcluster/scenario"
 )
 
 // captured is a real delete event of a workflow pod whose task result waits, kept unhandled.

@@ -11,8 +11,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"function/localcluster/apitap"
-	"function/localcluster/scenario"
+	"function/internal/localcluster/apitap"
+	"function/internal/localcluster/scenario"
 	"function/test/bench/fixture"
 )
 
@@ -66,7 +66,7 @@ func runCompressed(ctx context.Context, e *env, ip *scenario.InProcess, ns strin
 		}
 		log := &apitap.Log{}
 		start := time.Now()
-		_, hres := ip.Handler.Handle(apitap.WithLog(ctx, log), ev)
+		hres := ip.Handler.Handle(apitap.WithLog(ctx, log), ev)
 		r := compressedRun{Handle: time.Since(start), Status: resultStatus(hres), Calls: log.Calls()}
 		r.Decide = r.Handle
 		for _, c := range r.Calls {

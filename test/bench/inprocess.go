@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"function/config"
-	"function/localcluster"
-	"function/localcluster/scenario"
+	"function/internal/localcluster"
+	"function/internal/localcluster/scenario"
 )
 
 // newInProcess builds the function in the bench process as function.Start builds it, its every

@@ -16,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"function/localcluster"
-	"function/localcluster/scenario"
-	"function/record"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/scenario"
+	"function/internal/repair"
 )
 
 const nsKarpenter = "bench-karpenter"
@@ -109,7 +109,7 @@ func runKarpenter(ctx context.Context, o options, bin string, logf func(string, 
 	// What deploy/base's ApiServerSources watch: workflow pods, Events (Karpenter writes those
 	// about Nodes and NodeClaims in default), Nodes and NodeClaims.
 	if err := c.StartAdapterFor(sink, []string{ns, "default"}, []localcluster.AdapterResource{
-		{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow},
+		{Version: "v1", Resource: "pods", Selector: argoworkflow.LabelWorkflow},
 		{Version: "v1", Resource: "events"},
 		{Version: "v1", Resource: "nodes"},
 		{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"},
@@ -189,7 +189,7 @@ func runKarpenter(ctx context.Context, o options, bin string, logf func(string, 
 			continue
 		}
 		reason := "(none)"
-		if r, ok := record.Recorded(wf)[v.NodeID]; ok {
+		if r, ok := repair.Recorded(wf)[v.NodeID]; ok {
 			reason = r.Reason
 		}
 		res.Reasons[reason]++

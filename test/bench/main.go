@@ -58,8 +58,8 @@ import (
 	"time"
 
 	"function/config"
-	"function/localcluster"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
 )
 
 // defaultParts is every part (run() orders them itself).
@@ -135,7 +135,7 @@ func main() {
 	var o options
 	parts := flag.String("parts", defaultParts, "comma-separated parts to run")
 	flag.StringVar(&o.Out, "out", "docs/BENCHMARKS.md", `report file ("-": stdout), relative to the module root`)
-	flag.StringVar(&o.Argo, "argo", "v3.5.10", "Argo workflow-controller version (built by localcluster/build-bins.sh)")
+	flag.StringVar(&o.Argo, "argo", "v3.5.10", "Argo workflow-controller version (built by internal/localcluster/build-bins.sh)")
 	argoEnv := flag.String("argo-env", "", "extra controller environment, K=V,K=V (e.g. ARGO_QPS=50,ARGO_BURST=100)")
 	flag.IntVar(&o.Nodes, "nodes", 10, "kwok Nodes (110 pods each)")
 	flag.IntVar(&o.Repairs, "repairs", 200, "sequential repairs for the API-call count and the latency")
@@ -294,11 +294,11 @@ func run(ctx context.Context, o options) *result {
 	if o.Parts["karpenter"] {
 		components = append(components, "kube-scheduler", "karpenter")
 	}
-	if err := exec.CommandContext(ctx, "localcluster/build-bins.sh", components...).Run(); err != nil {
+	if err := exec.CommandContext(ctx, "internal/localcluster/build-bins.sh", components...).Run(); err != nil {
 		fail("build-bins", err)
 		return r
 	}
-	step("localcluster/build-bins.sh (cached binaries)")
+	step("internal/localcluster/build-bins.sh (cached binaries)")
 	if needsMainStack(o.Parts) {
 		runMainStack(ctx, o, r, bin, micro, step, fail)
 	} else if o.Parts["micro"] {
@@ -545,7 +545,7 @@ func repairsPhase(ctx context.Context, e *env, o options, step func(string)) (*l
 		return nil, nil, err
 	}
 	defer s.Close()
-	if err := e.c.StartAdapter(s.URL, []string{nsLat}, workflowmeta.LabelWorkflow); err != nil {
+	if err := e.c.StartAdapter(s.URL, []string{nsLat}, argoworkflow.LabelWorkflow); err != nil {
 		return nil, nil, err
 	}
 	defer e.c.StopAdapter()

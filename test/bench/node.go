@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"function/config"
-	"function/localcluster"
+	"function/internal/localcluster"
 )
 
 const nsNode = "bench-node"

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"function/config"
-	"function/localcluster"
-	"function/localcluster/apitap"
+	"function/internal/localcluster"
+	"function/internal/localcluster/apitap"
 )
 
 func verdict(ok bool) string {
@@ -359,7 +359,7 @@ func writeCalls(w writer, r *result) {
 		return
 	}
 	w("The handler is built in the bench process as `function.Start` builds it (`config.Load`, `wiring.Build`:\n")
-	w("`clients.RESTConfig`, `clients.New`, `wiring.FromClients`), its clients' transport wrapped in a counting `http.RoundTripper` that\n")
+	w("`wiring.RESTConfig`, `wiring.NewClients`, `wiring.FromClients`), its clients' transport wrapped in a counting `http.RoundTripper` that\n")
 	w("attributes each request to the event being handled (by its context). Argo %s runs; each workflow has one\n", r.Opts.Argo)
 	w("running pod (kwok) and the incomplete task result its `wait` container would have created; the pod is force-deleted\n")
 	w("and the real ApiServerSource adapter (Resource mode, label selector `workflows.argoproj.io/workflow`) delivers the\n")
@@ -646,7 +646,7 @@ func writeCompressed(w writer, r *result) {
 		w("  The fake's own work (deep copies, JSON merge patch of the workflow) is inside the timing.\n")
 	}
 	if inf != nil {
-		w("- Inflating the nodes (`nodestatus.Nodes`: base64, gunzip, JSON of 5,000 nodes), what a repair that reads the\n")
+		w("- Inflating the nodes (`argoworkflow.Nodes`: base64, gunzip, JSON of 5,000 nodes), what a repair that reads the\n")
 		w("  Workflow pays (the full path; a path that reads no Workflow does not), `BenchmarkCompressed5000Inflate`:\n")
 		w("  **%s**/op (%s–%s), %.0f allocs/op.\n", msf(inf.Metrics["ns/op"]), msf(inf.MinNs), msf(inf.MaxNs), inf.Metrics["allocs/op"])
 	}
@@ -687,7 +687,7 @@ func writeCommand(w writer, r *result) {
 	o := r.Opts
 	w("## The command\n\n")
 	w("```sh\n")
-	w("localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kwok adapter broker kube-scheduler karpenter argo-%s   # ~1 s when cached\n", o.Argo)
+	w("internal/localcluster/build-bins.sh etcd kube-apiserver kube-controller-manager kwok adapter broker kube-scheduler karpenter argo-%s   # ~1 s when cached\n", o.Argo)
 	w("go run -tags e2e ./test/bench")
 	var parts []string
 	for p := range o.Parts {

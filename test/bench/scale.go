@@ -25,11 +25,10 @@ import (
 
 	"function/config"
 	"function/handlers"
-	"function/localcluster/apitap"
-	"function/lookup"
-	"function/nodestatus"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster/apitap"
+	"function/internal/lookup"
 	"function/test/bench/fixture"
-	"function/workflowmeta"
 )
 
 const (
@@ -313,7 +312,7 @@ func deliverMeasured(ctx context.Context, h *handlers.Handler, label string, ev 
 	peak := watchHeap()
 	log := &apitap.Log{}
 	start := time.Now()
-	_, hres := h.Handle(apitap.WithLog(ctx, log), ev)
+	hres := h.Handle(apitap.WithLog(ctx, log), ev)
 	took := time.Since(start)
 	heapPeak := peak()
 	runtime.ReadMemStats(&after)
@@ -528,7 +527,7 @@ func runScaleRef(ctx context.Context, e *env, n int, step func(string)) (*refRes
 		}
 		log := &apitap.Log{}
 		t0 := time.Now()
-		_, hres := ip.Handler.Handle(apitap.WithLog(ctx, log), ev)
+		hres := ip.Handler.Handle(apitap.WithLog(ctx, log), ev)
 		m := message{Label: "Reference-mode delete of " + p.pod, Status: resultStatus(hres), Took: time.Since(t0), Calls: log.Calls()}
 		res.add(m)
 		if i == 0 {
@@ -601,14 +600,14 @@ func createRefWorkflow(ctx context.Context, e *env, n int) (*wfv1.Workflow, []fi
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating workflow %s: %w", refWorkflow, err)
 	}
-	nodes, _, err := nodestatus.Nodes(wf)
+	nodes, _, err := argoworkflow.Nodes(wf)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the nodes of workflow %s: %w", wf.Name, err)
 	}
 	var pods []finishedPod
 	for id, nd := range nodes {
 		if nd.Type == wfv1.NodeTypePod && nd.Phase == wfv1.NodeSucceeded {
-			pods = append(pods, finishedPod{nodeID: id, nodeName: nd.Name, pod: workflowmeta.PodName(wf.Name, nd.Name, nd.TemplateName, id, "v2")})
+			pods = append(pods, finishedPod{nodeID: id, nodeName: nd.Name, pod: argoworkflow.PodName(wf.Name, nd.Name, nd.TemplateName, id, "v2")})
 		}
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].pod < pods[j].pod })
@@ -624,8 +623,8 @@ func createFinishedPod(ctx context.Context, e *env, wf *wfv1.Workflow, p finishe
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: p.pod, Namespace: wf.Namespace,
-			Labels:      map[string]string{workflowmeta.LabelWorkflow: wf.Name, workflowmeta.LabelInstanceID: foreignInstance, workflowmeta.LabelCompleted: "true"},
-			Annotations: map[string]string{workflowmeta.AnnotationNodeID: p.nodeID, workflowmeta.AnnotationNodeName: p.nodeName},
+			Labels:      map[string]string{argoworkflow.LabelWorkflow: wf.Name, argoworkflow.LabelInstanceID: foreignInstance, argoworkflow.LabelCompleted: "true"},
+			Annotations: map[string]string{argoworkflow.AnnotationNodeID: p.nodeID, argoworkflow.AnnotationNodeName: p.nodeName},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf.Name, UID: wf.UID,
 				Controller: ptrTo(true)}},
 		},
@@ -645,7 +644,7 @@ func createFinishedPod(ctx context.Context, e *env, wf *wfv1.Workflow, p finishe
 		return fmt.Errorf("marking pod %s Succeeded: %w", p.pod, err)
 	}
 	tr := fixture.TaskResult(wf, p.nodeID)
-	tr.Labels[workflowmeta.LabelReportOutputsCompleted] = "true"
+	tr.Labels[argoworkflow.LabelReportOutputsCompleted] = "true"
 	if _, err := e.argo.ArgoprojV1alpha1().WorkflowTaskResults(wf.Namespace).Create(ctx, tr, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("creating task result %s: %w", p.nodeID, err)
 	}
@@ -666,7 +665,7 @@ func deletePods(ctx context.Context, e *env, pods []finishedPod) error {
 	if err != nil {
 		return err
 	}
-	left, err := e.kube.CoreV1().Pods(nsScaleRef).List(ctx, metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow + "=" + refWorkflow, Limit: 1})
+	left, err := e.kube.CoreV1().Pods(nsScaleRef).List(ctx, metav1.ListOptions{LabelSelector: argoworkflow.LabelWorkflow + "=" + refWorkflow, Limit: 1})
 	switch {
 	case err != nil:
 		return fmt.Errorf("listing the pods of workflow %s: %w", refWorkflow, err)

@@ -15,9 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"function/deploy"
-	"function/localcluster"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/manifests"
 )
 
 // nsShipped runs the ordinary workload of the shipped part.
@@ -81,7 +81,7 @@ func (d *deliveryCounter) take() map[string]int {
 // the namespaceSelector (kubernetes.io/metadata.name In, or every namespace), resources with
 // their label selectors (Exists and matchLabels).
 func shippedSources() ([]localcluster.AdapterSource, error) {
-	objs, err := deploy.Render("base")
+	objs, err := manifests.Render("base")
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +224,7 @@ func (e *env) driveToCompletion(ctx context.Context, ns string, n int, bound tim
 	driven := map[string]bool{}
 	deadline := time.Now().Add(bound)
 	for time.Now().Before(deadline) {
-		pods, err := e.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow})
+		pods, err := e.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: argoworkflow.LabelWorkflow})
 		if err == nil {
 			for _, p := range pods.Items {
 				if driven[p.Name] || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
@@ -259,8 +259,8 @@ func (e *env) driveToCompletion(ctx context.Context, ns string, n int, bound tim
 
 // finishStep does for one pod what its wait container and the kubelet do over a healthy run.
 func (e *env) finishStep(ctx context.Context, p *corev1.Pod) error {
-	wf := p.Labels[workflowmeta.LabelWorkflow]
-	nodeID := p.Annotations[workflowmeta.AnnotationNodeID]
+	wf := p.Labels[argoworkflow.LabelWorkflow]
+	nodeID := p.Annotations[argoworkflow.AnnotationNodeID]
 	var wfUID string
 	for _, o := range p.OwnerReferences {
 		if o.Kind == "Workflow" {

@@ -12,8 +12,8 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"function/handlers"
-	"function/localcluster/apitap"
-	"function/localcluster/cesink"
+	"function/internal/localcluster/apitap"
+	"function/internal/localcluster/cesink"
 )
 
 const typeDelete = "dev.knative.apiserver.resource.delete"
@@ -135,7 +135,7 @@ func (s *sink) answer(r *cesink.Request) int {
 		return http.StatusOK
 	}
 	log := &apitap.Log{}
-	_, res := s.h.Handle(apitap.WithLog(context.Background(), log), ev)
+	res := s.h.Handle(apitap.WithLog(context.Background(), log), ev)
 	done := time.Now()
 	st := resultStatus(res)
 	s.mu.Lock()

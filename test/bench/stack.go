@@ -18,8 +18,8 @@ import (
 
 	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
 
-	"function/localcluster"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
 )
 
 // env is the bench's view of the running stack, with admin clients that are not rate limited
@@ -159,14 +159,14 @@ func (e *env) prepareAt(ctx context.Context, ns, prefix string, n int, at func(i
 		if time.Now().After(deadline) {
 			return nil, 0, fmt.Errorf("%s: only %d of %d pods Running after 10 min", ns, len(running), n)
 		}
-		pods, err := e.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: workflowmeta.LabelWorkflow})
+		pods, err := e.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: argoworkflow.LabelWorkflow})
 		if err == nil {
 			for _, p := range pods.Items {
-				wf := p.Labels[workflowmeta.LabelWorkflow]
+				wf := p.Labels[argoworkflow.LabelWorkflow]
 				if _, seen := running[wf]; seen || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 					continue
 				}
-				v := victim{Workflow: wf, Pod: p.Name, PodUID: string(p.UID), NodeID: p.Annotations[workflowmeta.AnnotationNodeID], Host: p.Spec.NodeName, Running: time.Now()}
+				v := victim{Workflow: wf, Pod: p.Name, PodUID: string(p.UID), NodeID: p.Annotations[argoworkflow.AnnotationNodeID], Host: p.Spec.NodeName, Running: time.Now()}
 				for _, o := range p.OwnerReferences {
 					if o.Kind == "Workflow" {
 						v.WorkflowUID = string(o.UID)
@@ -306,12 +306,12 @@ func (e *env) taskResultCompleted(ctx context.Context, ns, nodeID string) bool {
 // completedByUs reports whether a task result is complete and carries one of the function's own
 // keys (argo-disruption-handler.dev/…, label or annotation, whichever the repair writes).
 func completedByUs(labels, annotations map[string]string) bool {
-	if labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+	if labels[argoworkflow.LabelReportOutputsCompleted] != "true" {
 		return false
 	}
 	for _, m := range []map[string]string{labels, annotations} {
 		for k := range m {
-			if strings.HasPrefix(k, workflowmeta.Domain+"/") {
+			if strings.HasPrefix(k, argoworkflow.Domain+"/") {
 				return true
 			}
 		}

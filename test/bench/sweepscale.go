@@ -18,10 +18,10 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
-	"function/localcluster/cesink"
-	"function/localcluster/scenario"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster/cesink"
+	"function/internal/localcluster/scenario"
 	"function/test/bench/fixture"
-	"function/workflowmeta"
 )
 
 const (
@@ -203,7 +203,7 @@ func sweepWorkflow(name string, nodes int) (*wfv1.Workflow, string) {
 	started := metav1.NewTime(time.Now().Add(-10 * time.Minute))
 	wf := &wfv1.Workflow{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: nsSweep, Labels: map[string]string{
-			workflowmeta.LabelPhase: string(wfv1.WorkflowRunning), workflowmeta.LabelInstanceID: sweepInstance}},
+			argoworkflow.LabelPhase: string(wfv1.WorkflowRunning), argoworkflow.LabelInstanceID: sweepInstance}},
 		Spec: wfv1.WorkflowSpec{Entrypoint: "main", Templates: []wfv1.Template{{Name: "main", Container: &corev1.Container{Image: "alpine:3.20"}}}},
 		Status: wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, StartedAt: started, Nodes: wfv1.Nodes{},
 			TaskResultsCompletionStatus: map[string]bool{}},
@@ -213,7 +213,7 @@ func sweepWorkflow(name string, nodes int) (*wfv1.Workflow, string) {
 	var runningID string
 	for j := range nodes {
 		nodeName := fmt.Sprintf("%s[%d].step-%03d", name, j, j)
-		id := workflowmeta.NodeID(name, nodeName)
+		id := argoworkflow.NodeID(name, nodeName)
 		n := wfv1.NodeStatus{ID: id, Name: nodeName, DisplayName: fmt.Sprintf("step-%03d", j), Type: wfv1.NodeTypePod,
 			TemplateName: "main", Phase: wfv1.NodeSucceeded, StartedAt: started, FinishedAt: started, BoundaryID: rootID}
 		wf.Status.TaskResultsCompletionStatus[id] = true
@@ -235,10 +235,10 @@ func sweepPod(wf *wfv1.Workflow, nodeID string) *corev1.Pod {
 	n := wf.Status.Nodes[nodeID]
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        workflowmeta.PodName(wf.Name, n.Name, n.TemplateName, nodeID, ""),
+			Name:        argoworkflow.PodName(wf.Name, n.Name, n.TemplateName, nodeID, ""),
 			Namespace:   wf.Namespace,
-			Labels:      map[string]string{workflowmeta.LabelWorkflow: wf.Name, workflowmeta.LabelInstanceID: sweepInstance},
-			Annotations: map[string]string{workflowmeta.AnnotationNodeID: nodeID, workflowmeta.AnnotationNodeName: n.Name},
+			Labels:      map[string]string{argoworkflow.LabelWorkflow: wf.Name, argoworkflow.LabelInstanceID: sweepInstance},
+			Annotations: map[string]string{argoworkflow.AnnotationNodeID: nodeID, argoworkflow.AnnotationNodeName: n.Name},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf.Name, UID: wf.UID,
 				Controller: ptrTo(true), BlockOwnerDeletion: ptrTo(true)}},
 		},
@@ -251,8 +251,8 @@ func sweepPod(wf *wfv1.Workflow, nodeID string) *corev1.Pod {
 func sweepTaskResult(wf *wfv1.Workflow, nodeID string) *wfv1.WorkflowTaskResult {
 	return &wfv1.WorkflowTaskResult{ObjectMeta: metav1.ObjectMeta{
 		Name: nodeID, Namespace: wf.Namespace,
-		Labels: map[string]string{workflowmeta.LabelWorkflow: wf.Name, workflowmeta.LabelReportOutputsCompleted: "false",
-			workflowmeta.LabelInstanceID: sweepInstance},
+		Labels: map[string]string{argoworkflow.LabelWorkflow: wf.Name, argoworkflow.LabelReportOutputsCompleted: "false",
+			argoworkflow.LabelInstanceID: sweepInstance},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf.Name, UID: types.UID(wf.UID)}},
 	}}
 }

@@ -27,12 +27,12 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
-	"function/deploy"
-	"function/localcluster"
-	"function/localcluster/apitap"
-	"function/localcluster/cesink"
-	"function/localcluster/scenario"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/apitap"
+	"function/internal/localcluster/cesink"
+	"function/internal/localcluster/scenario"
+	"function/internal/manifests"
 )
 
 const (
@@ -247,7 +247,7 @@ func deadLetters(t *testing.T, fn *scenario.Function, b *localcluster.Broker, br
 
 	// A source the function does not allow: 403, not retried, dead-lettered at once.
 	stranger := jsonEvent(t, "stranger", "https://stranger.example/", podDeleteType,
-		[]byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x","namespace":"`+nsWith+`","labels":{"`+workflowmeta.LabelWorkflow+`":"y"}}}`))
+		[]byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x","namespace":"`+nsWith+`","labels":{"`+argoworkflow.LabelWorkflow+`":"y"}}}`))
 	stranger.SetExtension("kind", "Pod")
 	code, held := postIngress(t, b.IngressURL, stranger)
 	t.Logf("broker figure: ingress POST held %.3f s for a 403 (answered %d)", held.Seconds(), code)
@@ -361,7 +361,7 @@ func isoSeconds(s string) (time.Duration, error) {
 // shippedBroker reads the Broker and the Triggers of deploy/base, as kustomize renders them.
 func shippedBroker(t *testing.T) (*unstructured.Unstructured, []*unstructured.Unstructured) {
 	t.Helper()
-	broker, triggers, err := deploy.Broker()
+	broker, triggers, err := manifests.Broker()
 	if err != nil {
 		t.Fatal(err)
 	}

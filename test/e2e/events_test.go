@@ -12,7 +12,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
-	"function/localcluster/cesink"
+	"function/internal/localcluster/cesink"
 )
 
 // apiServerSource is the source the ApiServerSource adapter names its events with here.

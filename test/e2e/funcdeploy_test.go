@@ -23,11 +23,11 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"function/deploy"
-	"function/localcluster"
+	"function/internal/localcluster"
+	"function/internal/manifests"
 )
 
-// funcCLI is where localcluster/build-bins.sh func puts the func CLI, unless ADH_FUNC names one.
+// funcCLI is where internal/localcluster/build-bins.sh func puts the func CLI, unless ADH_FUNC names one.
 func funcCLI() string {
 	if p := os.Getenv("ADH_FUNC"); p != "" {
 		return p
@@ -98,11 +98,11 @@ var funcOwnMetadata = regexp.MustCompile(`\[(function\.knative\.dev|function\.kn
 // (Cluster.ServeKnativeServices). It checks that the image the Service names was pushed, and
 // compares the Service func created with the one deploy/overlays/default applies, field by field:
 // only func's own metadata and acceptedDifferences may differ. Skipped unless the func CLI is
-// built (localcluster/build-bins.sh func) or ADH_FUNC names one. See docs/func-deploy.md.
+// built (internal/localcluster/build-bins.sh func) or ADH_FUNC names one. See docs/func-deploy.md.
 func TestFuncDeploy(t *testing.T) {
 	bin := funcCLI()
 	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("the func CLI is not built (%s): run localcluster/build-bins.sh func, or set ADH_FUNC", bin)
+		t.Skipf("the func CLI is not built (%s): run internal/localcluster/build-bins.sh func, or set ADH_FUNC", bin)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -221,7 +221,7 @@ func copyRepository(t *testing.T, root string) string {
 // deployedService is the Knative Service deploy/overlays/default applies.
 func deployedService(t *testing.T) *unstructured.Unstructured {
 	t.Helper()
-	objs, err := deploy.Render("overlays/default")
+	objs, err := manifests.Render("overlays/default")
 	if err != nil {
 		t.Fatal(err)
 	}

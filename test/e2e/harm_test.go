@@ -14,8 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"function/localcluster"
-	"function/localcluster/scenario"
+	"function/internal/localcluster"
+	"function/internal/localcluster/scenario"
 )
 
 // TestDoNoHarm sends the function, on the real control plane (Argo ADH_E2E_HARM_ARGO, default

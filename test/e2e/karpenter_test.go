@@ -20,10 +20,10 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
-	"function/localcluster"
-	"function/localcluster/cesink"
-	"function/localcluster/scenario"
-	"function/record"
+	"function/internal/localcluster"
+	"function/internal/localcluster/cesink"
+	"function/internal/localcluster/scenario"
+	"function/internal/repair"
 )
 
 // TestKarpenter lets the real Karpenter (its KWOK provider, v1.15.0) take nodes away from running
@@ -264,15 +264,15 @@ func (r *karpenterRun) waitEvicted(ctx context.Context, e *scenario.Env, within 
 
 // waitLeftRunning waits for the workflow to leave Running and returns when it did and the record
 // the function wrote.
-func (r *karpenterRun) waitLeftRunning(ctx context.Context, t *testing.T, e *scenario.Env) (time.Time, record.Record) {
+func (r *karpenterRun) waitLeftRunning(ctx context.Context, t *testing.T, e *scenario.Env) (time.Time, repair.Record) {
 	t.Helper()
-	var rec record.Record
+	var rec repair.Record
 	if err := waitFor(ctx, 60*time.Second, func() bool {
 		w, err := e.Argo.ArgoprojV1alpha1().Workflows(r.wf.Namespace).Get(ctx, r.wf.Name, metav1.GetOptions{})
 		if err != nil {
 			return false
 		}
-		rec = record.Recorded(w)[r.nodeID]
+		rec = repair.Recorded(w)[r.nodeID]
 		r.phase = w.Status.Phase
 		return w.Status.Phase != wfv1.WorkflowRunning && w.Status.Phase != ""
 	}); err != nil {

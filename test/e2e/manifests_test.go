@@ -26,12 +26,12 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
-	"function/deploy"
-	"function/localcluster"
+	"function/internal/localcluster"
+	"function/internal/manifests"
 )
 
 // knativeVersion is the Knative release whose CRDs the manifests are checked against (the same
-// eventing module as the ApiServerSource adapter of localcluster/tools/adapter).
+// eventing module as the ApiServerSource adapter of internal/localcluster/tools/adapter).
 const knativeVersion = "v0.50.0"
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
@@ -193,9 +193,9 @@ func TestManifestsDryRun(t *testing.T) {
 		"components/network-policy": {"NetworkPolicy": 1},
 		"components/event-policy":   {"EventPolicy": 2},
 	}
-	for _, path := range append(append([]string{"base"}, deploy.Overlays...), "components/network-policy", "components/event-policy") {
+	for _, path := range append(append([]string{"base"}, manifests.Overlays...), "components/network-policy", "components/event-policy") {
 		t.Run(path, func(t *testing.T) {
-			objs, err := deploy.Render(path)
+			objs, err := manifests.Render(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -226,10 +226,10 @@ func TestManifestsDryRun(t *testing.T) {
 			}
 
 			if kubectl == "" {
-				t.Logf("kubectl not built (localcluster/build-bins.sh kubectl): kubectl kustomize / apply -k not checked")
+				t.Logf("kubectl not built (internal/localcluster/build-bins.sh kubectl): kubectl kustomize / apply -k not checked")
 				return
 			}
-			dir := filepath.Join(deploy.Dir(), path)
+			dir := filepath.Join(manifests.Dir(), path)
 			out, err := exec.CommandContext(ctx, kubectl, "kustomize", dir).Output()
 			if err != nil {
 				t.Fatalf("kubectl kustomize %s: %v", dir, err)
@@ -248,19 +248,19 @@ func TestManifestsDryRun(t *testing.T) {
 
 	// The dry run does check: a misspelt field in the Service and a wrong type in the PingSource
 	// are refused (the schemas; Knative's webhooks, which would check more, do not run here).
-	objs, err := deploy.Render(deploy.Overlays[0])
+	objs, err := manifests.Render(manifests.Overlays[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := mapperFor(ctx, t, c, objs)
-	svc := deploy.Find(objs, "Service", "argo-disruption-handler").DeepCopy()
+	svc := manifests.Find(objs, "Service", "argo-disruption-handler").DeepCopy()
 	containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
 	containers[0].(map[string]any)["imagee"] = "x"
 	_ = unstructured.SetNestedSlice(svc.Object, containers, "spec", "template", "spec", "containers")
 	if err := dryRunApply(ctx, resourceFor(t, dyn, m, svc), svc); err == nil || !strings.Contains(err.Error(), "imagee") {
 		t.Errorf("a Service with a misspelt field was not refused: %v", err)
 	}
-	ping := deploy.Find(objs, "PingSource", "sweep").DeepCopy()
+	ping := manifests.Find(objs, "PingSource", "sweep").DeepCopy()
 	_ = unstructured.SetNestedField(ping.Object, int64(5), "spec", "schedule")
 	if err := dryRunApply(ctx, resourceFor(t, dyn, m, ping), ping); err == nil || !strings.Contains(err.Error(), "schedule") {
 		t.Errorf("a PingSource with a numeric schedule was not refused: %v", err)

@@ -26,9 +26,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"function/localcluster"
-	"function/localcluster/scenario"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/scenario"
 )
 
 const (
@@ -113,7 +113,7 @@ func runVersion(t *testing.T, ctx context.Context, version, bin string, bound ti
 			t.Fatal(err)
 		}
 	}
-	selector := workflowmeta.LabelWorkflow
+	selector := argoworkflow.LabelWorkflow
 	startFn := func(name string, extra map[string]string, ns string) *scenario.Function {
 		fn, err := scenario.StartFunction(ctx, bin, c.Kubeconfig(), filepath.Join(c.LogDir(), name+".log"), extra)
 		if err != nil {
@@ -213,7 +213,7 @@ func checkFieldsWeOwn(ctx context.Context, t *testing.T, e *scenario.Env, ns str
 	ours := 0
 	for _, wf := range l.Items {
 		for _, mf := range wf.ManagedFields {
-			if mf.Manager != workflowmeta.Component || mf.FieldsV1 == nil {
+			if mf.Manager != argoworkflow.Component || mf.FieldsV1 == nil {
 				continue
 			}
 			ours++
@@ -232,8 +232,8 @@ func checkFieldsWeOwn(ctx context.Context, t *testing.T, e *scenario.Env, ns str
 				set  map[string]any
 				name string
 			}{
-				{fields.Metadata.Annotations, "f:" + workflowmeta.AnnotationLastSeenVersion},
-				{fields.Metadata.Labels, "f:" + workflowmeta.LabelCompleted},
+				{fields.Metadata.Annotations, "f:" + argoworkflow.AnnotationLastSeenVersion},
+				{fields.Metadata.Labels, "f:" + argoworkflow.LabelCompleted},
 				{fields.Status, "f:phase"},
 			} {
 				if _, ok := f.set[f.name]; ok {
@@ -242,7 +242,7 @@ func checkFieldsWeOwn(ctx context.Context, t *testing.T, e *scenario.Env, ns str
 			}
 		}
 	}
-	t.Logf("%d workflows in %s, %d managedFields entries of %s: none owns the phase, the completed label or last-seen-version", len(l.Items), ns, ours, workflowmeta.Component)
+	t.Logf("%d workflows in %s, %d managedFields entries of %s: none owns the phase, the completed label or last-seen-version", len(l.Items), ns, ours, argoworkflow.Component)
 }
 
 func sortResults(rs []scenario.Result, order map[string]int) {

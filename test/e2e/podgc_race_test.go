@@ -20,9 +20,9 @@ import (
 
 	"k8s.io/client-go/rest"
 
-	"function/localcluster"
-	"function/localcluster/apitap"
-	"function/localcluster/scenario"
+	"function/internal/localcluster"
+	"function/internal/localcluster/apitap"
+	"function/internal/localcluster/scenario"
 )
 
 // TestPodGCRace puts a proxy between the Argo controller and the API server that delays every

@@ -22,18 +22,15 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
-	"function/clients"
 	"function/config"
 	"function/eventing"
 	"function/handlers"
-	"function/localcluster"
-	"function/lookup"
-	"function/record"
-	"function/repair"
-	"function/scope"
-	"function/sweep"
-	"function/wiring"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/lookup"
+	"function/internal/repair"
+	"function/internal/sweep"
+	"function/internal/wiring"
 )
 
 const (
@@ -48,8 +45,8 @@ const (
 // and the function's ServiceAccount (impersonated) that runs the project's code.
 type rbacEnv struct {
 	c     *localcluster.Cluster
-	admin *clients.Set
-	fn    *clients.Set
+	admin *wiring.Clients
+	fn    *wiring.Clients
 	r     *repair.Repairer
 	now   time.Time
 }
@@ -69,7 +66,7 @@ func TestRBACRepairSteps(t *testing.T) {
 	}
 	defer c.Stop()
 	start := time.Now()
-	admin, err := clients.New(c.RESTConfig())
+	admin, err := wiring.NewClients(c.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +93,7 @@ func TestRBACRepairSteps(t *testing.T) {
 
 	cfg := c.RESTConfig()
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + fnNamespace + ":" + fnServiceAccount}
-	fn, err := clients.New(cfg)
+	fn, err := wiring.NewClients(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +105,7 @@ func TestRBACRepairSteps(t *testing.T) {
 		t.Fatalf("the ClusterRoleBinding never took effect for %s", cfg.Impersonate.UserName)
 	}
 	e := &rbacEnv{c: c, admin: admin, fn: fn, now: time.Now()}
-	e.r = repair.New(fn.Kube, fn.Argo, repair.Options{Policy: repair.Policy{Scope: scope.Scope{Excluded: []string{"kube-system"}}, NodeErrorGrace: time.Second}, Host: "rbac-e2e"})
+	e.r = repair.New(fn.Kube, fn.Argo, repair.Options{Policy: repair.Policy{Scope: config.Scope{Excluded: []string{"kube-system"}}, NodeErrorGrace: time.Second}, Host: "rbac-e2e"})
 	t.Logf("identity applied and in force after %.1f s", time.Since(start).Seconds())
 
 	allowed := []struct {
@@ -151,7 +148,7 @@ func TestRBACRepairSteps(t *testing.T) {
 
 	// Writes (and a read) outside the role: refused by the API server.
 	wf := e.workflow(t, "wf-forbidden", nil, nil)
-	trName := e.taskResult(t, wf, workflowmeta.NodeID(wf.Name, wf.Name+".x"), "false")
+	trName := e.taskResult(t, wf, argoworkflow.NodeID(wf.Name, wf.Name+".x"), "false")
 	pod := e.pod(t, wf, "forbidden-pod", localcluster.NodeName(0), nil)
 	forbidden := []struct {
 		name string
@@ -253,7 +250,7 @@ func workflowSpec() wfv1.WorkflowSpec {
 // podNode is a Running Pod node named <wf>.<step>, started a minute ago.
 func (e *rbacEnv) podNode(wf, step string) wfv1.NodeStatus {
 	name := wf + "." + step
-	return wfv1.NodeStatus{ID: workflowmeta.NodeID(wf, name), Name: name, DisplayName: step, Type: wfv1.NodeTypePod,
+	return wfv1.NodeStatus{ID: argoworkflow.NodeID(wf, name), Name: name, DisplayName: step, Type: wfv1.NodeTypePod,
 		TemplateName: "main", Phase: wfv1.NodeRunning, StartedAt: metav1.NewTime(e.now.Add(-time.Minute))}
 }
 
@@ -262,7 +259,7 @@ func (e *rbacEnv) podNode(wf, step string) wfv1.NodeStatus {
 func (e *rbacEnv) workflow(t *testing.T, name string, nodes []wfv1.NodeStatus, gate map[string]bool) *wfv1.Workflow {
 	t.Helper()
 	wf := &wfv1.Workflow{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rbacNS, Labels: map[string]string{workflowmeta.LabelPhase: "Running"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rbacNS, Labels: map[string]string{argoworkflow.LabelPhase: "Running"}},
 		Spec:       workflowSpec(),
 		Status:     wfv1.WorkflowStatus{Phase: wfv1.WorkflowRunning, StartedAt: metav1.NewTime(e.now.Add(-2 * time.Minute)), TaskResultsCompletionStatus: gate},
 	}
@@ -293,16 +290,16 @@ func (e *rbacEnv) pod(t *testing.T, wf *wfv1.Workflow, name, node string, n *wfv
 	t.Helper()
 	ann := map[string]string{}
 	if n != nil {
-		ann[workflowmeta.AnnotationNodeID] = n.ID
-		ann[workflowmeta.AnnotationNodeName] = n.Name
+		ann[argoworkflow.AnnotationNodeID] = n.ID
+		ann[argoworkflow.AnnotationNodeName] = n.Name
 	}
 	no := false
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rbacNS, Labels: map[string]string{workflowmeta.LabelWorkflow: wf.Name},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rbacNS, Labels: map[string]string{argoworkflow.LabelWorkflow: wf.Name},
 			Annotations: ann, Finalizers: finalizers,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf.Name, UID: wf.UID}}},
 		Spec: corev1.PodSpec{NodeName: node, AutomountServiceAccountToken: &no,
-			Containers: []corev1.Container{{Name: "main", Image: "busybox"}, {Name: workflowmeta.WaitContainer, Image: "argoexec"}}},
+			Containers: []corev1.Container{{Name: "main", Image: "busybox"}, {Name: argoworkflow.WaitContainer, Image: "argoexec"}}},
 	}
 	out, err := e.admin.Kube.CoreV1().Pods(rbacNS).Create(context.Background(), p, metav1.CreateOptions{})
 	if err != nil {
@@ -313,7 +310,7 @@ func (e *rbacEnv) pod(t *testing.T, wf *wfv1.Workflow, name, node string, n *wfv
 
 // podName is the (v2) pod name of n.
 func podName(wf *wfv1.Workflow, n wfv1.NodeStatus) string {
-	return workflowmeta.PodName(wf.Name, n.Name, n.TemplateName, n.ID, "")
+	return argoworkflow.PodName(wf.Name, n.Name, n.TemplateName, n.ID, "")
 }
 
 // repair runs the ladder for the target as the function, and checks the actions done.
@@ -343,7 +340,7 @@ func (e *rbacEnv) taskResultComplete(t *testing.T, nodeID string) {
 	if err != nil {
 		t.Fatalf("task result %s: %v", nodeID, err)
 	}
-	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" || tr.Annotations[workflowmeta.AnnotationRepaired] == "" {
+	if tr.Labels[argoworkflow.LabelReportOutputsCompleted] != "true" || tr.Annotations[argoworkflow.AnnotationRepaired] == "" {
 		t.Errorf("task result %s: labels %v annotations %v", nodeID, tr.Labels, tr.Annotations)
 	}
 }
@@ -356,15 +353,15 @@ func (e *rbacEnv) recorded(t *testing.T, wfName, nodeID string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := record.Recorded(wf)[nodeID]; !ok {
+	if _, ok := repair.Recorded(wf)[nodeID]; !ok {
 		t.Errorf("no record of node %s on workflow %s: %v", nodeID, wfName, wf.Annotations)
 	}
 	evs, err := e.admin.Kube.CoreV1().Events(rbacNS).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + wfName})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(evs.Items, func(ev corev1.Event) bool { return ev.Reason == record.EventReason }) {
-		t.Errorf("no %s Event on workflow %s", record.EventReason, wfName)
+	if !slices.ContainsFunc(evs.Items, func(ev corev1.Event) bool { return ev.Reason == repair.EventReason }) {
+		t.Errorf("no %s Event on workflow %s", repair.EventReason, wfName)
 	}
 }
 
@@ -393,7 +390,7 @@ func (e *rbacEnv) step3(t *testing.T) {
 	n := e.podNode("wf-step3", "a")
 	wf := e.workflow(t, "wf-step3", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
 	e.taskResult(t, wf, n.ID, "false")
-	pod := e.pod(t, wf, podName(wf, n), "gone-node-3", &n, workflowmeta.FinalizerStatus)
+	pod := e.pod(t, wf, podName(wf, n), "gone-node-3", &n, argoworkflow.FinalizerStatus)
 	// Force-deleted (as PodGC does for a pod of a vanished Node): held by Argo's finalizer.
 	grace := int64(0)
 	if err := e.admin.Kube.CoreV1().Pods(rbacNS).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
@@ -442,7 +439,7 @@ func (e *rbacEnv) warning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := record.Warning{Source: "karpenter", Reason: "SpotInterrupted", Message: "Spot interruption warning was triggered",
+	w := repair.Warning{Source: "karpenter", Reason: "SpotInterrupted", Message: "Spot interruption warning was triggered",
 		Node: p.Spec.NodeName, Time: e.now.UTC().Truncate(time.Second)}
 	if err := e.r.RecordWarning(ctx, p, w); err != nil {
 		t.Fatalf("RecordWarning as %s: %v", fnServiceAccount, err)
@@ -451,14 +448,14 @@ func (e *rbacEnv) warning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pw, ok := record.PodWarning(got); !ok || pw.Reason != "SpotInterrupted" {
+	if pw, ok := repair.PodWarning(got); !ok || pw.Reason != "SpotInterrupted" {
 		t.Errorf("pod warning %v %v", pw, ok)
 	}
 	cur, err := e.admin.Argo.ArgoprojV1alpha1().Workflows(rbacNS).Get(ctx, wf.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := record.Warnings(cur)[p.Name]; !ok {
+	if _, ok := repair.Warnings(cur)[p.Name]; !ok {
 		t.Errorf("no warning on workflow %s: %v", wf.Name, cur.Annotations)
 	}
 }
@@ -520,7 +517,7 @@ func (e *rbacEnv) locate(t *testing.T) {
 
 func (e *rbacEnv) sweepLists(t *testing.T) {
 	ctx := context.Background()
-	opts := metav1.ListOptions{LabelSelector: workflowmeta.LabelPhase + "=Running", Limit: 2}
+	opts := metav1.ListOptions{LabelSelector: argoworkflow.LabelPhase + "=Running", Limit: 2}
 	n, pages := 0, 0
 	for {
 		l, err := e.fn.Argo.ArgoprojV1alpha1().Workflows("").List(ctx, opts)
@@ -574,7 +571,7 @@ func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
 	n := e.podNode("wf-nodegone", "a")
 	wf := e.workflow(t, "wf-nodegone", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
 	e.taskResult(t, wf, n.ID, "false")
-	p := e.pod(t, wf, podName(wf, n), node.Name, &n, workflowmeta.FinalizerStatus)
+	p := e.pod(t, wf, podName(wf, n), node.Name, &n, argoworkflow.FinalizerStatus)
 	if err := e.admin.Kube.CoreV1().Nodes().Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -593,7 +590,7 @@ func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
 	ev.SetExtension("apiversion", "v1")
 	ev.SetExtension("kind", "Node")
 	ev.SetExtension("name", node.Name)
-	if _, err := e.handler(t, nil).Handle(ctx, ev); err != nil {
+	if err := e.handler(t, nil).Handle(ctx, ev); err != nil {
 		t.Fatalf("Handle as %s: %v", fnServiceAccount, err)
 	}
 	got, err := e.admin.Kube.CoreV1().Pods(rbacNS).Get(ctx, p.Name, metav1.GetOptions{})
@@ -601,8 +598,8 @@ func (e *rbacEnv) nodeDeleteEvent(t *testing.T) {
 	case apierrors.IsNotFound(err):
 	case err != nil:
 		t.Fatal(err)
-	case slices.Contains(got.Finalizers, workflowmeta.FinalizerStatus):
-		t.Errorf("pod %s still holds %s", p.Name, workflowmeta.FinalizerStatus)
+	case slices.Contains(got.Finalizers, argoworkflow.FinalizerStatus):
+		t.Errorf("pod %s still holds %s", p.Name, argoworkflow.FinalizerStatus)
 	}
 	e.recorded(t, wf.Name, n.ID)
 }
@@ -628,7 +625,7 @@ func (e *rbacEnv) sweepPing(t *testing.T) {
 		cfg.SweepBudget, cfg.SweepGrace, cfg.SweepPageSize, cfg.StateNamespace = 10*time.Second, time.Minute, 10, fnNamespace
 	})
 	for i := range 2 { // the first tick creates the Lease, the second updates it
-		if _, err := h.Handle(ctx, ev); err != nil {
+		if err := h.Handle(ctx, ev); err != nil {
 			t.Fatalf("ping %d as %s: %v", i+1, fnServiceAccount, err)
 		}
 	}

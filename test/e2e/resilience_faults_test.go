@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"function/config"
-	"function/localcluster/apitap"
-	"function/localcluster/scenario"
+	"function/internal/localcluster/apitap"
+	"function/internal/localcluster/scenario"
 )
 
 // apiFaults puts an outage between the function and the API server from each call of a repair

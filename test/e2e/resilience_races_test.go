@@ -19,10 +19,10 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
-	"function/localcluster"
-	"function/localcluster/apitap"
-	"function/localcluster/scenario"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/apitap"
+	"function/internal/localcluster/scenario"
 )
 
 // duplicateDeliveries delivers the same delete event 10 times at once, with its updates in
@@ -187,7 +187,7 @@ func (s *stack) conflictRace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tr.Annotations[controllerMark] != "concurrent" || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+		if tr.Annotations[controllerMark] != "concurrent" || tr.Labels[argoworkflow.LabelReportOutputsCompleted] != "true" {
 			t.Errorf("task result lost a write: annotations %v labels %v", tr.Annotations, tr.Labels)
 		}
 		if o := s.outcomeOf(t, v); !o.complete() {
@@ -260,8 +260,8 @@ func (s *stack) assertBoth(t *testing.T, v *victim, mark string) {
 	if wf.Annotations[controllerMark] != mark {
 		t.Errorf("the controller's update was lost: annotations %v", wf.Annotations)
 	}
-	if _, ok := wf.Status.Nodes[v.nodeID]; !ok || wf.Status.Phase == "" || wf.Labels[workflowmeta.LabelPhase] == "" {
-		t.Errorf("controller-side fields lost: phase %q, phase label %q, node %s present %v", wf.Status.Phase, wf.Labels[workflowmeta.LabelPhase], v.nodeID, ok)
+	if _, ok := wf.Status.Nodes[v.nodeID]; !ok || wf.Status.Phase == "" || wf.Labels[argoworkflow.LabelPhase] == "" {
+		t.Errorf("controller-side fields lost: phase %q, phase label %q, node %s present %v", wf.Status.Phase, wf.Labels[argoworkflow.LabelPhase], v.nodeID, ok)
 	}
 	if o := s.outcomeOf(t, v); !o.complete() {
 		t.Errorf("our repair was lost: %+v", o)

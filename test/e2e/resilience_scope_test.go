@@ -17,10 +17,10 @@ import (
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
 	"function/config"
-	"function/localcluster"
-	"function/localcluster/apitap"
-	"function/localcluster/scenario"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/apitap"
+	"function/internal/localcluster/scenario"
 )
 
 // scope delivers events the function must not act on (outside its namespaces, another
@@ -47,7 +47,7 @@ func (s *stack) scope(t *testing.T) {
 		calls  int // API calls allowed (reads, or writes the API server refused)
 	}{
 		{"workflow outside ADH_NAMESPACES", outside.del, outside, 200, 0},
-		{"pod and workflow of another controller instance", s.syntheticDelete(t, foreign, foreignNode, source, map[string]string{workflowmeta.LabelInstanceID: "team-b"}),
+		{"pod and workflow of another controller instance", s.syntheticDelete(t, foreign, foreignNode, source, map[string]string{argoworkflow.LabelInstanceID: "team-b"}),
 			&victim{wf: foreign, nodeID: foreignNode}, 200, 0},
 		// Only the Workflow's label says whose it is (a pod created before the controller got its
 		// instance ID, or a forged event): the Workflow is read before anything is written.
@@ -105,7 +105,7 @@ func (s *stack) foreignWorkflow(t *testing.T, ns, instance string) (*wfv1.Workfl
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
 		"metadata": map[string]any{"name": name, "namespace": ns, "labels": map[string]any{
-			workflowmeta.LabelInstanceID: instance, workflowmeta.LabelPhase: "Running"}},
+			argoworkflow.LabelInstanceID: instance, argoworkflow.LabelPhase: "Running"}},
 		"spec": map[string]any{"entrypoint": "main", "templates": []any{map[string]any{"name": "main",
 			"container": map[string]any{"image": "alpine", "command": []any{"sleep", "3600"}}}}},
 		"status": map[string]any{"phase": "Running", "startedAt": time.Now().UTC().Format(time.RFC3339),
@@ -124,7 +124,7 @@ func (s *stack) foreignWorkflow(t *testing.T, ns, instance string) (*wfv1.Workfl
 		t.Fatal(err)
 	}
 	// The executor of an instance-ID controller labels its task result with that ID.
-	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, workflowmeta.LabelInstanceID, instance)
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, argoworkflow.LabelInstanceID, instance)
 	if _, err := s.c.Dynamic().Resource(localcluster.WorkflowTaskResultGVR).Namespace(ns).Patch(ctx, nodeID, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +141,8 @@ func (s *stack) syntheticDelete(t *testing.T, wf *wfv1.Workflow, nodeID, source 
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: wf.Namespace, UID: "0f0f0f0f-1111-2222-3333-444444444444", DeletionTimestamp: &now,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Name: wf.Name, UID: wf.UID, Controller: ptrTrue()}},
-			Labels:          map[string]string{workflowmeta.LabelWorkflow: wf.Name},
-			Annotations:     map[string]string{workflowmeta.AnnotationNodeID: nodeID, workflowmeta.AnnotationNodeName: wf.Name}},
+			Labels:          map[string]string{argoworkflow.LabelWorkflow: wf.Name},
+			Annotations:     map[string]string{argoworkflow.AnnotationNodeID: nodeID, argoworkflow.AnnotationNodeName: wf.Name}},
 		Spec:   corev1.PodSpec{NodeName: localcluster.NodeName(0), Containers: []corev1.Container{{Name: "main"}, {Name: "wait"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	}

@@ -37,12 +37,12 @@ import (
 
 	"function/config"
 	"function/handlers"
-	"function/localcluster"
-	"function/localcluster/apitap"
-	"function/localcluster/cesink"
-	"function/localcluster/scenario"
-	"function/record"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/apitap"
+	"function/internal/localcluster/cesink"
+	"function/internal/localcluster/scenario"
+	"function/internal/repair"
 )
 
 const (
@@ -134,7 +134,7 @@ func startStack(t *testing.T, namespaces ...string) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.rec.Close)
-	if err := c.StartAdapter(shippedStream(t, s.rec.URL), namespaces, workflowmeta.LabelWorkflow); err != nil {
+	if err := c.StartAdapter(shippedStream(t, s.rec.URL), namespaces, argoworkflow.LabelWorkflow); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.StopAdapter)
@@ -251,15 +251,15 @@ func (s *stack) outcomeOf(t *testing.T, v *victim) outcome {
 	case err != nil:
 		t.Fatal(err)
 	}
-	o.Completed = tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true"
+	o.Completed = tr.Labels[argoworkflow.LabelReportOutputsCompleted] == "true"
 	// Our marker on the task result, written in the repair's own patch: an annotation (the record)
 	// or a label of the same key (the step).
-	o.Marked = tr.Annotations[workflowmeta.AnnotationRepaired] != "" || tr.Labels[workflowmeta.AnnotationRepaired] != ""
+	o.Marked = tr.Annotations[argoworkflow.AnnotationRepaired] != "" || tr.Labels[argoworkflow.AnnotationRepaired] != ""
 	wf, err := s.e.Argo.ArgoprojV1alpha1().Workflows(v.wf.Namespace).Get(ctx, v.wf.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Recorded = record.HasRecord(wf, v.nodeID)
+	o.Recorded = repair.HasRecord(wf, v.nodeID)
 	o.Events, o.EventCount = s.eventsOf(t, v)
 	return o
 }
@@ -272,7 +272,7 @@ func (s *stack) eventsOf(t *testing.T, v *victim) (n int, count int32) {
 		t.Fatal(err)
 	}
 	for _, ev := range evs.Items {
-		if ev.Reason == record.EventReason && ev.Source.Component == workflowmeta.Component {
+		if ev.Reason == repair.EventReason && ev.Source.Component == argoworkflow.Component {
 			n++
 			count += ev.Count
 		}
@@ -304,7 +304,7 @@ func (o outcome) complete() bool { return o.Completed && o.Marked && o.Recorded 
 type fnOf struct{ h *handlers.Handler }
 
 func (f fnOf) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	return f.h.Handle(ctx, e)
+	return nil, f.h.Handle(ctx, e)
 }
 
 // inprocFn is the function built in the test process, served over HTTP, and the tap on its

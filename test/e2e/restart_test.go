@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
-	"function/localcluster"
-	"function/localcluster/scenario"
+	"function/internal/localcluster"
+	"function/internal/localcluster/scenario"
 )
 
 // TestFailedPodRestart runs Argo 4's opt-in failedPodRestart (ADH_E2E_RESTART_ARGO, default

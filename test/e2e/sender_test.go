@@ -24,7 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"function/localcluster"
+	"function/internal/localcluster"
 )
 
 // TestSenderAuthentication runs the built function with ADH_OIDC_REQUIRED=true against the real

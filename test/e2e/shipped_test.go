@@ -15,7 +15,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"function/deploy"
+	"function/internal/manifests"
 )
 
 // shippedStream returns the URL of a proxy to target that passes on only what deploy/base
@@ -27,7 +27,7 @@ import (
 // only: the ApiServerSource adapter sends no other.
 func shippedStream(t *testing.T, target string) string {
 	t.Helper()
-	objs, err := deploy.Render("base")
+	objs, err := manifests.Render("base")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func shipped(attrs map[string]string, filters []map[string]string, eventNamespac
 // shippedEventNamespaces are the namespaces the shipped Events source watches.
 func shippedEventNamespaces(t *testing.T, objs []*unstructured.Unstructured) []string {
 	t.Helper()
-	src := deploy.Find(objs, "ApiServerSource", "karpenter-events")
+	src := manifests.Find(objs, "ApiServerSource", "karpenter-events")
 	if src == nil {
 		t.Fatal("deploy/base has no ApiServerSource karpenter-events")
 	}

@@ -17,10 +17,10 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
-	"function/localcluster"
-	"function/localcluster/scenario"
-	"function/record"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/scenario"
+	"function/internal/repair"
 )
 
 // TestDisruptionSignals proves the disruption-signal families on the real control plane
@@ -66,7 +66,7 @@ func TestDisruptionSignals(t *testing.T) {
 	warned := time.Now()
 	if err := waitFor(ctx, 10*time.Second, func() bool {
 		p, err := e.Kube.CoreV1().Pods(nsWith).Get(ctx, pod.Name, metav1.GetOptions{})
-		w, ok := record.PodWarning(orEmpty(p, err))
+		w, ok := repair.PodWarning(orEmpty(p, err))
 		return ok && w.Reason == "SpotInterrupted"
 	}); err != nil {
 		t.Fatalf("SpotInterrupted not recorded on pod %s: %v", pod.Name, err)
@@ -86,7 +86,7 @@ func TestDisruptionSignals(t *testing.T) {
 	// the workflow (it updates its informer's store first), so the reconcile that completes the task
 	// result can leave it Running until the next event: at worst the pod's real delete, when the
 	// controller releases the status finalizer 2 min after the deletion (docs/argo-controller.md).
-	var rec record.Record
+	var rec repair.Record
 	var recorded bool
 	var cur *wfv1.Workflow
 	if err := waitFor(ctx, 150*time.Second, func() bool {
@@ -95,7 +95,7 @@ func TestDisruptionSignals(t *testing.T) {
 			return false
 		}
 		cur = w
-		rec, recorded = record.Recorded(w)[pod.Annotations[workflowmeta.AnnotationNodeID]]
+		rec, recorded = repair.Recorded(w)[pod.Annotations[argoworkflow.AnnotationNodeID]]
 		return recorded || w.Status.Phase.Completed()
 	}); err != nil {
 		t.Fatalf("workflow %s neither repaired nor finished 150 s after its pod's deletion (the status finalizer is released after 2 min)", wf.Name)
@@ -109,7 +109,7 @@ func TestDisruptionSignals(t *testing.T) {
 	case cur.Status.Phase == wfv1.WorkflowSucceeded:
 		t.Errorf("workflow %s Succeeded after its step's pod was force-deleted", wf.Name)
 	default:
-		w, ok := record.Warnings(cur)[pod.Name]
+		w, ok := repair.Warnings(cur)[pod.Name]
 		report = append(report, fmt.Sprintf("pod force-deleted → the controller finished the workflow itself (%s %q) %s after; warning on the Workflow: %q", cur.Status.Phase, cur.Status.Message, since(t0), w.Reason))
 		if !ok || w.Reason != "SpotInterrupted" {
 			t.Errorf("workflow %s finished without the SpotInterrupted warning (%v)", wf.Name, cur.Annotations)
@@ -130,8 +130,8 @@ func TestDisruptionSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(pod.Finalizers, workflowmeta.FinalizerStatus) {
-		t.Errorf("Argo %s did not put %s on pod %s (finalizers %v): the case is not exercised", version, workflowmeta.FinalizerStatus, pod.Name, pod.Finalizers)
+	if !slices.Contains(pod.Finalizers, argoworkflow.FinalizerStatus) {
+		t.Errorf("Argo %s did not put %s on pod %s (finalizers %v): the case is not exercised", version, argoworkflow.FinalizerStatus, pod.Name, pod.Finalizers)
 	}
 	time.Sleep(11 * time.Second)
 	c.StopKwok()
@@ -148,7 +148,7 @@ func TestDisruptionSignals(t *testing.T) {
 	if err := waitFor(ctx, 10*time.Second, func() bool {
 		if released == 0 || gone == 0 {
 			p, err := e.Kube.CoreV1().Pods(nsWith).Get(ctx, pod.Name, metav1.GetOptions{})
-			if released == 0 && (err != nil || !slices.Contains(p.Finalizers, workflowmeta.FinalizerStatus)) {
+			if released == 0 && (err != nil || !slices.Contains(p.Finalizers, argoworkflow.FinalizerStatus)) {
 				released = time.Since(t0)
 			}
 			if gone == 0 && apierrors.IsNotFound(err) {
@@ -157,7 +157,7 @@ func TestDisruptionSignals(t *testing.T) {
 		}
 		if completed == 0 {
 			tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(nsWith).Get(ctx, nodeID, metav1.GetOptions{})
-			if err == nil && tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true" {
+			if err == nil && tr.Labels[argoworkflow.LabelReportOutputsCompleted] == "true" {
 				completed = time.Since(t0)
 			}
 		}

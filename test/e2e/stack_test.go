@@ -15,12 +15,12 @@ import (
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 
-	"function/deploy"
-	"function/localcluster"
-	"function/localcluster/cesink"
-	"function/localcluster/scenario"
-	"function/record"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/cesink"
+	"function/internal/localcluster/scenario"
+	"function/internal/manifests"
+	"function/internal/repair"
 )
 
 // functionStack builds the function binary and starts the local control plane with opts
@@ -75,7 +75,7 @@ func runFunction(ctx context.Context, t *testing.T, bin string, c *localcluster.
 }
 
 // workflowPods is the adapter's watch of workflow pods, as deploy/base's ApiServerSource has it.
-var workflowPods = localcluster.AdapterResource{Version: "v1", Resource: "pods", Selector: workflowmeta.LabelWorkflow}
+var workflowPods = localcluster.AdapterResource{Version: "v1", Resource: "pods", Selector: argoworkflow.LabelWorkflow}
 
 // nodes is the shipped nodes source's Node watch (its NodeClaims need Karpenter's CRD): a Node's
 // delete is what reaches the function for pods held on a gone Node, whose updates the shipped
@@ -120,13 +120,13 @@ type baseObject struct{ kind, name string }
 // admin's client, or one the objects' RBAC applies to).
 func createFromBase(ctx context.Context, t *testing.T, c *localcluster.Cluster, dyn dynamic.Interface, want ...baseObject) {
 	t.Helper()
-	objs, err := deploy.Render("base")
+	objs, err := manifests.Render("base")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var found []*unstructured.Unstructured
 	for _, w := range want {
-		o := deploy.Find(objs, w.kind, w.name)
+		o := manifests.Find(objs, w.kind, w.name)
 		if o == nil {
 			t.Fatalf("deploy/base has no %s %s", w.kind, w.name)
 		}
@@ -146,19 +146,19 @@ func createFromBase(ctx context.Context, t *testing.T, c *localcluster.Cluster, 
 func noRepairWritten(ctx context.Context, t *testing.T, e *scenario.Env, ns, workflow, nodeID, why string) *wfv1.Workflow {
 	t.Helper()
 	tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(ns).Get(ctx, nodeID, metav1.GetOptions{})
-	if err != nil || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
+	if err != nil || tr.Labels[argoworkflow.LabelReportOutputsCompleted] != "false" {
 		t.Errorf("task result %s/%s: %v %v, want still \"false\" (%s)", ns, nodeID, err, tr.GetLabels(), why)
 	}
 	w, err := e.Argo.ArgoprojV1alpha1().Workflows(ns).Get(ctx, workflow, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if recs := record.Recorded(w); len(recs) != 0 {
+	if recs := repair.Recorded(w); len(recs) != 0 {
 		t.Errorf("records written for %s: %v", why, recs)
 	}
-	evs, _ := e.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + record.EventReason})
+	evs, _ := e.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + repair.EventReason})
 	if len(evs.Items) != 0 {
-		t.Errorf("%d %s Events for %s", len(evs.Items), record.EventReason, why)
+		t.Errorf("%d %s Events for %s", len(evs.Items), repair.EventReason, why)
 	}
 	return w
 }

@@ -19,10 +19,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"function/cmd/argo-disruption-handler/sweepcmd"
-	"function/localcluster"
-	"function/localcluster/scenario"
-	"function/record"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/localcluster"
+	"function/internal/localcluster/scenario"
+	"function/internal/repair"
 )
 
 // TestSweep proves the safety net on the real control plane, with Argo ADH_E2E_SWEEP_ARGO
@@ -71,13 +71,13 @@ func TestSweep(t *testing.T) {
 		t.Errorf("audit row %+v", r)
 	}
 	tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(nsWith).Get(ctx, nodeID, metav1.GetOptions{})
-	if err != nil || tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "false" {
+	if err != nil || tr.Labels[argoworkflow.LabelReportOutputsCompleted] != "false" {
 		t.Fatalf("after the dry run: task result %v (err %v), want still \"false\"", tr.Labels, err)
 	}
-	if cur, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{}); err != nil || record.HasRecord(cur, nodeID) || cur.Status.Phase != "Running" {
-		t.Fatalf("after the dry run: workflow %s phase %s record %v (err %v)", wf.Name, cur.Status.Phase, record.HasRecord(cur, nodeID), err)
+	if cur, err := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{}); err != nil || repair.HasRecord(cur, nodeID) || cur.Status.Phase != "Running" {
+		t.Fatalf("after the dry run: workflow %s phase %s record %v (err %v)", wf.Name, cur.Status.Phase, repair.HasRecord(cur, nodeID), err)
 	}
-	if evs, _ := e.Kube.CoreV1().Events(nsWith).List(ctx, metav1.ListOptions{FieldSelector: "source=" + workflowmeta.Component}); evs != nil && len(evs.Items) > 0 {
+	if evs, _ := e.Kube.CoreV1().Events(nsWith).List(ctx, metav1.ListOptions{FieldSelector: "source=" + argoworkflow.Component}); evs != nil && len(evs.Items) > 0 {
 		t.Errorf("dry run created %d Event(s)", len(evs.Items))
 	}
 
@@ -90,7 +90,7 @@ func TestSweep(t *testing.T) {
 	var completedAt time.Duration
 	if err := waitFor(ctx, 10*time.Second, func() bool {
 		tr, err := e.Argo.ArgoprojV1alpha1().WorkflowTaskResults(nsWith).Get(ctx, nodeID, metav1.GetOptions{})
-		if err == nil && tr.Labels[workflowmeta.LabelReportOutputsCompleted] == "true" {
+		if err == nil && tr.Labels[argoworkflow.LabelReportOutputsCompleted] == "true" {
 			completedAt = time.Since(pinged)
 			return true
 		}
@@ -111,7 +111,7 @@ func TestSweep(t *testing.T) {
 	}
 	report = append(report, fmt.Sprintf("ping → task result completed %.2f s, workflow %s %s after the ping", completedAt.Seconds(), final, since(pinged)))
 	cur, _ := e.Argo.ArgoprojV1alpha1().Workflows(nsWith).Get(ctx, wf.Name, metav1.GetOptions{})
-	if rec, ok := record.Recorded(cur)[nodeID]; !ok || !strings.Contains(rec.Trigger, "sweep") {
+	if rec, ok := repair.Recorded(cur)[nodeID]; !ok || !strings.Contains(rec.Trigger, "sweep") {
 		t.Errorf("record %+v, want one by the sweep", rec)
 	}
 	lease, err := e.Kube.CoordinationV1().Leases(stateNS).Get(ctx, "argo-disruption-handler-sweep", metav1.GetOptions{})

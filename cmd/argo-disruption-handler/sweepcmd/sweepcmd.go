@@ -20,9 +20,9 @@ import (
 	"knative.dev/pkg/logging"
 
 	"function/config"
-	"function/sweep"
-	"function/wiring"
-	"function/workflowmeta"
+	"function/internal/argoworkflow"
+	"function/internal/sweep"
+	"function/internal/wiring"
 )
 
 // Exit statuses.
@@ -149,7 +149,7 @@ func build(f *flags) (*sweep.Sweeper, error) {
 		}
 		f.namespaces = stringList{ns}
 	}
-	p, err := wiring.Build(cfg, wiring.Options{Kubeconfig: f.kubeconfig, UserAgent: workflowmeta.Component + "-sweep", RequestTimeout: 30 * time.Second})
+	p, err := wiring.Build(cfg, wiring.Options{Kubeconfig: f.kubeconfig, UserAgent: argoworkflow.Component + "-sweep", RequestTimeout: 30 * time.Second})
 	if err != nil {
 		return nil, err
 	}

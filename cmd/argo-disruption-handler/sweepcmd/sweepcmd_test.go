@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"function/repair"
-	"function/sweep"
+	"function/internal/repair"
+	"function/internal/sweep"
 )
 
 func report() sweep.Report {

@@ -14,13 +14,11 @@ import (
 
 	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 
-	"function/clients"
 	"function/config"
 	"function/handlers"
-	"function/nodestatus"
+	"function/internal/argoworkflow"
+	"function/internal/wiring"
 	"function/test/bench/fixture"
-	"function/wiring"
-	"function/workflowmeta"
 )
 
 // counter counts the API calls of the fake clientsets and notes when the task result was
@@ -51,7 +49,7 @@ func newHandler(tb testing.TB, calls *counter, argoObjs ...runtime.Object) (*han
 	kube.PrependReactor("*", "*", calls.reactor)
 	argo.PrependReactor("*", "*", calls.reactor)
 	dyn.PrependReactor("*", "*", calls.reactor)
-	return wiring.FromClients(cfg, &clients.Set{Kube: kube, Argo: argo, Dynamic: dyn}, nil, nil).Handler, argo
+	return wiring.FromClients(cfg, &wiring.Clients{Kube: kube, Argo: argo, Dynamic: dyn}, nil, nil).Handler, argo
 }
 
 func status(res error) string {
@@ -81,7 +79,7 @@ func benchHandle(b *testing.B, fixtureFile string) {
 	b.SetBytes(int64(len(e.Data())))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, res := h.Handle(context.Background(), e); res != nil {
+		if res := h.Handle(context.Background(), e); res != nil {
 			b.Fatal(status(res))
 		}
 	}
@@ -110,7 +108,7 @@ func BenchmarkCompressed5000Repair(b *testing.B) {
 	// One untimed op first: the first Handle of a process pays one-time initialisations (type
 	// caches of encoding/json and the schemes); the cold start (6) measures those.
 	warm, _ := newHandler(b, &counter{}, big.Workflow.DeepCopy(), fixture.TaskResult(big.Workflow, big.NodeID))
-	if _, res := warm.Handle(context.Background(), e.Clone()); res != nil {
+	if res := warm.Handle(context.Background(), e.Clone()); res != nil {
 		b.Fatal(status(res))
 	}
 	b.ReportAllocs()
@@ -124,7 +122,7 @@ func BenchmarkCompressed5000Repair(b *testing.B) {
 		ev := e.Clone()
 		b.StartTimer()
 		start := time.Now()
-		_, res := h.Handle(context.Background(), ev)
+		res := h.Handle(context.Background(), ev)
 		b.StopTimer()
 		toRepair += time.Duration(calls.patched.Load() - start.UnixNano())
 		if res != nil {
@@ -149,8 +147,8 @@ func BenchmarkCompressed5000Inflate(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		nodes, storage, err := nodestatus.Nodes(big.Workflow)
-		if err != nil || storage != nodestatus.Compressed || len(nodes) != bigNodes {
+		nodes, storage, err := argoworkflow.Nodes(big.Workflow)
+		if err != nil || storage != argoworkflow.Compressed || len(nodes) != bigNodes {
 			b.Fatalf("%d nodes in %s: %v", len(nodes), storage, err)
 		}
 	}
@@ -161,7 +159,7 @@ func checkCompleted(b *testing.B, argo *argofake.Clientset, big *fixture.Big) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if tr.Labels[workflowmeta.LabelReportOutputsCompleted] != "true" {
+	if tr.Labels[argoworkflow.LabelReportOutputsCompleted] != "true" {
 		b.Fatalf("task result %s not completed", big.NodeID)
 	}
 }
