@@ -17,8 +17,8 @@ const (
 	RefDelete      = "dev.knative.apiserver.ref.delete"
 )
 
-// OpOf returns the operation named by the last segment of an ApiServerSource event type.
-func OpOf(ceType string) (Op, bool) {
+// opOf returns the operation named by the last segment of an ApiServerSource event type.
+func opOf(ceType string) (Op, bool) {
 	switch ceType[strings.LastIndexByte(ceType, '.')+1:] {
 	case "add":
 		return OpAdd, true
@@ -32,7 +32,7 @@ func OpOf(ceType string) (Op, bool) {
 
 // PodOp is the operation and JSON data of an ApiServerSource event about a pod.
 func PodOp(e event.Event) (Op, []byte, error) {
-	op, ok := OpOf(e.Type())
+	op, ok := opOf(e.Type())
 	if !ok {
 		return "", nil, Malformed(e, "type has no add/update/delete operation")
 	}

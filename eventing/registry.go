@@ -21,9 +21,9 @@ type DecoderFunc func(e event.Event) (Signal, error)
 // Decode calls f.
 func (f DecoderFunc) Decode(e event.Event) (Signal, error) { return f(e) }
 
-// KindExtension is the CloudEvent extension in which the Knative ApiServerSource names the
+// kindExtension is the CloudEvent extension in which the Knative ApiServerSource names the
 // Kubernetes kind of the object ("Pod", "Event", "Node").
-const KindExtension = "kind"
+const kindExtension = "kind"
 
 // ErrUnknownType is returned for an event type no family claims.
 var ErrUnknownType = errors.New("unsupported CloudEvent type")
@@ -66,7 +66,7 @@ func (r *Registry) Register(ceType, kind string, d Decoder) {
 // acknowledged as Ignore (an ApiServerSource may watch more kinds than this function handles);
 // a type nobody registered is ErrUnknownType.
 func (r *Registry) Decode(e event.Event) (Signal, error) {
-	kind, _ := e.Extensions()[KindExtension].(string)
+	kind, _ := e.Extensions()[kindExtension].(string)
 	if d, ok := r.decoders[key{e.Type(), kind}]; ok && kind != "" {
 		return d.Decode(e)
 	}
@@ -76,11 +76,11 @@ func (r *Registry) Decode(e event.Event) (Signal, error) {
 	if r.types[e.Type()] {
 		return Ignore{Reason: fmt.Sprintf("kind %q of %s is not handled", kind, e.Type())}, nil
 	}
-	return nil, fmt.Errorf("%w %q (supported: %s)", ErrUnknownType, e.Type(), strings.Join(r.Types(), ", "))
+	return nil, fmt.Errorf("%w %q (supported: %s)", ErrUnknownType, e.Type(), strings.Join(r.typeNames(), ", "))
 }
 
-// Types lists the registered CloudEvent types, sorted (for Trigger filters and error messages).
-func (r *Registry) Types() []string {
+// typeNames lists the registered CloudEvent types, sorted (for Trigger filters and error messages).
+func (r *Registry) typeNames() []string {
 	out := make([]string, 0, len(r.types))
 	for t := range r.types {
 		out = append(out, t)

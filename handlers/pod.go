@@ -78,7 +78,7 @@ func (h *Handler) workflowPodNamed(ctx context.Context, namespace, name string) 
 
 // goneByName handles a pod known only by name that no longer exists.
 func (h *Handler) goneByName(ctx context.Context, pc *eventing.PodChange, trigger string) error {
-	targets, err := h.o.Repairer.LocateByPodName(ctx, pc.Namespace, pc.Name, h.received(), trigger)
+	targets, err := h.o.Repairer.TargetsOfGonePod(ctx, pc.Namespace, pc.Name, h.received(), trigger)
 	if err != nil {
 		return err
 	}

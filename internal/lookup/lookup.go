@@ -28,8 +28,8 @@ import (
 // PageSize bounds every LIST of whole objects.
 const PageSize = 500
 
-// TablePageSize bounds a LIST of printed rows (a few hundred bytes each).
-const TablePageSize = 5000
+// tablePageSize bounds a LIST of printed rows (a few hundred bytes each).
+const tablePageSize = 5000
 
 // NodeClaimGVR is Karpenter's NodeClaim (sigs.k8s.io/karpenter v1).
 var NodeClaimGVR = schema.GroupVersionResource{Group: "karpenter.sh", Version: "v1", Resource: "nodeclaims"}
@@ -104,9 +104,9 @@ type InstanceIndex struct {
 	nodes map[string][]string
 }
 
-// NodesOf returns the Nodes of the instances, listing the cluster only when the index is older
+// nodesOf returns the Nodes of the instances, listing the cluster only when the index is older
 // than MaxAge.
-func (x *InstanceIndex) NodesOf(ctx context.Context, f Finder, ids []string) ([]string, error) {
+func (x *InstanceIndex) nodesOf(ctx context.Context, f Finder, ids []string) ([]string, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	now := time.Now
@@ -148,7 +148,7 @@ func instanceOf(providerID string) string {
 // NodesOfInstances returns the names of the Nodes running the instances (see scanInstances).
 func (f Finder) NodesOfInstances(ctx context.Context, ids []string) ([]string, error) {
 	if f.Instances != nil {
-		return f.Instances.NodesOf(ctx, f, ids)
+		return f.Instances.nodesOf(ctx, f, ids)
 	}
 	want := map[string]bool{}
 	for _, id := range ids {
@@ -196,7 +196,7 @@ func (f Finder) scanInstances(ctx context.Context, found func(id, node string)) 
 
 // scanClaims reads the NodeClaims' rows, a page at a time, from the watch cache.
 func (f Finder) scanClaims(ctx context.Context, found func(id, node string)) error {
-	opts := metav1.ListOptions{Limit: TablePageSize, ResourceVersion: "0"}
+	opts := metav1.ListOptions{Limit: tablePageSize, ResourceVersion: "0"}
 	for {
 		table, err := f.Tables.Table(ctx, NodeClaimGVR, opts)
 		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {

@@ -68,12 +68,12 @@ func NodePodName(wf *wfv1.Workflow, nodes wfv1.Nodes, nodeID string) (name strin
 	if !ok {
 		return "", false
 	}
-	return argoworkflow.PodName(wf.Name, n.Name, TemplateOf(&n), nodeID, "v2"), true
+	return argoworkflow.PodName(wf.Name, n.Name, templateOf(&n), nodeID, "v2"), true
 }
 
-// TemplateOf is Argo's GetTemplateFromNode: the node's templateRef template, else its template
+// templateOf is Argo's GetTemplateFromNode: the node's templateRef template, else its template
 // name.
-func TemplateOf(n *wfv1.NodeStatus) string {
+func templateOf(n *wfv1.NodeStatus) string {
 	if n.TemplateRef != nil {
 		return n.TemplateRef.Template
 	}

@@ -16,14 +16,14 @@ import (
 // locatePageSize bounds one LIST of task results.
 const locatePageSize = 500
 
-// LocateByPodName finds the targets of a pod that is gone and of which only the namespace and name
+// TargetsOfGonePod finds the targets of a pod that is gone and of which only the namespace and name
 // are known (a Reference-mode delete carries no labels). A task result is named by its node ID,
 // "<workflow>-<hash>", and the pod "<workflow>-<template>-<hash>" (or the node ID itself), so the
 // likely node IDs are read by name first; only a name none of them fits (a prefix cut by Argo's
 // length bound, or no task result at all) costs one LIST of the namespace's incomplete task
 // results. A pod whose task result is already complete needs no task-result repair, and is left
 // to the periodic sweep.
-func (r *Repairer) LocateByPodName(ctx context.Context, namespace, podName string, seen time.Time, trigger string) ([]Target, error) {
+func (r *Repairer) TargetsOfGonePod(ctx context.Context, namespace, podName string, seen time.Time, trigger string) ([]Target, error) {
 	target := func(wf string, tr *wfv1.WorkflowTaskResult) Target {
 		// The Workflow's UID is the task result's owner, as the cluster shows it; the pod's last
 		// status is unknown (a reference carries none).

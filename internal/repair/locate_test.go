@@ -17,7 +17,7 @@ import (
 // A Reference-mode delete names only the pod: its task result is found by name, in one or two
 // reads for the names Argo gives, and the namespace's task results are listed only for a name
 // that fits none of them.
-func TestLocateByPodName(t *testing.T) {
+func TestTargetsOfGonePod(t *testing.T) {
 	named := func(name, wf, label string) *wfv1.WorkflowTaskResult {
 		tr := apifake.TaskResult(label)
 		tr.Name, tr.Labels[argoworkflow.LabelWorkflow] = name, wf
@@ -44,7 +44,7 @@ func TestLocateByPodName(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := apifake.NewCluster(tc.objs...)
 			r := repairerOver(c, apifake.T0)
-			got, err := r.LocateByPodName(context.Background(), apifake.Namespace, tc.pod, apifake.T0, "test")
+			got, err := r.TargetsOfGonePod(context.Background(), apifake.Namespace, tc.pod, apifake.T0, "test")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -98,7 +98,7 @@ func TargetFromPod(pod *corev1.Pod, seen time.Time, trigger string) (Target, err
 	t.WorkflowUID = WorkflowOwner(pod.OwnerReferences, t.Workflow)
 	t.StatusMisleading = PodFinished(pod) && !ContainersEnded(pod)
 	t.MayRestart = FailedBeforeStart(pod)
-	t.Reason, t.Message = DisruptionReason(pod)
+	t.Reason, t.Message = disruptionReason(pod)
 	if w, ok := PodWarning(pod); ok {
 		t.Reason, t.Message = w.Reason, withCause(w.Message, t.Reason)
 	}
@@ -135,12 +135,12 @@ func withCause(message, cause string) string {
 	return message + "; " + cause
 }
 
-// DisruptionReason returns the reason and message of the pod's DisruptionTarget condition, which
+// disruptionReason returns the reason and message of the pod's DisruptionTarget condition, which
 // the API server or a controller adds before deleting a pod (EvictionByEvictionAPI for a
 // Karpenter drain, DeletionByPodGC for a vanished Node, DeletionByTaintManager,
 // TerminationByKubelet, PreemptionByScheduler); else the kubelet's eviction reason; else
 // UnknownReason.
-func DisruptionReason(pod *corev1.Pod) (reason, message string) {
+func disruptionReason(pod *corev1.Pod) (reason, message string) {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue {
 			return c.Reason, c.Message

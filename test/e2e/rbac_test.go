@@ -506,9 +506,9 @@ func (e *rbacEnv) locate(t *testing.T) {
 	n := e.podNode("wf-locate", "a")
 	wf := e.workflow(t, "wf-locate", []wfv1.NodeStatus{n}, map[string]bool{n.ID: false})
 	e.taskResult(t, wf, n.ID, "false")
-	targets, err := e.r.LocateByPodName(context.Background(), rbacNS, podName(wf, n), e.now, "rbac e2e")
+	targets, err := e.r.TargetsOfGonePod(context.Background(), rbacNS, podName(wf, n), e.now, "rbac e2e")
 	if err != nil {
-		t.Fatalf("LocateByPodName as %s: %v", fnServiceAccount, err)
+		t.Fatalf("TargetsOfGonePod as %s: %v", fnServiceAccount, err)
 	}
 	if len(targets) != 1 || targets[0].NodeID != n.ID || targets[0].Workflow != wf.Name {
 		t.Errorf("targets %+v, want node %s", targets, n.ID)
