@@ -4,10 +4,17 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
 	"function/internal/argoworkflow"
+)
+
+// Why an object is out of scope (Check wraps them).
+var (
+	ErrNamespaceOutOfScope = errors.New("namespace out of scope")
+	ErrOtherInstance       = errors.New("another controller's workflow")
 )
 
 // Scope is the set of workflows the function may write.
@@ -33,14 +40,14 @@ func (s Scope) NamespaceAllowed(ns string) bool {
 // (absent when it has none); writing another controller's workflow would be acting for it.
 func (s Scope) Check(ns string, labels map[string]string) error {
 	if !s.NamespaceAllowed(ns) {
-		return fmt.Errorf("namespace %q is out of scope", ns)
+		return fmt.Errorf("%w: %q", ErrNamespaceOutOfScope, ns)
 	}
 	id, has := labels[argoworkflow.LabelInstanceID]
 	switch {
 	case s.ControllerInstanceID == "" && has:
-		return fmt.Errorf("controller instance-id %q is not ours (none configured)", id)
+		return fmt.Errorf("%w: controller instance-id %q is not ours (none configured)", ErrOtherInstance, id)
 	case s.ControllerInstanceID != "" && id != s.ControllerInstanceID:
-		return fmt.Errorf("controller instance-id %q is not ours (%q)", id, s.ControllerInstanceID)
+		return fmt.Errorf("%w: controller instance-id %q is not ours (%q)", ErrOtherInstance, id, s.ControllerInstanceID)
 	}
 	return nil
 }

@@ -70,7 +70,10 @@ type Options struct {
 }
 
 // Handler handles one CloudEvent at a time; it is safe for concurrent use.
-type Handler struct{ o Options }
+type Handler struct {
+	o     Options
+	scope scopeWatch
+}
 
 // New returns a Handler working with o.
 func New(o Options) *Handler { return &Handler{o: o} }
@@ -132,7 +135,7 @@ func (h *Handler) handle(ctx context.Context, e event.Event, ignored *bool) erro
 	switch s := sig.(type) {
 	case eventing.Ignore:
 		*ignored = true
-		logging.FromContext(ctx).Debugw("ignored", zap.String("why", s.Reason))
+		h.ignore(ctx, metrics.IgnoredNotRelevant, s.Reason)
 		return nil
 	case *eventing.PodChange:
 		return h.podChange(ctx, s)

@@ -11,8 +11,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/logging"
 
+	"function/config"
 	"function/eventing"
 	"function/internal/argoworkflow"
+	"function/internal/metrics"
 	"function/internal/repair"
 )
 
@@ -27,7 +29,7 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 		log.Debugw("event received")
 	}
 	if !h.o.Scope.NamespaceAllowed(pc.Namespace) {
-		log.Debugw("ignored", zap.String("why", "namespace out of scope"))
+		h.outOfScope(ctx, fmt.Errorf("%w: %q", config.ErrNamespaceOutOfScope, pc.Namespace))
 		return nil
 	}
 	trigger := "pod " + string(pc.Op) + " event"
@@ -43,9 +45,10 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 		pod, deleted = live, false
 	}
 	if err := h.o.Scope.Check(pod.Namespace, pod.Labels); err != nil {
-		log.Debugw("ignored", zap.String("why", err.Error()))
+		h.outOfScope(ctx, err)
 		return nil
 	}
+	h.inScope()
 	t, why, err := h.o.Repairer.PodTarget(ctx, pod, deleted, pc.Pod != nil, h.received(), trigger)
 	switch {
 	case errors.Is(err, repair.ErrNotATarget):
@@ -53,7 +56,7 @@ func (h *Handler) podChange(ctx context.Context, pc *eventing.PodChange) error {
 	case err != nil:
 		return err
 	case why != "":
-		log.Debugw("ignored", zap.String("why", why))
+		h.ignore(ctx, metrics.IgnoredNothingToDo, why)
 		return nil
 	}
 	_, err = h.o.Repairer.Repair(ctx, t)

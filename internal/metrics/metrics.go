@@ -40,6 +40,7 @@ type Recorder struct {
 	sweepStuck *prometheus.CounterVec
 	notOurs    prometheus.Counter
 	deadLetter *prometheus.CounterVec
+	ignored    *prometheus.CounterVec
 }
 
 // New registers every metric (and the Go runtime and process collectors).
@@ -66,10 +67,28 @@ func New() *Recorder {
 			Help: "Repair targets whose objects on the cluster are not the ones the signal named (another incarnation, a name that is not the node's): nothing written."}),
 		deadLetter: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "dead_letters_total",
 			Help: "Dead-lettered CloudEvents received back from the broker, by original type and the status the function had answered."}, []string{"type", "code"}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "events_ignored_total",
+			Help: "CloudEvents that needed nothing, by why: namespace_out_of_scope, other_controller_instance (both: the configuration may not match the workflows), not_relevant (the decoder's verdict), nothing_to_do."}, []string{"why"}),
 	}
-	r.reg.MustRegister(r.events, r.eventTime, r.repairs, r.apiTime, r.sweepTime, r.sweepFound, r.sweepSeen, r.sweepStuck, r.notOurs, r.deadLetter,
+	r.reg.MustRegister(r.events, r.eventTime, r.repairs, r.apiTime, r.sweepTime, r.sweepFound, r.sweepSeen, r.sweepStuck, r.notOurs, r.deadLetter, r.ignored,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
+}
+
+// Why an event needed nothing (the label of events_ignored_total).
+const (
+	IgnoredNamespace   = "namespace_out_of_scope"
+	IgnoredInstance    = "other_controller_instance"
+	IgnoredNotRelevant = "not_relevant"
+	IgnoredNothingToDo = "nothing_to_do"
+)
+
+// EventIgnored counts an event that needed nothing, by one of the Ignored* reasons.
+func (r *Recorder) EventIgnored(why string) {
+	if r == nil {
+		return
+	}
+	r.ignored.WithLabelValues(why).Inc()
 }
 
 // Event outcomes.

@@ -28,7 +28,7 @@ import (
 // TestSweep proves the safety net on the real control plane, with Argo ADH_E2E_SWEEP_ARGO
 // (default v3.5.10, which never heals a workflow whose pod was deleted): a workflow pod is
 // force-deleted while no event source runs, so the function never hears of it.
-//  1. `argo-disruption-handler sweep --dry-run -A -o json` lists the workflow, the node and the
+//  1. `argo-disruption-handler sweep -A -o json` (read-only by default) lists the workflow, the node and the
 //     ladder step, exits 1, and changes nothing (the task result stays incomplete, no record);
 //  2. a PingSource CloudEvent posted to the function (as the broker delivers it) repairs it: the
 //     task result is completed, the record written, and the workflow leaves Running at the
@@ -60,9 +60,9 @@ func TestSweep(t *testing.T) {
 	time.Sleep(12 * time.Second)
 	var report []string
 
-	// 1. The audit, dry run, over every namespace.
-	rows, code, stderr := runAudit(ctx, t, bin, c.Kubeconfig(), settings, "--dry-run", "-A", "-o", "json")
-	report = append(report, fmt.Sprintf("`sweep --dry-run -A -o json` (pod deleted %s ago, no event delivered): exit %d, %d row(s); stderr %q", since(deleted), code, len(rows), strings.TrimSpace(stderr)))
+	// 1. The audit over every namespace, without --repair: it must change nothing.
+	rows, code, stderr := runAudit(ctx, t, bin, c.Kubeconfig(), settings, "-A", "-o", "json")
+	report = append(report, fmt.Sprintf("`sweep -A -o json` (pod deleted %s ago, no event delivered): exit %d, %d row(s); stderr %q", since(deleted), code, len(rows), strings.TrimSpace(stderr)))
 	if code != sweepcmd.ExitStuck || len(rows) != 1 {
 		t.Fatalf("audit: exit %d, rows %+v, want exit 1 and one row\n%s", code, rows, stderr)
 	}
@@ -135,8 +135,8 @@ func TestSweep(t *testing.T) {
 	report = append(report, "/metrics after the ping: events_total{ping,handled} 1, repairs_total{complete-task-result} 1, sweep_stuck_workflow_nodes 1")
 
 	// 3. Nothing left.
-	rows, code, stderr = runAudit(ctx, t, bin, c.Kubeconfig(), settings, "--dry-run", "-A")
-	report = append(report, fmt.Sprintf("`sweep --dry-run -A` after the repair: exit %d, %d row(s)", code, len(rows)))
+	rows, code, stderr = runAudit(ctx, t, bin, c.Kubeconfig(), settings, "-A")
+	report = append(report, fmt.Sprintf("`sweep -A` after the repair: exit %d, %d row(s)", code, len(rows)))
 	if code != sweepcmd.ExitClean {
 		t.Errorf("second audit: exit %d\n%s", code, stderr)
 	}

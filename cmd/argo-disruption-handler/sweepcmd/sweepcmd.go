@@ -1,7 +1,8 @@
 // Package sweepcmd is the `argo-disruption-handler sweep` command: the sweep the PingSource runs,
 // from a terminal, over the whole cluster or some namespaces, printing every stuck workflow and
-// the ladder step it needs. With --dry-run every planned write is sent as a server-side dry run:
-// the API server validates it (RBAC, admission, conflicts) and nothing changes.
+// the ladder step it needs. It reads by default: every planned write is sent as a server-side dry
+// run, which the API server validates (RBAC, admission, conflicts) and which changes nothing; only
+// --repair writes.
 package sweepcmd
 
 import (
@@ -28,7 +29,7 @@ import (
 // Exit statuses.
 const (
 	ExitClean = 0 // nothing stuck
-	ExitStuck = 1 // stuck workflows found (repaired, or planned with --dry-run)
+	ExitStuck = 1 // stuck workflows found (planned, or repaired with --repair)
 	ExitError = 2 // bad flags, or the scan could not complete
 )
 
@@ -55,7 +56,8 @@ type flags struct {
 	kubeconfig string
 	namespaces stringList
 	all        bool
-	dryRun     bool
+	dryRun     bool // every run but --repair
+	repair     bool
 	output     string
 	grace      time.Duration
 }
@@ -68,12 +70,13 @@ func parse(args []string, stderr io.Writer) (f flags, code int, ok bool) {
 	fs.Var(&f.namespaces, "n", "namespace to scan (repeat or comma-separate; default: the kubeconfig context's)")
 	fs.Var(&f.namespaces, "namespace", "same as -n")
 	fs.BoolVar(&f.all, "A", false, "scan every namespace in scope")
-	fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing: send the planned writes as server-side dry runs")
+	fs.BoolVar(&f.repair, "repair", false, "repair what is stuck (default: change nothing, send the planned writes as server-side dry runs)")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing (the default; kept for scripts)")
 	fs.StringVar(&f.output, "o", "table", "output format: table or json")
 	fs.DurationVar(&f.grace, "grace", 0, "how long a finished node may keep its task result incomplete (default: ADH_SWEEP_GRACE)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: argo-disruption-handler sweep [--kubeconfig FILE] [-n NS | -A] [--dry-run] [-o table|json]")
-		fmt.Fprintln(stderr, "Lists Running Argo workflows stuck after a pod was taken away, and repairs them (nothing changes with --dry-run).")
+		fmt.Fprintln(stderr, "usage: argo-disruption-handler sweep [--kubeconfig FILE] [-n NS | -A] [--repair] [-o table|json]")
+		fmt.Fprintln(stderr, "Lists Running Argo workflows stuck after a pod was taken away and the repair each needs; --repair does it.")
 		fmt.Fprintln(stderr, "Exit status: 0 nothing stuck, 1 stuck workflows found, 2 error.")
 		fs.PrintDefaults()
 	}
@@ -90,7 +93,11 @@ func parse(args []string, stderr io.Writer) (f flags, code int, ok bool) {
 	case f.all && len(f.namespaces) > 0:
 		fmt.Fprintln(stderr, "sweep: -A and -n are exclusive")
 		return f, ExitError, false
+	case f.repair && f.dryRun:
+		fmt.Fprintln(stderr, "sweep: --repair and --dry-run are exclusive")
+		return f, ExitError, false
 	}
+	f.dryRun = !f.repair
 	return f, ExitClean, true
 }
 

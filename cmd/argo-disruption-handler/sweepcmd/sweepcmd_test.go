@@ -73,6 +73,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"-o", "yaml"}, "want table or json"},
 		{[]string{"-A", "-n", "argo"}, "exclusive"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+		{[]string{"--repair", "--dry-run"}, "exclusive"},
 	}
 	for _, c := range cases {
 		var out, errOut bytes.Buffer
@@ -92,5 +93,29 @@ func TestRunUnreachableCluster(t *testing.T) {
 	code := Run(context.Background(), []string{"-A", "--kubeconfig", "/nonexistent/kubeconfig"}, &out, &errOut)
 	if code != ExitError || !strings.Contains(errOut.String(), "sweep:") {
 		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+// The audit command reads by default: only --repair writes (--dry-run, the old way to read, is
+// still accepted).
+func TestSweepReadsByDefault(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		dryRun bool
+	}{
+		{nil, true},
+		{[]string{"-A"}, true},
+		{[]string{"--dry-run"}, true},
+		{[]string{"--repair"}, false},
+		{[]string{"-A", "--repair", "-o", "json"}, false},
+	} {
+		var errOut bytes.Buffer
+		f, code, ok := parse(tc.args, &errOut)
+		if !ok {
+			t.Fatalf("%v: refused (exit %d): %s", tc.args, code, errOut.String())
+		}
+		if f.dryRun != tc.dryRun {
+			t.Errorf("%v: dry run = %v, want %v", tc.args, f.dryRun, tc.dryRun)
+		}
 	}
 }
