@@ -1,6 +1,6 @@
 // Package function is the argo-disruption-handler Knative function: it keeps Argo Workflows from
 // hanging when Kubernetes takes their pods away. This file only hands the func runtime
-// (knative.dev/func-go/http) what package wiring builds; the README's "Architecture" section
+// (knative.dev/func-go/http) what package wiring builds; "Architecture" in docs/dev/README.md
 // draws the rest. The HTTP flavour, not the CloudEvents one, because the sender's Authorization
 // header must be verified (Knative Eventing OIDC), and func-go's CloudEvents runtime does not
 // hand the request to the function.

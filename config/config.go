@@ -1,12 +1,14 @@
 // Package config holds the function's settings, read from the environment with envconfig.
 //
 // Every setting has a default that is safe for a cluster running Argo Workflows with one
-// controller and no instance ID; the README's "Settings" table is generated from the same tags.
+// controller and no instance ID. The Helm chart's values (deploy/chart) render every setting into
+// one ConfigMap; deploy's unit tests check it sets each of them, with these defaults.
 package config
 
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -98,6 +100,14 @@ type Config struct {
 	// prometheus.io/* annotations.
 	MetricsAddress string `envconfig:"METRICS_ADDRESS" default:":9095" desc:"listen address of the Prometheus /metrics endpoint; empty turns it off"`
 
+	// NotificationSink is where a CloudEvent is sent for each repair and warning recorded
+	// (docs/notifications.md): normally the Broker. Empty: K_SINK, which a SinkBinding injects;
+	// neither set: no notifications.
+	NotificationSink string `envconfig:"NOTIFICATION_SINK" default:"" desc:"URL to send a CloudEvent to for each repair and warning recorded; empty means K_SINK (a SinkBinding's), and without either notifications are off"`
+	// NotificationTimeout bounds one notification's send, made after the repair's writes and
+	// before the answer: a sink that does not answer costs each repair at most this.
+	NotificationTimeout time.Duration `envconfig:"NOTIFICATION_TIMEOUT" default:"2s" desc:"deadline for sending one notification (its failure is logged and counted, never answered)"`
+
 	// LogLevel is the zap level: debug, info, warn, error.
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
@@ -108,14 +118,20 @@ func Load() (*Config, error) {
 	if err := envconfig.Process(Prefix, &c); err != nil {
 		return nil, fmt.Errorf("reading %s_* settings: %w", Prefix, err)
 	}
+	return c.finish()
+}
+
+// finish cleans the lists and validates what envconfig read.
+func (c *Config) finish() (*Config, error) {
 	c.Namespaces = cleanList(c.Namespaces)
 	c.ExcludedNamespaces = cleanList(c.ExcludedNamespaces)
 	c.AllowedSources = cleanList(c.AllowedSources)
 	c.OIDCSubjects = cleanList(c.OIDCSubjects)
+	c.NotificationSink = strings.TrimSpace(c.NotificationSink)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	return &c, nil
+	return c, nil
 }
 
 // Validate reports every invalid setting at once, each with its variable name.
@@ -125,6 +141,7 @@ func (c *Config) Validate() error {
 	c.validateSender(&p)
 	c.validateRepairBounds(&p)
 	c.validateSweepBounds(&p)
+	c.validateNotifications(&p)
 	return errors.Join(p...)
 }
 
@@ -219,6 +236,21 @@ func (c *Config) validateSweepBounds(p *problems) {
 	}
 	if c.SweepPageSize < 1 || c.SweepPageSize > 1000 {
 		p.add("SWEEP_PAGE_SIZE", "%d is outside 1..1000", c.SweepPageSize)
+	}
+}
+
+// validateNotifications checks where notifications go and how long one may take.
+func (c *Config) validateNotifications(p *problems) {
+	if c.NotificationSink != "" {
+		if u, err := url.Parse(c.NotificationSink); err != nil {
+			p.add("NOTIFICATION_SINK", "%v", err)
+		} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.add("NOTIFICATION_SINK", "%q is not an absolute http or https URL", u.Redacted())
+		}
+	}
+	if c.NotificationTimeout <= 0 || c.NotificationTimeout > 10*time.Second {
+		// Sent before the answer, once per repaired node: longer would hold up a node-wide repair.
+		p.add("NOTIFICATION_TIMEOUT", "%s is outside (0s, 10s]", c.NotificationTimeout)
 	}
 }
 

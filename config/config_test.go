@@ -38,6 +38,18 @@ func TestLoad(t *testing.T) {
 		{"sweep settings out of bounds", map[string]string{
 			"ADH_SWEEP_BUDGET": "29s", "ADH_SWEEP_GRACE": "5s", "ADH_SWEEP_PAGE_SIZE": "0", "ADH_STATE_NAMESPACE": "Not_A_NS",
 		}, nil, []string{"ADH_SWEEP_BUDGET", "ADH_SWEEP_GRACE", "ADH_SWEEP_PAGE_SIZE", "ADH_STATE_NAMESPACE"}},
+		{"notifications: off by default, 2s timeout", nil, func(c *Config) bool {
+			return c.NotificationSink == "" && c.NotificationTimeout == 2*time.Second
+		}, nil},
+		{"notification sink and timeout", map[string]string{
+			"ADH_NOTIFICATION_SINK": " http://broker-ingress.knative-eventing.svc.cluster.local/argo-disruption-handler/default ", "ADH_NOTIFICATION_TIMEOUT": "500ms",
+		}, func(c *Config) bool {
+			return c.NotificationSink == "http://broker-ingress.knative-eventing.svc.cluster.local/argo-disruption-handler/default" && c.NotificationTimeout == 500*time.Millisecond
+		}, nil},
+		{"notification sink not an http URL", map[string]string{"ADH_NOTIFICATION_SINK": "broker-ingress.knative-eventing.svc"}, nil, []string{"ADH_NOTIFICATION_SINK", "absolute http"}},
+		{"notification sink of another scheme", map[string]string{"ADH_NOTIFICATION_SINK": "ftp://sink.example/x"}, nil, []string{"ADH_NOTIFICATION_SINK"}},
+		{"notification timeout out of bounds", map[string]string{"ADH_NOTIFICATION_TIMEOUT": "30s"}, nil, []string{"ADH_NOTIFICATION_TIMEOUT", "(0s, 10s]"}},
+		{"notification timeout zero", map[string]string{"ADH_NOTIFICATION_TIMEOUT": "0s"}, nil, []string{"ADH_NOTIFICATION_TIMEOUT"}},
 		{"every bad setting named at once", map[string]string{
 			"ADH_NAMESPACES": "Argo_NS", "ADH_EVENT_TIMEOUT": "40s", "ADH_NODE_ERROR_GRACE": "2s",
 			"ADH_LOG_LEVEL": "loud", "ADH_MAX_BODY_BYTES": "10", "ADH_INSTANCE_ID": "a b",

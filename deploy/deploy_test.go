@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -67,22 +68,58 @@ func readFuncYAML(t *testing.T) funcYAML {
 	return f
 }
 
-func render(t *testing.T, path string) []*unstructured.Unstructured {
+// render renders the chart released into namespace with the values documents.
+func render(t *testing.T, namespace string, values ...string) []*unstructured.Unstructured {
 	t.Helper()
-	objs, err := manifests.Render(path)
+	if _, err := manifests.Helm(); err != nil && os.Getenv("CI") == "" {
+		t.Skip(err)
+	}
+	objs, err := manifests.Render(namespace, values...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(objs) == 0 {
-		t.Fatalf("%s renders no object", path)
+		t.Fatalf("the chart renders no object")
 	}
 	return objs
+}
+
+// defaults renders the chart as the README installs it, with no values.
+func defaults(t *testing.T) []*unstructured.Unstructured {
+	return render(t, manifests.Namespace)
+}
+
+// fullNamespace and fullValues: every optional part on and every scope setting away from its
+// default, released into another namespace than func.yaml's.
+const fullNamespace = "ops"
+
+const fullValues = `
+namespaces: [team-a, team-b]
+instanceID: ci
+dryRun: true
+sources:
+  sqs: {enabled: true, arn: "arn:aws:sqs:eu-west-1:123456789012:adh", region: eu-west-1, serviceAccountName: adh-sqs}
+service: {create: true, image: registry.example.com/adh@sha256:0123}
+oidc: {required: true, eventPolicy: true}
+networkPolicy: {enabled: true}
+monitoring: {podMonitor: {enabled: true}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}
+notifications: {trigger: {enabled: true, subscriber: {uri: "http://slack-relay.ops.svc"}}}
+`
+
+// full renders fullValues into fullNamespace.
+func full(t *testing.T) []*unstructured.Unstructured {
+	return render(t, fullNamespace, fullValues)
+}
+
+// withService renders the defaults plus the chart's own Knative Service.
+func withService(t *testing.T, values ...string) []*unstructured.Unstructured {
+	return render(t, manifests.Namespace, append([]string{"service: {create: true, image: registry.example.com/adh:1}"}, values...)...)
 }
 
 // rbacRule is one verb the function's ClusterRole grants, and why the code needs it.
 type rbacRule struct{ group, resource, verb, reason string }
 
-// functionRules is exactly what deploy/base/rbac-function.yaml must grant (and the README's RBAC
+// functionRules is exactly what the chart's templates/rbac-function.yaml must grant (and the README's RBAC
 // table list): nothing more, nothing less.
 var functionRules = []rbacRule{
 	{"argoproj.io", "workflows", "get", "read the workflow of a deleted pod (scope, phase, nodes, the task-result gate)"},
@@ -158,10 +195,10 @@ func keys(rules []rbacRule) []string {
 // verb with its reason written beside it in the YAML, and is bound to the function's identity.
 func TestFunctionClusterRoleIsExact(t *testing.T) {
 	f := readFuncYAML(t)
-	objs := render(t, "base")
+	objs := defaults(t)
 	role := manifests.Find(objs, "ClusterRole", f.Name)
 	if role == nil {
-		t.Fatalf("no ClusterRole %s in deploy/base", f.Name)
+		t.Fatalf("no ClusterRole %s in the chart", f.Name)
 	}
 	got, want := grants(t, role), keys(functionRules)
 	if !slices.Equal(got, want) {
@@ -176,7 +213,7 @@ func TestFunctionClusterRoleIsExact(t *testing.T) {
 		}
 	}
 	// Each verb line of the role carries its one-line reason as a YAML comment.
-	b, err := os.ReadFile(filepath.Join(manifests.Dir(), "base", "rbac-function.yaml"))
+	b, err := os.ReadFile(filepath.Join(manifests.ChartDir(), "templates", "rbac-function.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +227,7 @@ func TestFunctionClusterRoleIsExact(t *testing.T) {
 }
 
 // checkBinding: a ClusterRoleBinding binds role to exactly the ServiceAccount ns/sa, which the
-// kustomization creates.
+// chart creates.
 func checkBinding(t *testing.T, objs []*unstructured.Unstructured, binding, role, ns, sa string) {
 	t.Helper()
 	crb := manifests.Find(objs, "ClusterRoleBinding", binding)
@@ -212,59 +249,72 @@ func checkBinding(t *testing.T, objs []*unstructured.Unstructured, binding, role
 }
 
 // TestSourcesRBACCoversTheirResources: the ApiServerSources run as their own identity, which may
-// get/list/watch exactly the kinds they watch.
+// get/list/watch exactly the kinds they watch, with Karpenter's sources on and off.
 func TestSourcesRBACCoversTheirResources(t *testing.T) {
 	f := readFuncYAML(t)
-	objs := render(t, "base")
 	const sa = "argo-disruption-handler-sources"
-	role := manifests.Find(objs, "ClusterRole", sa)
-	if role == nil {
-		t.Fatalf("no ClusterRole %s", sa)
-	}
-	if got, want := grants(t, role), keys(sourceRules); !slices.Equal(got, want) {
-		t.Errorf("ClusterRole %s grants %v, want exactly %v", sa, got, want)
-	}
-	checkBinding(t, objs, sa, sa, f.Deploy.Namespace, sa)
-	resourceOf := map[string]string{"v1/Pod": "/pods", "v1/Event": "/events", "v1/Node": "/nodes", "karpenter.sh/v1/NodeClaim": "karpenter.sh/nodeclaims"}
-	granted := map[string]bool{}
-	for _, k := range grants(t, role) {
-		granted[k] = true
-	}
-	n := 0
-	for _, o := range objs {
-		if o.GetKind() != "ApiServerSource" {
-			continue
-		}
-		n++
-		if got, _, _ := unstructured.NestedString(o.Object, "spec", "serviceAccountName"); got != sa {
-			t.Errorf("ApiServerSource %s runs as %q, want %s", o.GetName(), got, sa)
-		}
-		resources, _, _ := unstructured.NestedSlice(o.Object, "spec", "resources")
-		for _, r := range resources {
-			m := r.(map[string]any)
-			gr, ok := resourceOf[m["apiVersion"].(string)+"/"+m["kind"].(string)]
-			if !ok {
-				t.Errorf("ApiServerSource %s watches %v/%v: not in this test's table", o.GetName(), m["apiVersion"], m["kind"])
-				continue
+	for _, tc := range []struct {
+		name    string
+		values  []string
+		sources int
+		rules   []rbacRule
+	}{
+		{"karpenter on (default)", nil, 3, sourceRules},
+		{"karpenter off", []string{"sources: {karpenter: {enabled: false}}"}, 2, sourceRules[:9]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := render(t, manifests.Namespace, tc.values...)
+			role := manifests.Find(objs, "ClusterRole", sa)
+			if role == nil {
+				t.Fatalf("no ClusterRole %s", sa)
 			}
-			for _, v := range []string{"get", "list", "watch"} {
-				if !granted[gr+":"+v] {
-					t.Errorf("ApiServerSource %s watches %s without %s", o.GetName(), gr, v)
+			if got, want := grants(t, role), keys(tc.rules); !slices.Equal(got, want) {
+				t.Errorf("ClusterRole %s grants %v, want exactly %v", sa, got, want)
+			}
+			checkBinding(t, objs, sa, sa, f.Deploy.Namespace, sa)
+			resourceOf := map[string]string{"v1/Pod": "/pods", "v1/Event": "/events", "v1/Node": "/nodes", "karpenter.sh/v1/NodeClaim": "karpenter.sh/nodeclaims"}
+			granted := map[string]bool{}
+			for _, k := range grants(t, role) {
+				granted[k] = true
+			}
+			n := 0
+			for _, o := range objs {
+				if o.GetKind() != "ApiServerSource" {
+					continue
+				}
+				n++
+				if got, _, _ := unstructured.NestedString(o.Object, "spec", "serviceAccountName"); got != sa {
+					t.Errorf("ApiServerSource %s runs as %q, want %s", o.GetName(), got, sa)
+				}
+				resources, _, _ := unstructured.NestedSlice(o.Object, "spec", "resources")
+				for _, r := range resources {
+					m := r.(map[string]any)
+					gr, ok := resourceOf[m["apiVersion"].(string)+"/"+m["kind"].(string)]
+					if !ok {
+						t.Errorf("ApiServerSource %s watches %v/%v: not in this test's table", o.GetName(), m["apiVersion"], m["kind"])
+						continue
+					}
+					for _, v := range []string{"get", "list", "watch"} {
+						if !granted[gr+":"+v] {
+							t.Errorf("ApiServerSource %s watches %s without %s", o.GetName(), gr, v)
+						}
+					}
 				}
 			}
-		}
-	}
-	if n != 3 {
-		t.Errorf("%d ApiServerSources, want 3 (workflow pods, Events, Nodes/NodeClaims)", n)
+			if n != tc.sources {
+				t.Errorf("%d ApiServerSources, want %d", n, tc.sources)
+			}
+		})
 	}
 }
 
-// TestEventingWiring: one Broker; every source sinks to it; every Trigger goes from it to the
-// function's Service; no two Triggers (or a func.yaml subscription) share a filter; the sweep's
-// PingSource and its Trigger exist.
+// TestEventingWiring: one Broker; every source sinks to it; every Trigger but the notification
+// ones goes from it to the function's Service; no two Triggers (or a func.yaml subscription) share
+// a filter; the sweep's PingSource and its Trigger exist; the function's own notifications match
+// none of its Triggers (no loop).
 func TestEventingWiring(t *testing.T) {
 	f := readFuncYAML(t)
-	objs := render(t, "base")
+	objs := full(t)
 	b := manifests.Find(objs, "Broker", "default")
 	if b == nil {
 		t.Fatal("no Broker default")
@@ -283,7 +333,7 @@ func TestEventingWiring(t *testing.T) {
 	filters := map[string]string{}
 	for _, o := range objs {
 		switch o.GetKind() {
-		case "ApiServerSource", "IntegrationSource", "PingSource":
+		case "ApiServerSource", "IntegrationSource", "PingSource", "SinkBinding":
 			sink, _, _ := unstructured.NestedStringMap(o.Object, "spec", "sink", "ref")
 			if sink["kind"] != "Broker" || sink["name"] != "default" || sink["apiVersion"] != "eventing.knative.dev/v1" {
 				t.Errorf("%s %s sinks to %v, want Broker default", o.GetKind(), o.GetName(), sink)
@@ -291,6 +341,10 @@ func TestEventingWiring(t *testing.T) {
 		case "Trigger":
 			if b, _, _ := unstructured.NestedString(o.Object, "spec", "broker"); b != "default" {
 				t.Errorf("Trigger %s on broker %q", o.GetName(), b)
+			}
+			if strings.HasSuffix(o.GetName(), "-notifications") {
+				checkNotificationTrigger(t, o)
+				continue
 			}
 			sub, _, _ := unstructured.NestedStringMap(o.Object, "spec", "subscriber", "ref")
 			want := map[string]string{"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": f.Name}
@@ -352,6 +406,43 @@ func TestEventingWiring(t *testing.T) {
 	}
 }
 
+// notificationTypes are the types of the function's own CloudEvents (internal/notify).
+var notificationTypes = []string{"dev.argo-disruption-handler.repair.v1", "dev.argo-disruption-handler.warning.v1"}
+
+// checkNotificationTrigger: a notification Trigger takes one of the function's own types to the
+// user's subscriber, never to the function.
+func checkNotificationTrigger(t *testing.T, o *unstructured.Unstructured) {
+	t.Helper()
+	attrs, _, _ := unstructured.NestedStringMap(o.Object, "spec", "filter", "attributes")
+	if len(attrs) != 1 || !slices.Contains(notificationTypes, attrs["type"]) {
+		t.Errorf("notification Trigger %s filter %v, want one of the types %v", o.GetName(), attrs, notificationTypes)
+	}
+	if uri, _, _ := unstructured.NestedString(o.Object, "spec", "subscriber", "uri"); uri != "http://slack-relay.ops.svc" {
+		t.Errorf("notification Trigger %s subscriber uri %q, want the values' subscriber", o.GetName(), uri)
+	}
+}
+
+// TestNotificationsMatchNoFunctionTrigger: an event the function emits (its type, no "kind"
+// extension) passes none of the Triggers that deliver to the function.
+func TestNotificationsMatchNoFunctionTrigger(t *testing.T) {
+	for _, o := range full(t) {
+		if o.GetKind() != "Trigger" || strings.HasSuffix(o.GetName(), "-notifications") {
+			continue
+		}
+		attrs, _, _ := unstructured.NestedStringMap(o.Object, "spec", "filter", "attributes")
+		for _, typ := range notificationTypes {
+			event := map[string]string{"type": typ, "source": "argo-disruption-handler/ops"}
+			match := true
+			for k, v := range attrs {
+				match = match && event[k] == v
+			}
+			if match {
+				t.Errorf("Trigger %s (filter %v) would deliver the function's own %s back to it", o.GetName(), attrs, typ)
+			}
+		}
+	}
+}
+
 func filterKey(attrs map[string]string) string {
 	var parts []string
 	for _, k := range slices.Sorted(maps.Keys(attrs)) {
@@ -360,101 +451,268 @@ func filterKey(attrs map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// TestOverlaysAgreeWithFuncYAML: each overlay is the base plus the NetworkPolicy (TestNetworkPolicy)
-// and the function's Knative Service, which says what func.yaml says (name, namespace, ServiceAccount, env, annotations, health
-// endpoints); only ADH_DRY_RUN differs between the overlays. Every object is in func.yaml's
-// namespace.
-func TestOverlaysAgreeWithFuncYAML(t *testing.T) {
+// TestServiceAgreesWithFuncYAML: the Knative Service the chart renders (service.create) says what
+// func.yaml says (name, namespace, ServiceAccount, annotations, labels, resources, health
+// endpoints), and both take every setting from the chart's settings ConfigMap.
+func TestServiceAgreesWithFuncYAML(t *testing.T) {
 	f := readFuncYAML(t)
-	base := render(t, "base")
-	if ns := manifests.Find(base, "Namespace", f.Deploy.Namespace); ns == nil {
-		t.Errorf("deploy/base creates no Namespace %s", f.Deploy.Namespace)
+	wantEnvs := []struct{ Name, Value string }{{"", "{{ configMap:argo-disruption-handler-settings }}"}}
+	if !reflect.DeepEqual(f.Run.Envs, wantEnvs) {
+		t.Errorf("func.yaml run.envs %v, want only the settings ConfigMap %v (every setting in one place: the chart's values)", f.Run.Envs, wantEnvs)
 	}
-	funcEnv := map[string]string{}
-	for _, e := range f.Run.Envs {
-		funcEnv[e.Name] = e.Value
+	if f.Deploy.Namespace != manifests.Namespace {
+		t.Errorf("func.yaml deploy.namespace %q, the README installs the chart into %q", f.Deploy.Namespace, manifests.Namespace)
 	}
-	known := configVariables()
-	for name := range funcEnv {
-		if !known[name] {
-			t.Errorf("func.yaml sets %s, which config.Config does not read", name)
+	objs := withService(t)
+	if manifests.Find(objs, "ConfigMap", "argo-disruption-handler-settings") == nil {
+		t.Fatal("the chart renders no ConfigMap argo-disruption-handler-settings")
+	}
+	for _, o := range objs {
+		cluster := map[string]bool{"ClusterRole": true, "ClusterRoleBinding": true}[o.GetKind()]
+		if !cluster && o.GetNamespace() != f.Deploy.Namespace {
+			t.Errorf("%s %s in namespace %q, want %s", o.GetKind(), o.GetName(), o.GetNamespace(), f.Deploy.Namespace)
 		}
 	}
-	dryRun := map[string]string{"overlays/default": "false", "overlays/dry-run": "true"}
-	for _, path := range manifests.Overlays {
-		t.Run(path, func(t *testing.T) {
-			objs := render(t, path)
-			if len(objs) != len(base)+2 {
-				t.Errorf("%d objects, want the base's %d plus the Service and the NetworkPolicy", len(objs), len(base))
-			}
-			for _, o := range objs {
-				cluster := map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true}[o.GetKind()]
-				if !cluster && o.GetNamespace() != f.Deploy.Namespace {
-					t.Errorf("%s %s in namespace %q, want %s", o.GetKind(), o.GetName(), o.GetNamespace(), f.Deploy.Namespace)
+	svc := manifests.Find(objs, "Service", f.Name)
+	if svc == nil || svc.GetAPIVersion() != "serving.knative.dev/v1" {
+		t.Fatalf("no serving.knative.dev/v1 Service %s", f.Name)
+	}
+	tmpl := svc.Object["spec"].(map[string]any)["template"].(map[string]any)
+	if sa, _, _ := unstructured.NestedString(tmpl, "spec", "serviceAccountName"); sa != f.Deploy.ServiceAccountName {
+		t.Errorf("Service runs as %q, func.yaml as %q", sa, f.Deploy.ServiceAccountName)
+	}
+	ann, _, _ := unstructured.NestedStringMap(tmpl, "metadata", "annotations")
+	if ann[settingsChecksum] == "" {
+		t.Errorf("revision annotations lack %s: a settings change would not roll the pods", settingsChecksum)
+	}
+	delete(ann, settingsChecksum)
+	if !maps.Equal(ann, f.Deploy.Annotations) {
+		t.Errorf("revision annotations %v, func.yaml deploy.annotations %v", ann, f.Deploy.Annotations)
+	}
+	containers, _, _ := unstructured.NestedSlice(tmpl, "spec", "containers")
+	if len(containers) != 1 {
+		t.Fatalf("%d containers", len(containers))
+	}
+	c := containers[0].(map[string]any)
+	envFrom, _, _ := unstructured.NestedSlice(c, "envFrom")
+	if want := []any{map[string]any{"configMapRef": map[string]any{"name": "argo-disruption-handler-settings"}}}; !reflect.DeepEqual(envFrom, want) {
+		t.Errorf("container envFrom %v, want %v", envFrom, want)
+	}
+	envs, _, _ := unstructured.NestedSlice(c, "env")
+	if want := []any{map[string]any{"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}}; !reflect.DeepEqual(envs, want) {
+		t.Errorf("container env %v, want only LISTEN_ADDRESS=0.0.0.0:8080 (func-go would listen on 127.0.0.1 only)", envs)
+	}
+	res, _, _ := unstructured.NestedMap(c, "resources")
+	if fmt.Sprint(res) != fmt.Sprint(f.Deploy.Options.Resources) {
+		t.Errorf("container resources %v, func.yaml deploy.options.resources %v", res, f.Deploy.Options.Resources)
+	}
+	for _, l := range f.Deploy.Labels {
+		if svc.GetLabels()[l.Key] != l.Value {
+			t.Errorf("Service label %s = %q, func.yaml deploy.labels %q", l.Key, svc.GetLabels()[l.Key], l.Value)
+		}
+	}
+	for probe, p := range map[string]string{"livenessProbe": f.Deploy.HealthEndpoints.Liveness, "readinessProbe": f.Deploy.HealthEndpoints.Readiness} {
+		if got, _, _ := unstructured.NestedString(c, probe, "httpGet", "path"); got != p {
+			t.Errorf("%s path %q, func.yaml %q", probe, got, p)
+		}
+	}
+}
+
+const settingsChecksum = "argo-disruption-handler/settings-checksum"
+
+// TestSettingsChangeRollsTheService: the revision template carries a checksum of the settings,
+// so `helm upgrade` with other values starts pods that read them.
+func TestSettingsChangeRollsTheService(t *testing.T) {
+	checksum := func(values ...string) string {
+		svc := manifests.Find(withService(t, values...), "Service", "argo-disruption-handler")
+		v, _, _ := unstructured.NestedString(svc.Object, "spec", "template", "metadata", "annotations", settingsChecksum)
+		return v
+	}
+	base := checksum()
+	if base == "" || checksum("dryRun: true") == base || checksum("namespaces: [team-a]") == base {
+		t.Error("the settings checksum does not change with the settings")
+	}
+	if checksum("service: {maxScale: 9}") != base {
+		t.Error("the settings checksum changes with a value that is not a setting")
+	}
+}
+
+// settings returns the data of the rendered settings ConfigMap.
+func settings(t *testing.T, objs []*unstructured.Unstructured) map[string]string {
+	t.Helper()
+	cm := manifests.Find(objs, "ConfigMap", "argo-disruption-handler-settings")
+	if cm == nil {
+		t.Fatal("no ConfigMap argo-disruption-handler-settings")
+	}
+	data, _, err := unstructured.NestedStringMap(cm.Object, "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// loadSettings reads config.Config from exactly these environment variables, as the function does
+// in its pod.
+func loadSettings(t *testing.T, env map[string]string) config.Config {
+	t.Helper()
+	for name := range configVariables() {
+		t.Setenv(name, "")
+		os.Unsetenv(name)
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		t.Fatalf("the function refuses the rendered settings: %v", err)
+	}
+	return *cfg
+}
+
+// TestSettingsAreTheFunctionsDefaults: the ConfigMap sets every variable config.Config reads, no
+// other, and with the chart's default values the function runs exactly as with no setting at all.
+func TestSettingsAreTheFunctionsDefaults(t *testing.T) {
+	data := settings(t, defaults(t))
+	known := configVariables()
+	for name := range known {
+		if _, ok := data[name]; !ok {
+			t.Errorf("the settings ConfigMap lacks %s (add a value for it to deploy/chart/values.yaml)", name)
+		}
+	}
+	for name := range data {
+		if !known[name] {
+			t.Errorf("the settings ConfigMap sets %s, which config.Config does not read", name)
+		}
+	}
+	if got, want := loadSettings(t, data), loadSettings(t, nil); !reflect.DeepEqual(got, want) {
+		t.Errorf("the chart's defaults configure\n  %+v\nthe function's defaults are\n  %+v", got, want)
+	}
+}
+
+// TestValuesLandEverywhere: non-default values reach every object that needs them: the namespaces
+// the function's settings and the workflow-pods source; the release namespace every namespaced
+// object, RBAC subject, the Lease's namespace and the OIDC audience and subjects; each optional
+// part exactly when switched on.
+func TestValuesLandEverywhere(t *testing.T) {
+	objs := full(t)
+	data := settings(t, objs)
+	cfg := loadSettings(t, data)
+	audience := "serving.knative.dev/service/" + fullNamespace + "/argo-disruption-handler"
+	if !slices.Equal(cfg.Namespaces, []string{"team-a", "team-b"}) || cfg.ControllerInstanceID != "ci" || !cfg.DryRun ||
+		!cfg.OIDCRequired || cfg.StateNamespace != fullNamespace || cfg.OIDCAudience != audience ||
+		!slices.Equal(cfg.OIDCSubjects, []string{"system:serviceaccount:" + fullNamespace + ":*-oidc-eventing.knative.dev-trigger"}) {
+		t.Errorf("the function reads %+v from the full values", cfg)
+	}
+	pods := manifests.Find(objs, "ApiServerSource", "workflow-pods")
+	sel, _, _ := unstructured.NestedSlice(pods.Object, "spec", "namespaceSelector", "matchExpressions")
+	wantSel := []any{map[string]any{"key": "kubernetes.io/metadata.name", "operator": "In", "values": []any{"team-a", "team-b"}}}
+	if !reflect.DeepEqual(sel, wantSel) {
+		t.Errorf("workflow-pods namespaceSelector %v, want %v", sel, wantSel)
+	}
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ClusterRole":
+		case "ClusterRoleBinding", "RoleBinding":
+			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+			for _, sub := range subjects {
+				if ns := sub.(map[string]any)["namespace"]; ns != fullNamespace {
+					t.Errorf("%s %s binds a subject in %v, want %s", o.GetKind(), o.GetName(), ns, fullNamespace)
 				}
 			}
-			svc := manifests.Find(objs, "Service", f.Name)
-			if svc == nil || svc.GetAPIVersion() != "serving.knative.dev/v1" {
-				t.Fatalf("no serving.knative.dev/v1 Service %s", f.Name)
+		case "Trigger":
+			if strings.HasSuffix(o.GetName(), "-notifications") {
+				continue
 			}
-			tmpl := svc.Object["spec"].(map[string]any)["template"].(map[string]any)
-			if sa, _, _ := unstructured.NestedString(tmpl, "spec", "serviceAccountName"); sa != f.Deploy.ServiceAccountName {
-				t.Errorf("Service runs as %q, func.yaml as %q", sa, f.Deploy.ServiceAccountName)
+			if aud, _, _ := unstructured.NestedString(o.Object, "spec", "subscriber", "audience"); aud != audience {
+				t.Errorf("Trigger %s audience %q, want %q", o.GetName(), aud, audience)
 			}
-			ann, _, _ := unstructured.NestedStringMap(tmpl, "metadata", "annotations")
-			if !maps.Equal(ann, f.Deploy.Annotations) {
-				t.Errorf("revision annotations %v, func.yaml deploy.annotations %v", ann, f.Deploy.Annotations)
+		}
+		if o.GetKind() != "ClusterRole" && o.GetKind() != "ClusterRoleBinding" && o.GetNamespace() != fullNamespace {
+			t.Errorf("%s %s in namespace %q, want the release's %s", o.GetKind(), o.GetName(), o.GetNamespace(), fullNamespace)
+		}
+	}
+	optional := map[string]string{
+		"Service/argo-disruption-handler": "service.create", "NetworkPolicy/argo-disruption-handler": "networkPolicy.enabled",
+		"EventPolicy/argo-disruption-handler-sources": "oidc.eventPolicy", "IntegrationSource/ec2-interruptions": "sources.sqs.enabled",
+		"Trigger/ec2-interruptions": "sources.sqs.enabled", "PodMonitor/argo-disruption-handler": "monitoring.podMonitor.enabled",
+		"PrometheusRule/argo-disruption-handler":                "monitoring.prometheusRule.enabled",
+		"ConfigMap/argo-disruption-handler-dashboard":           "monitoring.dashboard.enabled",
+		"Trigger/argo-disruption-handler-repair-notifications":  "notifications.trigger.enabled",
+		"Trigger/argo-disruption-handler-warning-notifications": "notifications.trigger.enabled",
+	}
+	def := defaults(t)
+	for key, value := range optional {
+		kind, name, _ := strings.Cut(key, "/")
+		if manifests.Find(objs, kind, name) == nil {
+			t.Errorf("%s on: no %s", value, key)
+		}
+		if manifests.Find(def, kind, name) != nil {
+			t.Errorf("%s is off by default, yet the chart renders %s", value, key)
+		}
+	}
+	// The monitoring files arrive whole: the rule groups as YAML, the dashboard as JSON.
+	rule := manifests.Find(objs, "PrometheusRule", "argo-disruption-handler")
+	if groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups"); len(groups) == 0 {
+		t.Error("the PrometheusRule has no rule group")
+	}
+	board := manifests.Find(objs, "ConfigMap", "argo-disruption-handler-dashboard")
+	js, _, _ := unstructured.NestedString(board.Object, "data", "argo-disruption-handler.json")
+	var dashboard struct{ Panels []any }
+	if err := json.Unmarshal([]byte(js), &dashboard); err != nil || len(dashboard.Panels) == 0 {
+		t.Errorf("the dashboard ConfigMap holds no dashboard: %v", err)
+	}
+	// With no namespace listed, the pods source watches every namespace but the excluded ones.
+	pods = manifests.Find(def, "ApiServerSource", "workflow-pods")
+	sel, _, _ = unstructured.NestedSlice(pods.Object, "spec", "namespaceSelector", "matchExpressions")
+	wantSel = []any{map[string]any{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": []any{"kube-system"}}}
+	if !reflect.DeepEqual(sel, wantSel) {
+		t.Errorf("default workflow-pods namespaceSelector %v, want %v", sel, wantSel)
+	}
+}
+
+// TestChartLints: `helm lint --strict` passes with the defaults and with every part on.
+func TestChartLints(t *testing.T) {
+	for _, tc := range []struct{ name, values string }{{"defaults", ""}, {"full", fullValues}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := manifests.Helm(); err != nil && os.Getenv("CI") == "" {
+				t.Skip(err)
 			}
-			for k, v := range map[string]string{"autoscaling.knative.dev/min-scale": "0", "karpenter.sh/do-not-disrupt": "true"} {
-				if ann[k] != v {
-					t.Errorf("revision annotation %s = %q, want %q", k, ann[k], v)
-				}
+			args, err := manifests.ValuesFiles(t.TempDir(), tc.values)
+			if err != nil {
+				t.Fatal(err)
 			}
-			containers, _, _ := unstructured.NestedSlice(tmpl, "spec", "containers")
-			if len(containers) != 1 {
-				t.Fatalf("%d containers", len(containers))
-			}
-			c := containers[0].(map[string]any)
-			env := map[string]string{}
-			envs, _, _ := unstructured.NestedSlice(c, "env")
-			for _, e := range envs {
-				m := e.(map[string]any)
-				env[m["name"].(string)], _ = m["value"].(string)
-			}
-			if env["LISTEN_ADDRESS"] != "0.0.0.0:8080" {
-				t.Errorf("LISTEN_ADDRESS = %q: func-go would listen on 127.0.0.1 only", env["LISTEN_ADDRESS"])
-			}
-			delete(env, "LISTEN_ADDRESS")
-			want := maps.Clone(funcEnv)
-			want["ADH_DRY_RUN"] = dryRun[path]
-			if !maps.Equal(env, want) {
-				t.Errorf("Service env %v, want func.yaml's run.envs with ADH_DRY_RUN=%s: %v", env, dryRun[path], want)
-			}
-			res, _, _ := unstructured.NestedMap(c, "resources")
-			if fmt.Sprint(res) != fmt.Sprint(f.Deploy.Options.Resources) {
-				t.Errorf("container resources %v, func.yaml deploy.options.resources %v", res, f.Deploy.Options.Resources)
-			}
-			for _, l := range f.Deploy.Labels {
-				if svc.GetLabels()[l.Key] != l.Value {
-					t.Errorf("Service label %s = %q, func.yaml deploy.labels %q", l.Key, svc.GetLabels()[l.Key], l.Value)
-				}
-			}
-			for probe, p := range map[string]string{"livenessProbe": f.Deploy.HealthEndpoints.Liveness, "readinessProbe": f.Deploy.HealthEndpoints.Readiness} {
-				if got, _, _ := unstructured.NestedString(c, probe, "httpGet", "path"); got != p {
-					t.Errorf("%s path %q, func.yaml %q", probe, got, p)
-				}
-			}
-			// Apart from the Service and the NetworkPolicy, each overlay is exactly the base.
-			for _, b := range base {
-				o := manifests.Find(objs, b.GetKind(), b.GetName())
-				if o == nil || !reflect.DeepEqual(o.Object, b.Object) {
-					t.Errorf("%s %s differs from deploy/base", b.GetKind(), b.GetName())
-				}
+			if out, err := manifests.Run(append([]string{"lint", "--strict", manifests.ChartDir()}, args...)...); err != nil {
+				t.Errorf("%v\n%s", err, out)
 			}
 		})
 	}
-	if funcEnv["ADH_DRY_RUN"] != dryRun["overlays/default"] {
-		t.Errorf("func.yaml ADH_DRY_RUN = %q, overlays/default %q", funcEnv["ADH_DRY_RUN"], dryRun["overlays/default"])
+}
+
+// TestValuesRefused: values the function could not run with are refused at install time, with a
+// message naming the value, not discovered later in the function's log.
+func TestValuesRefused(t *testing.T) {
+	for _, tc := range []struct{ name, values, says string }{
+		{"misspelt key", "namespace: [argo]", "namespace"},
+		{"dry run as a string", `dryRun: "yes"`, "dryRun"},
+		{"bad namespace name", "namespaces: [Argo_Team]", "namespaces"},
+		{"duration without unit", "repair: {nodeErrorGrace: 60}", "nodeErrorGrace"},
+		{"unknown log level", "logLevel: verbose", "logLevel"},
+		{"sqs without queue", "sources: {sqs: {enabled: true, region: eu-west-1, secretName: aws}}", "arn"},
+		{"sqs without credentials", `sources: {sqs: {enabled: true, arn: "arn:aws:sqs:eu-west-1:123456789012:q", region: eu-west-1}}`, "sqs"},
+		{"service without image", "service: {create: true}", "image"},
+		{"metrics on Knative's port", "metrics: {port: 9090}", "port"},
+		{"trigger without notifications", "notifications: {enabled: false, trigger: {enabled: true, subscriber: {uri: http://x}}}", "notifications.enabled"},
+		{"trigger without subscriber", "notifications: {trigger: {enabled: true}}", "subscriber"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := manifests.Helm(); err != nil && os.Getenv("CI") == "" {
+				t.Skip(err)
+			}
+			_, err := manifests.Render(manifests.Namespace, tc.values)
+			if err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("values %q: err = %v, want a refusal naming %q", tc.values, err, tc.says)
+			}
+		})
 	}
 }
 
@@ -470,7 +728,7 @@ func configVariables() map[string]bool {
 	return out
 }
 
-// TestREADMERBACTable: the README's Deploy section lists each (group, resource) of the function's
+// TestREADMERBACTable: the README's Permissions section lists each (group, resource) of the function's
 // ClusterRole with exactly its verbs.
 func TestREADMERBACTable(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(manifests.Dir(), "..", "README.md"))
@@ -478,9 +736,9 @@ func TestREADMERBACTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(b)
-	start := strings.Index(s, "\n## Deploy")
+	start := strings.Index(s, "\n## Permissions")
 	if start < 0 {
-		t.Fatal("README has no ## Deploy section")
+		t.Fatal("README has no ## Permissions section")
 	}
 	s = s[start+1:]
 	if end := strings.Index(s, "\n## "); end >= 0 {
@@ -518,7 +776,7 @@ func TestREADMERBACTable(t *testing.T) {
 // a name), get and update only the sweep's — bound to the function's ServiceAccount.
 func TestSweepLeaseRole(t *testing.T) {
 	f := readFuncYAML(t)
-	objs := render(t, "base")
+	objs := defaults(t)
 	role := manifests.Find(objs, "Role", "argo-disruption-handler-sweep")
 	if role == nil || role.GetNamespace() != f.Deploy.Namespace {
 		t.Fatalf("no Role argo-disruption-handler-sweep in %s", f.Deploy.Namespace)
@@ -594,11 +852,9 @@ func TestClusterLocal(t *testing.T) {
 	if !found {
 		t.Errorf("func.yaml deploy.labels lacks %s: %s", key, want)
 	}
-	for _, overlay := range []string{"overlays/default", "overlays/dry-run"} {
-		svc := manifests.Find(render(t, overlay), "Service", "argo-disruption-handler")
-		if svc == nil || svc.GetLabels()[key] != want {
-			t.Errorf("%s: the Service is not %s", overlay, want)
-		}
+	svc := manifests.Find(withService(t), "Service", "argo-disruption-handler")
+	if svc == nil || svc.GetLabels()[key] != want {
+		t.Errorf("the chart's Service is not %s", want)
 	}
 }
 
@@ -610,7 +866,7 @@ func TestOIDCAudience(t *testing.T) {
 	if err := envconfig.Process("ADH", &cfg); err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range render(t, "base") {
+	for _, o := range defaults(t) {
 		var aud string
 		switch o.GetKind() {
 		case "Trigger":
@@ -699,8 +955,7 @@ func admitted(t *testing.T, np *unstructured.Unstructured) []string {
 	return out
 }
 
-// TestNetworkPolicy: both overlays ship the NetworkPolicy of deploy/components/network-policy,
-// which selects the function's pods (the label Knative puts on a Service's pods) and admits
+// TestNetworkPolicy: networkPolicy.enabled renders a NetworkPolicy which selects the function's pods (the label Knative puts on a Service's pods) and admits
 // exactly networkPeers, ingress only.
 func TestNetworkPolicy(t *testing.T) {
 	f := readFuncYAML(t)
@@ -712,9 +967,9 @@ func TestNetworkPolicy(t *testing.T) {
 		want = append(want, p.key())
 	}
 	slices.Sort(want)
-	for _, path := range append(slices.Clone(manifests.Overlays), "components/network-policy") {
-		t.Run(path, func(t *testing.T) {
-			np := manifests.Find(render(t, path), "NetworkPolicy", f.Name)
+	for _, tc := range []struct{ name, values string }{{"defaults", "networkPolicy: {enabled: true}"}, {"full", fullValues}} {
+		t.Run(tc.name, func(t *testing.T) {
+			np := manifests.Find(render(t, manifests.Namespace, tc.values), "NetworkPolicy", f.Name)
 			if np == nil {
 				t.Fatalf("no NetworkPolicy %s: any pod of the cluster could post to the function", f.Name)
 			}
@@ -735,73 +990,80 @@ func TestNetworkPolicy(t *testing.T) {
 	}
 }
 
-// sendsToBroker reports whether o is a source whose sink is the Broker named default.
+// sendsToBroker reports whether o is a source (or SinkBinding) whose sink is the Broker default.
 func sendsToBroker(o *unstructured.Unstructured) bool {
 	sink, _, _ := unstructured.NestedStringMap(o.Object, "spec", "sink", "ref")
 	return sink["kind"] == "Broker" && sink["name"] == "default"
 }
 
-// TestEventPolicy: deploy/components/event-policy lets the Broker take events only from the
-// sources deploy/base ships (by reference, resolved by Knative to their OIDC identities): every
-// one of them, nothing else, no identity patterns; the SQS source alone in its policy (deleted
-// with the queue). No overlay includes it: Knative's webhook refuses an EventPolicy while
-// authentication-oidc is off (eventing v0.50.0 pkg/apis/eventing/v1alpha1/eventpolicy_validation.go).
+// TestEventPolicy: with oidc.eventPolicy the Broker takes events only from the chart's own
+// senders (by reference, resolved by Knative to their OIDC identities): every source and the
+// notifications' SinkBinding it renders, nothing else, no identity patterns. Off by default:
+// Knative's webhook refuses an EventPolicy while authentication-oidc is off (eventing v0.50.0
+// pkg/apis/eventing/v1alpha1/eventpolicy_validation.go).
 func TestEventPolicy(t *testing.T) {
-	f := readFuncYAML(t)
-	base := render(t, "base")
-	var want []string
-	for _, o := range base {
-		if sendsToBroker(o) {
-			want = append(want, fmt.Sprintf("%s/%s/%s/%s", o.GetAPIVersion(), o.GetKind(), f.Deploy.Namespace, o.GetName()))
-		}
-	}
-	slices.Sort(want)
-	if len(want) != 5 {
-		t.Errorf("deploy/base has %d sources sending to the Broker, want 5 (3 ApiServerSources, the PingSource, the IntegrationSource): %v", len(want), want)
-	}
-	var got []string
-	policies := 0
-	for _, ep := range render(t, "components/event-policy") {
-		if ep.GetKind() != "EventPolicy" {
-			t.Errorf("components/event-policy renders a %s", ep.GetKind())
-			continue
-		}
-		policies++
-		if ep.GetAPIVersion() != "eventing.knative.dev/v1alpha1" || ep.GetNamespace() != f.Deploy.Namespace {
-			t.Errorf("EventPolicy %s: %s in %q, want eventing.knative.dev/v1alpha1 in %s", ep.GetName(), ep.GetAPIVersion(), ep.GetNamespace(), f.Deploy.Namespace)
-		}
-		to, _, _ := unstructured.NestedSlice(ep.Object, "spec", "to")
-		wantTo := []any{map[string]any{"ref": map[string]any{"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}}}
-		if !reflect.DeepEqual(to, wantTo) {
-			t.Errorf("EventPolicy %s to = %v, want the Broker default only (an empty to is every sink of the namespace)", ep.GetName(), to)
-		}
-		if _, ok := ep.Object["spec"].(map[string]any)["filters"]; ok {
-			t.Errorf("EventPolicy %s has filters: the Triggers filter, the policy only says who", ep.GetName())
-		}
-		from, _, _ := unstructured.NestedSlice(ep.Object, "spec", "from")
-		var kinds []string
-		for _, fr := range from {
-			ref, ok, _ := unstructured.NestedStringMap(fr.(map[string]any), "ref")
-			if !ok || len(fr.(map[string]any)) != 1 {
-				t.Errorf("EventPolicy %s from %v: want a ref only (a sub would hard-code eventing's ServiceAccount names)", ep.GetName(), fr)
-				continue
+	for _, tc := range []struct {
+		name    string
+		values  string
+		senders int
+	}{
+		{"sources and notifications", "oidc: {eventPolicy: true}", 5},
+		{"with the SQS source", fullValues, 6},
+		{"without Karpenter or notifications", "oidc: {eventPolicy: true}\nsources: {karpenter: {enabled: false}}\nnotifications: {enabled: false}", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := manifests.Namespace
+			if tc.values == fullValues {
+				ns = fullNamespace
 			}
-			got = append(got, fmt.Sprintf("%s/%s/%s/%s", ref["apiVersion"], ref["kind"], ref["namespace"], ref["name"]))
-			kinds = append(kinds, ref["kind"])
-		}
-		if slices.Contains(kinds, "IntegrationSource") && len(kinds) != 1 {
-			t.Errorf("EventPolicy %s names the optional IntegrationSource with %v: without the queue it would leave the others unready", ep.GetName(), kinds)
-		}
-	}
-	slices.Sort(got)
-	if policies == 0 || !slices.Equal(got, want) {
-		t.Errorf("the EventPolicies admit\n  %v\nwant exactly the sources sending to the Broker\n  %v", got, want)
-	}
-	for _, path := range manifests.Overlays {
-		for _, o := range render(t, path) {
-			if o.GetKind() == "EventPolicy" {
-				t.Errorf("%s ships EventPolicy %s: Knative refuses it (and the whole apply fails) where authentication-oidc is off", path, o.GetName())
+			objs := render(t, ns, tc.values)
+			var want []string
+			for _, o := range objs {
+				if sendsToBroker(o) {
+					want = append(want, fmt.Sprintf("%s/%s/%s/%s", o.GetAPIVersion(), o.GetKind(), ns, o.GetName()))
+				}
 			}
+			slices.Sort(want)
+			if len(want) != tc.senders {
+				t.Errorf("%d senders to the Broker, want %d: %v", len(want), tc.senders, want)
+			}
+			var got []string
+			policies := 0
+			for _, ep := range objs {
+				if ep.GetKind() != "EventPolicy" {
+					continue
+				}
+				policies++
+				if ep.GetAPIVersion() != "eventing.knative.dev/v1alpha1" || ep.GetNamespace() != ns {
+					t.Errorf("EventPolicy %s: %s in %q, want eventing.knative.dev/v1alpha1 in %s", ep.GetName(), ep.GetAPIVersion(), ep.GetNamespace(), ns)
+				}
+				to, _, _ := unstructured.NestedSlice(ep.Object, "spec", "to")
+				wantTo := []any{map[string]any{"ref": map[string]any{"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}}}
+				if !reflect.DeepEqual(to, wantTo) {
+					t.Errorf("EventPolicy %s to = %v, want the Broker default only (an empty to is every sink of the namespace)", ep.GetName(), to)
+				}
+				if _, ok := ep.Object["spec"].(map[string]any)["filters"]; ok {
+					t.Errorf("EventPolicy %s has filters: the Triggers filter, the policy only says who", ep.GetName())
+				}
+				from, _, _ := unstructured.NestedSlice(ep.Object, "spec", "from")
+				for _, fr := range from {
+					ref, ok, _ := unstructured.NestedStringMap(fr.(map[string]any), "ref")
+					if !ok || len(fr.(map[string]any)) != 1 {
+						t.Errorf("EventPolicy %s from %v: want a ref only (a sub would hard-code eventing's ServiceAccount names)", ep.GetName(), fr)
+						continue
+					}
+					got = append(got, fmt.Sprintf("%s/%s/%s/%s", ref["apiVersion"], ref["kind"], ref["namespace"], ref["name"]))
+				}
+			}
+			slices.Sort(got)
+			if policies != 1 || !slices.Equal(got, want) {
+				t.Errorf("%d EventPolicies admit\n  %v\nwant one admitting exactly the senders to the Broker\n  %v", policies, got, want)
+			}
+		})
+	}
+	for _, o := range defaults(t) {
+		if o.GetKind() == "EventPolicy" {
+			t.Errorf("the defaults ship EventPolicy %s: Knative refuses it (and the whole install fails) where authentication-oidc is off", o.GetName())
 		}
 	}
 }

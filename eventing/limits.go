@@ -9,7 +9,7 @@ import (
 // MaxJSONObjects bounds the JSON objects in data that a decoder unmarshals into Kubernetes API
 // types: encoding/json allocates a whole struct for every object of a list however small its
 // JSON, so a few MiB of `{}` would cost GiBs. The bound is far above any real pod or Event
-// (docs/fuzzing.md).
+// (docs/dev/fuzzing.md).
 const MaxJSONObjects = 20000
 
 var openBrace = []byte{'{'}

@@ -150,7 +150,7 @@ func (h *Handler) handle(ctx context.Context, e event.Event, ignored *bool) erro
 }
 
 // deadLetter logs and counts an event the broker could not deliver and handed to its
-// dead-letter sink (deploy/base/broker.yaml: the function itself). Nothing in it is acted on: it
+// dead-letter sink (the chart's Broker: the function itself). Nothing in it is acted on: it
 // failed every retry already, and the sweep covers what it was about. Dead letters carry the
 // knativeerrordest extension, with knativeerrorcode and knativeerrordata (the answer's body,
 // base64).

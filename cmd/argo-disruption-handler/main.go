@@ -2,8 +2,9 @@
 // func CLI generates (knative.dev/func-go/http): listen address from LISTEN_ADDRESS, else
 // ADDRESS/PORT, else 127.0.0.1:8080; cluster from KUBECONFIG, else in-cluster.
 //
-// `argo-disruption-handler sweep [--kubeconfig FILE] [-n NS | -A] [--dry-run] [-o table|json]`
-// runs the safety-net sweep once from a terminal and prints what is stuck (package sweepcmd).
+// `argo-disruption-handler sweep [-n NS | -A] [--repair] [-o table|json] [kubectl flags]` runs the
+// safety-net sweep once from a terminal, with the deployed settings, and prints what is stuck
+// (package sweepcmd, also the kubectl plugin's; docs/audit.md).
 package main
 
 import (
@@ -22,7 +23,7 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "sweep" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := sweepcmd.Run(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		code := sweepcmd.Run(ctx, "argo-disruption-handler", os.Args[2:], os.Stdout, os.Stderr)
 		stop()
 		os.Exit(code)
 	}

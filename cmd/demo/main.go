@@ -3,7 +3,7 @@
 // v3.5.10, the version that never heals by itself), kwok as the kubelet, Karpenter (its KWOK
 // provider) launching the nodes, and the Knative ApiServerSource adapter sending pod, Event,
 // Node and NodeClaim events through Knative Eventing's Broker data plane (the Broker and Triggers
-// of deploy/base) to the function. It submits a workflow, lets Karpenter drift the node
+// of the chart) to the function. It submits a workflow, lets Karpenter drift the node
 // under its running step, prints what happened when (Karpenter's Events as they reached the
 // function, the repair, the controller), and tears everything down.
 //
@@ -11,7 +11,7 @@
 //
 // --fast skips Karpenter and the Broker: the demo evicts the pod itself, as a Karpenter drain
 // would, and the adapter posts straight to the function. The first
-// run builds the binaries into ~/.cache/argo-disruption-handler (see README).
+// run builds the binaries into ~/.cache/argo-disruption-handler (see docs/dev/README.md).
 package main
 
 import (
@@ -111,7 +111,7 @@ func run(argo string, without, karpenter bool, wait time.Duration) error {
 			if sink, err = startBroker(ctx, c, tap.URL); err != nil {
 				return err
 			}
-			through = "through the Broker and Triggers of deploy/base from"
+			through = "through the Broker and Triggers of the chart from"
 		}
 		if err := c.StartAdapterFor(sink, []string{"default"}, watched); err != nil {
 			return err
@@ -138,7 +138,7 @@ func run(argo string, without, karpenter bool, wait time.Duration) error {
 	return nil
 }
 
-// startBroker runs Knative Eventing's Broker data plane with the Broker and Triggers deploy/base
+// startBroker runs Knative Eventing's Broker data plane with the Broker and Triggers the chart
 // ships, their subscriber (the function's Service) at fn, and returns the ingress URL.
 func startBroker(ctx context.Context, c *localcluster.Cluster, fn string) (string, error) {
 	broker, triggers, err := manifests.Broker()

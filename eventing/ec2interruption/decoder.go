@@ -11,7 +11,7 @@
 //     type com.amazon.events.event with the event as data.
 //
 // Karpenter deletes every message it reads from its own queue: the function needs a queue of its
-// own, a second target on the same EventBridge rules (deploy/base/integrationsource-aws-sqs.yaml).
+// own, a second target on the same EventBridge rules (the chart's sources.sqs).
 package ec2interruption
 
 import (

@@ -28,7 +28,7 @@ func TestDisruptionFixtures(t *testing.T) {
 			Message: "Spot interruption warning was triggered", NodeClaimName: "workflows-x7k2p"}},
 		{"karpenter-event-unconsolidatable.json", nil},
 		{"event-kubelet-killing.json", nil},
-		// Captured from Karpenter v1.14.1's KWOK provider (docs/karpenter-local.md): drift, then
+		// Captured from Karpenter v1.14.1's KWOK provider (docs/dev/karpenter-local.md): drift, then
 		// a NodeClaim deleted. A Node's involvedObject has no namespace; Finalized names no object.
 		{"karpenter-kwok-pod-evicted-drifted.json", &eventing.Disruption{Source: "karpenter", Reason: "Evicted", Message: "Evicted pod: Drifted",
 			PodNamespace: "e2e-with", PodName: "karp-drift-rjgq6"}},

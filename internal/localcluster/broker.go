@@ -49,7 +49,7 @@ var (
 
 // BrokerOptions configure StartBroker.
 type BrokerOptions struct {
-	// Broker is an eventing.knative.dev/v1 Broker as shipped (e.g. deploy/base/broker.yaml); its
+	// Broker is an eventing.knative.dev/v1 Broker as shipped (e.g. the chart's templates/broker.yaml); its
 	// namespace is created if needed.
 	Broker *unstructured.Unstructured
 	// Triggers are the Broker's Triggers, all in its namespace.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the binaries of the local e2e control plane (see docs/e2e-cluster.md)
+# Builds the binaries of the local e2e control plane (see docs/dev/e2e-cluster.md)
 # from the nested scratch Go modules under internal/localcluster/tools/, each ONCE, into
 #   ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler}/<component>-<version>/<binary>
 # A component is skipped when its binary exists and was built from the same
@@ -10,6 +10,8 @@
 #               argo-v3.5.10 argo-v3.6.10 argo-v3.6.18 argo-v3.7.3 argo-v3.7.18 argo-v4.0.5
 #               argo-v4.0.7   (also: all, argo = every argo version)
 #               func (the knative func CLI v0.44.0; not in "all")
+#               helm (the Helm CLI v4.3.2 that lints, renders and installs deploy/chart in the
+#                     tests; not in "all")
 #               karpenter kube-scheduler (Karpenter v1.15.0's KWOK provider and the scheduler it
 #               needs, for the Karpenter scenarios; not in "all"; Karpenter v1.15.0 needs Go >= 1.26.9,
 #               so its build runs with GOTOOLCHAIN=go1.27.3, the approved toolchain the Go proxy serves)
@@ -63,6 +65,7 @@ spec() {
     kwok)                    echo "kwok|v0.7.0|sigs.k8s.io/kwok/cmd/kwok|kwok|" ;;
     adapter)                 echo "adapter|v0.50.0|.|apiserver_receive_adapter|" ;;
     func)                    echo "func|v0.44.0|knative.dev/func/cmd/func|func|-X knative.dev/func/pkg/app.vers=v0.44.0" ;;
+    helm)                    echo "helm|v4.3.2|helm.sh/helm/v4/cmd/helm|helm|-X helm.sh/helm/v4/internal/version.version=v4.3.2" ;;
     kube-scheduler)          echo "kube-scheduler|$K8S_VERSION|k8s.io/kubernetes/cmd/kube-scheduler|kube-scheduler|$K8S_LDFLAGS" ;;
     karpenter)               echo "karpenter|v1.15.0|sigs.k8s.io/karpenter/kwok|karpenter|-X sigs.k8s.io/karpenter/pkg/operator.Version=v1.15.0" ;;
     broker)                  echo "broker|v0.50.0|$BROKER_PKGS|ingress filter channel_dispatcher|" ;;

@@ -6,7 +6,7 @@
 // Knative ApiServerSource receive adapter.
 //
 // The binaries come from ${ADH_CACHE:-$HOME/.cache/argo-disruption-handler},
-// built by internal/localcluster/build-bins.sh. See docs/e2e-cluster.md.
+// built by internal/localcluster/build-bins.sh. See docs/dev/e2e-cluster.md.
 package localcluster
 
 import (

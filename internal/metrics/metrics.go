@@ -37,13 +37,16 @@ type Recorder struct {
 	sweepTime  prometheus.Histogram
 	sweepFound prometheus.Gauge
 	sweepSeen  prometheus.Gauge
+	sweepLast  prometheus.Gauge
 	sweepStuck *prometheus.CounterVec
 	notOurs    prometheus.Counter
 	deadLetter *prometheus.CounterVec
 	ignored    *prometheus.CounterVec
+	buildInfo  prometheus.Gauge
 }
 
-// New registers every metric (and the Go runtime and process collectors).
+// New registers every metric: the function's, build_info, client-go's rest_client_* (shared by
+// every Recorder of the process, see clientgo.go), and the Go runtime and process collectors.
 func New() *Recorder {
 	r := &Recorder{
 		reg: prometheus.NewRegistry(),
@@ -61,6 +64,10 @@ func New() *Recorder {
 			Help: "Stuck workflow nodes the last sweep run found."}),
 		sweepSeen: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "sweep_workflows_scanned",
 			Help: "Running workflows the last sweep run scanned."}),
+		// A timestamp rather than a count: a pod woken by the sweep's tick runs it before its
+		// first scrape, so increase() of a per-pod count never sees that run.
+		sweepLast: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "sweep_last_run_timestamp_seconds",
+			Help: "Unix time the last sweep run of this pod ended."}),
 		sweepStuck: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "sweep_stuck_found_total",
 			Help: "Stuck workflow nodes found by sweeps, by whether the scan completed."}, []string{"complete"}),
 		notOurs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "not_ours_total",
@@ -69,10 +76,19 @@ func New() *Recorder {
 			Help: "Dead-lettered CloudEvents received back from the broker, by original type and the status the function had answered."}, []string{"type", "code"}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "events_ignored_total",
 			Help: "CloudEvents that needed nothing, by why: namespace_out_of_scope, other_controller_instance (both: the configuration may not match the workflows), not_relevant (the decoder's verdict), nothing_to_do."}, []string{"why"}),
+		buildInfo: newBuildInfo(),
 	}
-	r.reg.MustRegister(r.events, r.eventTime, r.repairs, r.apiTime, r.sweepTime, r.sweepFound, r.sweepSeen, r.sweepStuck, r.notOurs, r.deadLetter, r.ignored,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.reg.MustRegister(r.collectors()...)
+	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
+}
+
+// collectors are the function's own metrics and client-go's, which the monitoring files
+// (deploy/chart/monitoring) query; their tests read the names and types from here.
+func (r *Recorder) collectors() []prometheus.Collector {
+	own := []prometheus.Collector{r.events, r.eventTime, r.repairs, r.apiTime, r.sweepTime, r.sweepFound, r.sweepSeen, r.sweepLast,
+		r.sweepStuck, r.notOurs, r.deadLetter, r.ignored, r.buildInfo}
+	return append(own, clientGoCollectors()...)
 }
 
 // Why an event needed nothing (the label of events_ignored_total).
@@ -139,12 +155,15 @@ func (r *Recorder) Sweep(d time.Duration, scanned, stuck int, complete bool) {
 		return
 	}
 	r.sweepTime.Observe(d.Seconds())
+	r.sweepLast.SetToCurrentTime()
 	r.sweepSeen.Set(float64(scanned))
 	r.sweepFound.Set(float64(stuck))
 	r.sweepStuck.WithLabelValues(strconv.FormatBool(complete)).Add(float64(stuck))
 }
 
-// WrapTransport times every API request (for rest.Config.WrapTransport).
+// WrapTransport times every API request (for rest.Config.WrapTransport). It is kept beside
+// client-go's rest_client_* series because those carry no resource: this one tells which repair
+// step's requests (a workflowtaskresults patch, a pods delete) are slow or refused, per attempt.
 func (r *Recorder) WrapTransport(rt http.RoundTripper) http.RoundTripper {
 	if r == nil {
 		return rt

@@ -67,7 +67,9 @@ func (r *Repairer) fastComplete(ctx context.Context, t Target, log *zap.SugaredL
 	}
 	res.Plan, res.Done = plan, []Action{CompleteTaskResult}
 	err = r.recordOn(ctx, wf, rec)
-	res.Recorded = err == nil
+	if res.Recorded = err == nil; res.Recorded {
+		res.wrote(wf, rec)
+	}
 	return res, true, err
 }
 

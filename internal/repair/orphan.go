@@ -73,6 +73,7 @@ func (r *Repairer) RepairListed(ctx context.Context, t Target, l Listed) (Result
 		return r.Repair(ctx, t)
 	}
 	r.shortPathDone(log, t, res, err, "nodeWidePath")
+	r.notifyRepaired(ctx, res)
 	return res, err
 }
 
@@ -140,6 +141,8 @@ func (r *Repairer) fastOrphan(ctx context.Context, t Target, pod *corev1.Pod, lo
 	res.Done = plan.Actions
 	res.Plan = plan
 	err = r.recordOn(ctx, wf, rec)
-	res.Recorded = err == nil
+	if res.Recorded = err == nil; res.Recorded {
+		res.wrote(wf, rec)
+	}
 	return res, true, err
 }

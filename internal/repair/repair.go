@@ -40,6 +40,9 @@ type Options struct {
 	FollowUps *FollowUps
 	// Host names this instance in Kubernetes Events ("": the host name).
 	Host string
+	// Notifier is told of each record and warning written, once the run's writes are done
+	// (nil: nobody).
+	Notifier Notifier
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -60,6 +63,8 @@ type Result struct {
 	Recorded bool
 	DryRun   bool
 	Attempts int
+	// written is the record this run wrote, for the Notifier.
+	written *written
 }
 
 // New returns a Repairer over the clients.
@@ -97,8 +102,16 @@ func (r *Repairer) StopFollowUps(ctx context.Context) {
 // re-decides, up to Attempts times. A pod removed by the run, or a gone pod whose last status
 // was misleading, makes the task result wait for the controller to see the pod go: the target is
 // handed to FollowUps, and the event answered. An error wraps the object it is about; a nil
-// error with an empty plan means there was nothing (more) to do.
+// error with an empty plan means there was nothing (more) to do. A record written is then told
+// to the Notifier, whatever the error: a re-delivery would not write it again.
 func (r *Repairer) Repair(ctx context.Context, t Target) (Result, error) {
+	res, err := r.repair(ctx, t)
+	r.notifyRepaired(ctx, res)
+	return res, err
+}
+
+// repair is Repair without the notification.
+func (r *Repairer) repair(ctx context.Context, t Target) (Result, error) {
 	log := r.targetLog(ctx, t)
 	if why := podNameNotNodes(t); why != "" {
 		log.Infow("not ours: nothing written", zap.String("why", why))
@@ -299,6 +312,9 @@ func (r *Repairer) writeRecord(ctx context.Context, t Target, obs *Observation, 
 		if err := r.annotateWorkflow(ctx, obs.Workflow, rec); err != nil {
 			return err
 		}
+	}
+	if plan.Record {
+		res.wrote(obs.Workflow, rec)
 	}
 	res.Recorded = res.Recorded || plan.Record
 	return nil

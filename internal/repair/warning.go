@@ -43,6 +43,9 @@ func (r *Repairer) RecordWarning(ctx context.Context, pod *corev1.Pod, w Warning
 		patch := mergePatch(patchMeta{ResourceVersion: wf.ResourceVersion,
 			Annotations: map[string]string{argoworkflow.AnnotationWarnings: WarningsWith(wf, pod.Name, w)}}, nil)
 		_, err = r.argo.ArgoprojV1alpha1().Workflows(wf.Namespace).Patch(ctx, wf.Name, types.MergePatchType, patch, r.patchOptions())
+		if err == nil {
+			r.notifyWarned(ctx, wf, pod, w)
+		}
 		if !apierrors.IsConflict(err) || attempt >= max(r.opts.Attempts, 1) {
 			return writeErr(err, what)
 		}

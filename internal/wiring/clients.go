@@ -33,6 +33,9 @@ type Clients struct {
 
 // Options tune the clients.
 type ClientOptions struct {
+	// Base is the cluster to reach, as a command line resolved it (kubectl's flags, through
+	// k8s.io/cli-runtime); nil: Kubeconfig. It is copied, never changed.
+	Base *rest.Config
 	// Kubeconfig is a kubeconfig path. "" means: $KUBECONFIG when set, else the in-cluster
 	// service account when running in a pod, else ~/.kube/config.
 	Kubeconfig string
@@ -44,21 +47,15 @@ type ClientOptions struct {
 	UserAgent string
 }
 
-// RESTConfig loads the configuration (see Options.Kubeconfig for the order).
+// RESTConfig loads the configuration (o.Base, else see Options.Kubeconfig for the order) and
+// bounds its request rate and time.
 func RESTConfig(o ClientOptions) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	explicit := o.Kubeconfig != "" || os.Getenv(clientcmd.RecommendedConfigPathEnvVar) != ""
-	if !explicit {
-		cfg, err = rest.InClusterConfig()
-	}
-	if explicit || errors.Is(err, rest.ErrNotInCluster) {
-		rules := clientcmd.NewDefaultClientConfigLoadingRules()
-		rules.ExplicitPath = o.Kubeconfig
-		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("loading cluster configuration (kubeconfig %q): %w", o.Kubeconfig, err)
+	cfg := o.Base
+	if cfg == nil {
+		var err error
+		if cfg, err = load(o.Kubeconfig); err != nil {
+			return nil, err
+		}
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst, cfg.Timeout = o.QPS, o.Burst, o.Timeout
@@ -70,6 +67,26 @@ func RESTConfig(o ClientOptions) (*rest.Config, error) {
 	}
 	if o.UserAgent != "" {
 		cfg.UserAgent = o.UserAgent
+	}
+	return cfg, nil
+}
+
+// load reads the kubeconfig at path, $KUBECONFIG, the in-cluster service account or
+// ~/.kube/config, in this order.
+func load(path string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	explicit := path != "" || os.Getenv(clientcmd.RecommendedConfigPathEnvVar) != ""
+	if !explicit {
+		cfg, err = rest.InClusterConfig()
+	}
+	if explicit || errors.Is(err, rest.ErrNotInCluster) {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		rules.ExplicitPath = path
+		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading cluster configuration (kubeconfig %q): %w", path, err)
 	}
 	return cfg, nil
 }

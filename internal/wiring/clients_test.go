@@ -5,6 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
 )
 
 const kubeconfig = `apiVersion: v1
@@ -58,5 +61,25 @@ func TestWithOwnBudget(t *testing.T) {
 	}
 	if own.WrapTransport == nil {
 		t.Error("the copy lost the transport wrapper (request counting, metrics)")
+	}
+}
+
+// A REST config a command line resolved (kubectl's flags) is used as given, copied: only the rate,
+// the timeout and the user agent are the function's.
+func TestRESTConfigFromBase(t *testing.T) {
+	base := &rest.Config{Host: "https://10.0.0.1:6443", BearerToken: "t", Impersonate: rest.ImpersonationConfig{UserName: "alice"}, Timeout: time.Minute}
+	t.Setenv("KUBECONFIG", "/nonexistent/kubeconfig") // not read
+	cfg, err := RESTConfig(ClientOptions{Base: base, Kubeconfig: "/nonexistent/either", QPS: 50, Burst: 60, Timeout: 5 * time.Second, UserAgent: "adh-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg == base || cfg.Host != base.Host || cfg.BearerToken != "t" || cfg.Impersonate.UserName != "alice" {
+		t.Errorf("config %+v, want a copy of the base", cfg)
+	}
+	if cfg.QPS != 50 || cfg.Burst != 60 || cfg.RateLimiter == nil || cfg.Timeout != 5*time.Second || cfg.UserAgent != "adh-test" {
+		t.Errorf("QPS %v burst %d limiter %v timeout %s agent %q", cfg.QPS, cfg.Burst, cfg.RateLimiter, cfg.Timeout, cfg.UserAgent)
+	}
+	if base.Timeout != time.Minute || base.QPS != 0 || base.RateLimiter != nil || base.UserAgent != "" {
+		t.Errorf("base changed: %+v", base)
 	}
 }

@@ -8,7 +8,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
+
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"function/config"
 	"function/eventing/families"
@@ -16,11 +21,10 @@ import (
 	"function/internal/argoworkflow"
 	"function/internal/lookup"
 	"function/internal/metrics"
+	"function/internal/notify"
 	"function/internal/repair"
 	"function/internal/senderauth"
 	"function/internal/sweep"
-	"go.uber.org/zap"
-	"k8s.io/client-go/kubernetes"
 )
 
 // Settings of the parts that are not configuration a user tunes (docs/scale.md says why).
@@ -40,6 +44,9 @@ const (
 
 // Options say how to reach the cluster; everything else comes from the configuration.
 type Options struct {
+	// RESTConfig is the cluster as a command line resolved it (the sweep command's kubectl
+	// flags); nil: Kubeconfig. Its rate and timeout are replaced by the configuration's.
+	RESTConfig *rest.Config
 	// Kubeconfig is a kubeconfig path ("": $KUBECONFIG, in-cluster, ~/.kube/config).
 	Kubeconfig string
 	// UserAgent names the caller to the API server ("": the component name).
@@ -61,6 +68,8 @@ type Parts struct {
 	Sweeper  *sweep.Sweeper
 	Sender   *senderauth.Authenticator
 	Handler  *handlers.Handler
+	// Notifier sends a CloudEvent per repair and warning recorded (nil: no sink, off).
+	Notifier *notify.Emitter
 	// MetricsAddress is where /metrics is served ("": not served).
 	MetricsAddress string
 	stopMetrics    func(context.Context) error
@@ -78,7 +87,7 @@ func Build(cfg *config.Config, o Options) (*Parts, error) {
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = cfg.EventTimeout
 	}
-	rc, err := RESTConfig(ClientOptions{Kubeconfig: o.Kubeconfig, QPS: cfg.KubeQPS, Burst: cfg.KubeBurst, Timeout: o.RequestTimeout, UserAgent: o.UserAgent})
+	rc, err := RESTConfig(ClientOptions{Base: o.RESTConfig, Kubeconfig: o.Kubeconfig, QPS: cfg.KubeQPS, Burst: cfg.KubeBurst, Timeout: o.RequestTimeout, UserAgent: o.UserAgent})
 	if err != nil {
 		return nil, err
 	}
@@ -123,13 +132,18 @@ func FromClients(cfg *config.Config, cs *Clients, rec *metrics.Recorder, log *za
 		log = zap.NewNop().Sugar()
 	}
 	sc := config.Scope{Namespaces: cfg.Namespaces, Excluded: cfg.ExcludedNamespaces, ControllerInstanceID: cfg.ControllerInstanceID}
-	r := repair.New(cs.Kube, cs.Argo, repair.Options{
+	emitter := notifier(cfg, os.Getenv, rec, log)
+	ro := repair.Options{
 		Policy:    repair.Policy{Scope: sc, NodeErrorGrace: cfg.NodeErrorGrace},
 		DryRun:    cfg.DryRun,
 		Attempts:  cfg.ConflictRetries,
 		Metrics:   rec,
 		FollowUps: &repair.FollowUps{For: cfg.ControllerWait, Max: FollowUpsMax, First: FollowUpFirst},
-	})
+	}
+	if emitter != nil {
+		ro.Notifier = emitter // not a nil *Emitter in a non-nil interface
+	}
+	r := repair.New(cs.Kube, cs.Argo, ro)
 	sw := &sweep.Sweeper{Kube: cs.Kube, Argo: cs.Argo, Repairer: r, Scope: sc, Grace: cfg.SweepGrace, PageSize: cfg.SweepPageSize}
 	reviews := cs.TokenReviews
 	if reviews == nil {
@@ -153,7 +167,26 @@ func FromClients(cfg *config.Config, cs *Clients, rec *metrics.Recorder, log *za
 		Timeout:           cfg.EventTimeout,
 		Log:               log,
 	})
-	return &Parts{Clients: cs, Repairer: r, Sweeper: sw, Sender: auth, Handler: h}
+	return &Parts{Clients: cs, Repairer: r, Sweeper: sw, Sender: auth, Handler: h, Notifier: emitter}
+}
+
+// notifier builds the emitter of notifications: to ADH_NOTIFICATION_SINK, else to the K_SINK a
+// SinkBinding injected. It says once whether notifications are on; a sink that cannot be used
+// is logged and notifications are off, since repairs must not depend on them.
+func notifier(cfg *config.Config, getenv func(string) string, rec *metrics.Recorder, log *zap.SugaredLogger) *notify.Emitter {
+	sink := notify.SinkFrom(cfg.NotificationSink, getenv)
+	if sink.URL == "" {
+		log.Infow("notifications off: neither ADH_NOTIFICATION_SINK nor K_SINK (a SinkBinding's) names a sink")
+		return nil
+	}
+	e, err := notify.New(notify.Options{Sink: sink, Namespace: cfg.StateNamespace, Timeout: cfg.NotificationTimeout, Metrics: rec, Log: log})
+	if err != nil {
+		log.Errorw("notifications off: the sink cannot be used", "from", sink.From, "error", err)
+		return nil
+	}
+	log.Infow("notifications on", "sink", e.SinkURL(), "from", sink.From, "source", e.Source(), "timeout", cfg.NotificationTimeout,
+		"types", notify.Types, "tokenFile", sink.TokenFile)
+	return e
 }
 
 // Stop ends the follow-ups still waiting for the controller (the sweep takes them) once their

@@ -13,6 +13,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/flowcontrol"
 
@@ -22,6 +24,9 @@ import (
 	"function/eventing/eventingtest"
 	"function/internal/apifake"
 	"function/internal/argoworkflow"
+	"function/internal/metrics"
+	"function/internal/notify"
+	"function/internal/notify/notifytest"
 	"function/internal/repair"
 	"function/internal/wiring"
 )
@@ -221,5 +226,67 @@ users: [{name: u, user: {token: t}}]
 		if !repairs.TryAccept() {
 			t.Fatalf("the repairs' bucket was spent by the reviews: empty after %d", i)
 		}
+	}
+}
+
+// TestNotificationsFollowTheSink: the function sends one CloudEvent per repair to
+// ADH_NOTIFICATION_SINK, else to the K_SINK a SinkBinding injects, else nowhere, and says so once
+// at start; an unreachable sink changes neither the answer nor the repair, and is counted.
+func TestNotificationsFollowTheSink(t *testing.T) {
+	cases := []struct {
+		name    string
+		setting bool   // ADH_NOTIFICATION_SINK names the receiver
+		kSink   bool   // K_SINK names the receiver
+		sink    string // ADH_NOTIFICATION_SINK, when not the receiver
+		on      bool
+		from    string
+		result  string // counted for the repair's notification
+		events  int    // received
+	}{
+		{name: "no sink: off, nothing sent", events: 0},
+		{name: "ADH_NOTIFICATION_SINK", setting: true, on: true, from: "ADH_NOTIFICATION_SINK", result: metrics.NotificationSent, events: 1},
+		{name: "K_SINK of a SinkBinding", kSink: true, on: true, from: "K_SINK", result: metrics.NotificationSent, events: 1},
+		{name: "sink unreachable: the answer and the repair unchanged", sink: notifytest.Unreachable(t), on: true, from: "ADH_NOTIFICATION_SINK", result: metrics.NotificationFailed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := defaultConfig(t)
+			t.Setenv("K_SINK", "")
+			_ = os.Unsetenv("K_SINK")
+			receiver := notifytest.NewReceiver(t)
+			switch {
+			case tc.setting:
+				cfg.NotificationSink = receiver.URL
+			case tc.sink != "":
+				cfg.NotificationSink = tc.sink
+			case tc.kSink:
+				t.Setenv("K_SINK", receiver.URL)
+			}
+			c := apifake.NewCluster(apifake.Workflow(), apifake.TaskResult("false"))
+			rec := metrics.New()
+			core, logs := observer.New(zap.InfoLevel)
+			p := wiring.FromClients(cfg, &wiring.Clients{Kube: c.Kube, Argo: c.Argo, REST: c.REST()}, rec, zap.New(core).Sugar())
+			if (p.Notifier != nil) != tc.on {
+				t.Fatalf("notifier %v, want on: %v", p.Notifier, tc.on)
+			}
+			said := logs.FilterMessageSnippet("notifications o").All()
+			if len(said) != 1 || strings.HasSuffix(said[0].Message, "on") != tc.on || (tc.on && said[0].ContextMap()["from"] != tc.from) {
+				t.Errorf("start logged %v, want one line saying on: %v from %q", said, tc.on, tc.from)
+			}
+			if code, body := deliver(t, p.Handler, eventingtest.Load(t, "pod-delete-evicted.json")); code != http.StatusOK {
+				t.Fatalf("answer %d %q, want 200", code, body)
+			}
+			if !repair.HasRecord(c.GetWorkflow(t), apifake.NodeID) || c.GetTaskResult(t).Labels[argoworkflow.LabelReportOutputsCompleted] != "true" {
+				t.Error("not repaired")
+			}
+			if got := receiver.Received(); len(got) != tc.events || (tc.events == 1 && got[0].Event.Type() != notify.TypeRepair) {
+				t.Errorf("received %v, want %d repair events", got, tc.events)
+			}
+			if tc.result != "" {
+				if n := notifytest.Counted(t, rec, notify.TypeRepair, tc.result); n != "1" {
+					t.Errorf("%s counted %s, want 1", tc.result, n)
+				}
+			}
+		})
 	}
 }

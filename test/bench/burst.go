@@ -445,7 +445,7 @@ func (s *brokerSubscriber) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.ServeHTTP(w, r)
 }
 
-// throughBroker makes the Broker data plane deliver to fn (starting it with deploy/base's Broker
+// throughBroker makes the Broker data plane deliver to fn (starting it with the chart's Broker
 // and Triggers on first use) and returns the adapter's sink: a counting proxy in front of the
 // ingress, which records how long each post is held.
 func (e *env) throughBroker(ctx context.Context, fn http.Handler) (string, *countingProxy, func(), error) {

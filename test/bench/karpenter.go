@@ -106,7 +106,7 @@ func runKarpenter(ctx context.Context, o options, bin string, logf func(string, 
 	}
 	defer stopIngress()
 	res.BrokerReady = e.broker.Ready
-	// What deploy/base's ApiServerSources watch: workflow pods, Events (Karpenter writes those
+	// What the chart's ApiServerSources watch: workflow pods, Events (Karpenter writes those
 	// about Nodes and NodeClaims in default), Nodes and NodeClaims.
 	if err := c.StartAdapterFor(sink, []string{ns, "default"}, []localcluster.AdapterResource{
 		{Version: "v1", Resource: "pods", Selector: argoworkflow.LabelWorkflow},
@@ -274,8 +274,8 @@ func writeKarpenter(w writer, k *karpenterResult) {
 	}
 	ev, rep, left := values(k.Evicted), values(k.Repaired), values(k.LeftRunning)
 	w("Its own stack (the scale part's fake Karpenter Nodes must never meet a real Karpenter): the real Karpenter\n")
-	w("%s (KWOK provider) and kube-scheduler, Argo %s, the real Broker data plane with deploy/base's Broker and\n", localcluster.KarpenterVersion, k.Argo)
-	w("Triggers, the adapter watching what deploy/base's sources watch (workflow pods, Events, Nodes, NodeClaims), the\n")
+	w("%s (KWOK provider) and kube-scheduler, Argo %s, the real Broker data plane with the chart's Broker and\n", localcluster.KarpenterVersion, k.Argo)
+	w("Triggers, the adapter watching what the chart's sources watch (workflow pods, Events, Nodes, NodeClaims), the\n")
 	w("function as its own process (defaults). %d workflows, one step each requesting 100m CPU and 64Mi, selecting\n", k.Workflows)
 	w("the NodePool `%s`: the scheduler found them Unschedulable and Karpenter launched **%d nodes** for them\n", localcluster.KarpenterNodePool, k.Nodes)
 	w("(set-up %s, stack %s, Broker %s). Each pod takes %s to stop once evicted, as a kubelet would. Then\n", secs(k.SetupTook), secs(k.StackStart), secs(k.BrokerReady), secs(karpenterStop))

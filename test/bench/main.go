@@ -1,7 +1,7 @@
 //go:build e2e
 
 // Command bench measures the function's speed and memory targets on this machine and writes
-// docs/BENCHMARKS.md: every figure beside its target, the machine, and how to reproduce.
+// docs/dev/BENCHMARKS.md: every figure beside its target, the machine, and how to reproduce.
 // Targets are read from the report, never asserted.
 //
 //	go run -tags e2e ./test/bench                       # everything (~14 min here)
@@ -34,7 +34,7 @@
 //     `shutting-down` then `terminated` for a machine with -scale-pair-pods workflow pods against
 //     `terminated` alone; Reference-mode deletes of -scale-pods finished pods of one workflow →
 //     API calls, handler time, memory per event.
-//   - shipped:    deploy/base's ApiServerSources (one adapter each, configured as its reconciler
+//   - shipped:    the chart's ApiServerSources (one adapter each, configured as its reconciler
 //     would) posting to the real Broker with the shipped Triggers, an ordinary workload with
 //     nothing disrupted (-shipped-workflows of 3 sequential steps, podGC OnPodCompletion) →
 //     deliveries to the function per workflow pod; then an idle minute → deliveries while idle.
@@ -134,7 +134,7 @@ type result struct {
 func main() {
 	var o options
 	parts := flag.String("parts", defaultParts, "comma-separated parts to run")
-	flag.StringVar(&o.Out, "out", "docs/BENCHMARKS.md", `report file ("-": stdout), relative to the module root`)
+	flag.StringVar(&o.Out, "out", "docs/dev/BENCHMARKS.md", `report file ("-": stdout), relative to the module root`)
 	flag.StringVar(&o.Argo, "argo", "v3.5.10", "Argo workflow-controller version (built by internal/localcluster/build-bins.sh)")
 	argoEnv := flag.String("argo-env", "", "extra controller environment, K=V,K=V (e.g. ARGO_QPS=50,ARGO_BURST=100)")
 	flag.IntVar(&o.Nodes, "nodes", 10, "kwok Nodes (110 pods each)")
@@ -400,7 +400,7 @@ func runMainStack(ctx context.Context, o options, r *result, bin string, micro f
 		if err != nil {
 			fail("shipped", err)
 		}
-		step(fmt.Sprintf("shipped: %d undisrupted workflows through deploy/base's sources and Triggers, then an idle minute", o.ShippedWfs))
+		step(fmt.Sprintf("shipped: %d undisrupted workflows through the chart's sources and Triggers, then an idle minute", o.ShippedWfs))
 	}
 	if o.Parts["node"] && ctx.Err() == nil {
 		nd, err := runNode(ctx, e, o.NodePods)

@@ -102,7 +102,7 @@ func writeReport(r *result) error {
 		s503 := countStatus(bu.Requests, http.StatusServiceUnavailable)
 		path, held := "fed by the real adapter", ""
 		if bu.Via == viaBroker {
-			path = "fed by the real adapter through the real Broker data plane (ingress → InMemoryChannel → filter, deploy/base's Broker and Triggers)"
+			path = "fed by the real adapter through the real Broker data plane (ingress → InMemoryChannel → filter, the chart's Broker and Triggers)"
 			_, p99, mx := durs(tookOf(bu.Ingress))
 			held = fmt.Sprintf("; ingress posts held p99 %s (max %s); %d dead letters", ms(p99), ms(mx), countDeadLetters(bu.Requests))
 		}
@@ -511,8 +511,8 @@ func writeOneBurst(w writer, r *result, bu *burstResult) {
 	w("(%d errors). The function runs as its own\n", bu.DeleteErrors)
 	if bu.Via == viaBroker {
 		w("process (the binary of 6), fed by the real ApiServerSource adapter through the real Broker data plane of Knative\n")
-		w("Eventing %s (ingress, InMemoryChannel dispatcher, filter as processes; deploy/base's Broker and Triggers as\n", localcluster.AdapterVersion)
-		w("shipped, the delivery and the dead-letter sink included: docs/broker-local.md). Counting reverse proxies in the bench\n")
+		w("Eventing %s (ingress, InMemoryChannel dispatcher, filter as processes; the chart's Broker and Triggers as\n", localcluster.AdapterVersion)
+		w("shipped, the delivery and the dead-letter sink included: docs/dev/broker-local.md). Counting reverse proxies in the bench\n")
 		w("stand between the adapter and the ingress (how long each post is held) and between the filter and the function\n")
 		w("(every delivery attempt counted with its answer). The bench follows task results and workflows with watches.\n\n")
 	} else {

@@ -23,7 +23,7 @@ import (
 // nsShipped runs the ordinary workload of the shipped part.
 const nsShipped = "bench-shipped"
 
-// shippedResult is what deploy/base's sources and Triggers deliver to the function for an
+// shippedResult is what the chart's sources and Triggers deliver to the function for an
 // ordinary workload with nothing disrupted, then for an idle period.
 type shippedResult struct {
 	Workflows, StepsPerWorkflow, Pods int
@@ -77,11 +77,12 @@ func (d *deliveryCounter) take() map[string]int {
 	return out
 }
 
-// shippedSources are deploy/base's ApiServerSources as the adapter runs them: namespaces from
-// the namespaceSelector (kubernetes.io/metadata.name In, or every namespace), resources with
+// shippedSources are the chart's ApiServerSources as the adapter runs them: namespaces from
+// the namespaceSelector (kubernetes.io/metadata.name In; otherwise every namespace: the chart's
+// default NotIn names only excluded namespaces, where the bench runs no workflow), resources with
 // their label selectors (Exists and matchLabels).
 func shippedSources() ([]localcluster.AdapterSource, error) {
-	objs, err := manifests.Render("base")
+	objs, err := manifests.Render(manifests.Namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +114,7 @@ func shippedSources() ([]localcluster.AdapterSource, error) {
 		out = append(out, s)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("deploy/base has no ApiServerSource")
+		return nil, fmt.Errorf("the chart has no ApiServerSource")
 	}
 	return out, nil
 }
@@ -139,7 +140,7 @@ func selectorOf(res map[string]any) string {
 
 // runShipped runs n workflows of steps sequential steps (podGC OnPodCompletion), each pod
 // driven as the kubelet and Argo's executor would (task result created, the container finished,
-// the task result completed), with the events of deploy/base's sources going through the real
+// the task result completed), with the events of the chart's sources going through the real
 // Broker and its shipped Triggers to a counter; then counts what an idle minute delivers.
 func runShipped(ctx context.Context, e *env, n, steps int, idle time.Duration) (*shippedResult, error) {
 	res := &shippedResult{Workflows: n, StepsPerWorkflow: steps, IdleWindow: idle}
@@ -280,11 +281,11 @@ func (e *env) finishStep(ctx context.Context, p *corev1.Pod) error {
 func writeShippedRow(w writer, s *shippedResult) {
 	const target = "≤ 1 delivery per undisrupted workflow pod; 0 while idle (the sweep's tick aside)"
 	if s == nil || s.Pods == 0 {
-		w("| 11 | what deploy/base delivers to the function, nothing disrupted | %s | %s | |\n", notRun, target)
+		w("| 11 | what the chart delivers to the function, nothing disrupted | %s | %s | |\n", notRun, target)
 		return
 	}
 	idle := total(s.Idle) - s.Idle["dev.knative.sources.ping"]
-	w("| 11 | deploy/base's sources and Triggers through the real Broker, %d workflows × %d steps, nothing disrupted | **%.2f deliveries per workflow pod** (%d for %d pods; %d posted to the Broker); **%d** in the idle %s after | %s | %s |\n",
+	w("| 11 | the chart's sources and Triggers through the real Broker, %d workflows × %d steps, nothing disrupted | **%.2f deliveries per workflow pod** (%d for %d pods; %d posted to the Broker); **%d** in the idle %s after | %s | %s |\n",
 		s.Workflows, s.StepsPerWorkflow, s.deliveriesPerPod(), total(s.Workload), s.Pods, s.Posted, idle, secs(s.IdleWindow), target,
 		verdict(s.deliveriesPerPod() <= 1 && idle == 0))
 }
@@ -296,7 +297,7 @@ func writeShipped(w writer, s *shippedResult) {
 		w("%s.\n\n", notRun)
 		return
 	}
-	w("One adapter per ApiServerSource of deploy/base, configured as its reconciler would (namespaces, resources,\n")
+	w("One adapter per ApiServerSource of the chart, configured as its reconciler would (namespaces, resources,\n")
 	w("label selectors), posts to the real Broker ingress; the Broker's filter applies the shipped Triggers and\n")
 	w("delivers to a counter standing for the function. %d workflows of %d sequential steps (podGC\n", s.Workflows, s.StepsPerWorkflow)
 	w("OnPodCompletion) run in `%s`, each pod driven as its executor and kubelet would; %s in all.\n\n", nsShipped, secs(s.Took))

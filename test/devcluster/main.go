@@ -47,7 +47,7 @@ func main() {
 		adNS      = flag.String("adapter-namespaces", "argo", "comma-separated namespaces the adapter watches (empty = all)")
 		adSel     = flag.String("adapter-selector", "workflows.argoproj.io/workflow", "label selector of the adapter's pods")
 		cacheDir  = flag.String("cache", localcluster.DefaultCacheDir(), "directory with the binaries built by internal/localcluster/build-bins.sh")
-		knative   = flag.String("knative-serving", "", "if set, install Knative Serving's CRDs, mark the Knative Services of this namespace Ready as its controller would, and serve a local OCI registry (for func deploy; docs/func-deploy.md)")
+		knative   = flag.String("knative-serving", "", "if set, install Knative Serving's CRDs, mark the Knative Services of this namespace Ready as its controller would, and serve a local OCI registry (for func deploy; docs/dev/func-deploy.md)")
 	)
 	flag.Var(argoEnv, "argo-env", "extra KEY=VALUE environment for the workflow-controller (repeatable)")
 	flag.Parse()

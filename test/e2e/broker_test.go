@@ -48,8 +48,8 @@ const (
 )
 
 // TestBrokerDataPlane runs the real Knative Eventing broker data plane (ingress, InMemoryChannel
-// dispatcher, filter; see docs/broker-local.md) with the shipped Broker and Triggers of
-// deploy/base between the ApiServerSource adapter and the function, on Argo
+// dispatcher, filter; see docs/dev/broker-local.md) with the shipped Broker and Triggers of
+// the chart between the ApiServerSource adapter and the function, on Argo
 // ADH_E2E_BROKER_ARGO (default v3.5.10, which never heals a deleted pod by itself):
 //   - a workflow pod force-deleted is repaired through adapter → ingress → channel → filter →
 //     function, and the function received the delete event with the filter's Kn-Namespace and the
@@ -358,7 +358,7 @@ func isoSeconds(s string) (time.Duration, error) {
 	return time.Duration(f * float64(time.Second)), nil
 }
 
-// shippedBroker reads the Broker and the Triggers of deploy/base, as kustomize renders them.
+// shippedBroker reads the Broker and the Triggers of the chart, as helm renders them.
 func shippedBroker(t *testing.T) (*unstructured.Unstructured, []*unstructured.Unstructured) {
 	t.Helper()
 	broker, triggers, err := manifests.Broker()

@@ -40,7 +40,7 @@ import (
 // not: the first must leave Running with Karpenter's reason recorded, the second stay Running.
 // On the drift path Karpenter's DisruptionTerminating Event on the Node precedes the eviction; on
 // the forceful path its Evicted Event follows the eviction and reaches the function while the pod
-// is still stopping (docs/karpenter-local.md).
+// is still stopping (docs/dev/karpenter-local.md).
 // Karpenter's Events as the adapter delivered them are written to ADH_E2E_CAPTURE (a directory)
 // when it is set, to refresh the decoders' fixtures.
 func TestKarpenter(t *testing.T) {

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -156,14 +155,38 @@ func dryRunApply(ctx context.Context, ri dynamic.ResourceInterface, obj *unstruc
 	return err
 }
 
-// TestManifestsDryRun installs the CRDs of Knative eventing and serving v0.50.0 (from their Go
-// modules' config folders) next to the Argo CRDs into the real API server, then sends every object
-// of deploy/base, of each overlay and of the network-policy and event-policy components (rendered
-// as `kubectl kustomize` does) as a server-side dry run with strict field validation: each must
-// pass the CRD schemas and the API server's validation. The namespace is created for real (a dry-run namespace does not make its objects
-// admissible). With the cached kubectl, `kubectl kustomize` must render the same objects and
-// `kubectl apply -k <overlay> --dry-run=server` must succeed: the README's commands.
-func TestManifestsDryRun(t *testing.T) {
+// chartCase is one set of values the chart is installed with.
+type chartCase struct {
+	name, namespace, values string
+	mustShip                map[string]int // kinds that must be rendered and accepted
+}
+
+// chartCases: the defaults, and every optional part the API server here has CRDs for (the
+// Prometheus Operator's are not served by the Go module proxy: the PodMonitor, PrometheusRule and
+// dashboard are checked by deploy's unit tests only).
+var chartCases = []chartCase{
+	{"defaults", manifests.Namespace, "", map[string]int{"ApiServerSource": 3, "Trigger": 5, "SinkBinding": 1, "ConfigMap": 1}},
+	{"every part", "ops", `
+namespaces: [team-a, team-b]
+instanceID: ci
+sources:
+  sqs: {enabled: true, arn: "arn:aws:sqs:eu-west-1:123456789012:adh", region: eu-west-1, secretName: aws}
+broker: {class: Kafka, config: {apiVersion: v1, kind: ConfigMap, name: kafka-broker-config, namespace: knative-eventing}}
+service: {create: true, image: registry.example.com/adh@sha256:0123}
+oidc: {required: true, eventPolicy: true}
+networkPolicy: {enabled: true}
+notifications: {trigger: {enabled: true, subscriber: {uri: "http://slack-relay.ops.svc"}}}
+`, map[string]int{"Service": 1, "NetworkPolicy": 1, "EventPolicy": 1, "IntegrationSource": 1, "Trigger": 8}},
+}
+
+// TestChartInstall installs the CRDs of Knative eventing and serving v0.50.0 (from their Go
+// modules' config folders) next to the Argo CRDs into the real API server. Then, for each case,
+// every object the chart renders goes as a server-side dry run with strict field validation (each
+// must pass the CRD schemas and the API server's validation), and the Helm CLI installs the chart,
+// upgrades it with other values, upgrades it back and uninstalls it, as docs/install.md says:
+// what each step must create, change and remove, and what stays behind. (Knative's controllers
+// and webhooks do not run here: the objects are stored, not acted on.)
+func TestChartInstall(t *testing.T) {
 	ctx := context.Background()
 	files := knativeCRDFiles(t)
 	start := time.Now()
@@ -183,72 +206,34 @@ func TestManifestsDryRun(t *testing.T) {
 	t.Logf("stack up in %.1f s (with any wait for the machine's stack lock), %d Knative CRDs established in %.1f s",
 		up.Sub(start).Seconds(), len(crds), time.Since(up).Seconds())
 
-	kubectl := c.KubectlPath()
-	// The kinds each path must ship, so that the security objects stay checked: the overlays'
-	// NetworkPolicy, and the EventPolicies of the component for clusters with Knative's OIDC on.
-	// (Knative's webhook, which refuses an EventPolicy while OIDC is off, does not run here.)
-	mustShip := map[string]map[string]int{
-		"overlays/default":          {"NetworkPolicy": 1, "Service": 1},
-		"overlays/dry-run":          {"NetworkPolicy": 1, "Service": 1},
-		"components/network-policy": {"NetworkPolicy": 1},
-		"components/event-policy":   {"EventPolicy": 2},
-	}
-	for _, path := range append(append([]string{"base"}, manifests.Overlays...), "components/network-policy", "components/event-policy") {
-		t.Run(path, func(t *testing.T) {
-			objs, err := manifests.Render(path)
+	for _, tc := range chartCases {
+		t.Run("dry run/"+tc.name, func(t *testing.T) {
+			objs, err := manifests.Render(tc.namespace, tc.values)
 			if err != nil {
 				t.Fatal(err)
 			}
+			createNamespace(ctx, t, dyn, tc.namespace)
 			m := mapperFor(ctx, t, c, objs)
-			// Namespaces first: validated, then created for real.
-			sort.SliceStable(objs, func(i, j int) bool {
-				return objs[i].GetKind() == "Namespace" && objs[j].GetKind() != "Namespace"
-			})
 			kinds := map[string]int{}
 			for _, obj := range objs {
-				ri := resourceFor(t, dyn, m, obj)
-				if err := dryRunApply(ctx, ri, obj); err != nil {
+				if err := dryRunApply(ctx, resourceFor(t, dyn, m, obj), obj); err != nil {
 					t.Errorf("%s %s/%s refused: %v", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
 					continue
 				}
 				kinds[obj.GetKind()]++
-				if obj.GetKind() == "Namespace" {
-					if _, err := ri.Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-						t.Fatal(err)
-					}
-				}
 			}
-			t.Logf("deploy/%s: all %d objects accepted by a server-side dry run: %v", path, len(objs), kinds)
-			for kind, n := range mustShip[path] {
+			t.Logf("%s: all %d objects accepted by a server-side dry run: %v", tc.name, len(objs), kinds)
+			for kind, n := range tc.mustShip {
 				if kinds[kind] != n {
-					t.Errorf("deploy/%s: %d %s accepted, want %d", path, kinds[kind], kind, n)
+					t.Errorf("%s: %d %s accepted, want %d", tc.name, kinds[kind], kind, n)
 				}
-			}
-
-			if kubectl == "" {
-				t.Logf("kubectl not built (internal/localcluster/build-bins.sh kubectl): kubectl kustomize / apply -k not checked")
-				return
-			}
-			dir := filepath.Join(manifests.Dir(), path)
-			out, err := exec.CommandContext(ctx, kubectl, "kustomize", dir).Output()
-			if err != nil {
-				t.Fatalf("kubectl kustomize %s: %v", dir, err)
-			}
-			if !sameObjects(t, objs, splitYAML(t, out)) {
-				t.Errorf("kubectl kustomize %s renders other objects than sigs.k8s.io/kustomize/api", path)
-			}
-			apply := exec.CommandContext(ctx, kubectl, "--kubeconfig", c.Kubeconfig(), "apply", "-k", dir, "--dry-run=server")
-			if out, err := apply.CombinedOutput(); err != nil {
-				t.Errorf("kubectl apply -k %s --dry-run=server: %v\n%s", path, err, out)
-			} else {
-				t.Logf("kubectl apply -k deploy/%s --dry-run=server:\n%s", path, strings.TrimSpace(string(out)))
 			}
 		})
 	}
 
 	// The dry run does check: a misspelt field in the Service and a wrong type in the PingSource
 	// are refused (the schemas; Knative's webhooks, which would check more, do not run here).
-	objs, err := manifests.Render(manifests.Overlays[0])
+	objs, err := manifests.Render(chartCases[1].namespace, chartCases[1].values)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,6 +249,136 @@ func TestManifestsDryRun(t *testing.T) {
 	_ = unstructured.SetNestedField(ping.Object, int64(5), "spec", "schedule")
 	if err := dryRunApply(ctx, resourceFor(t, dyn, m, ping), ping); err == nil || !strings.Contains(err.Error(), "schedule") {
 		t.Errorf("a PingSource with a numeric schedule was not refused: %v", err)
+	}
+
+	t.Run("install, upgrade, uninstall", func(t *testing.T) { installUpgradeUninstall(ctx, t, c) })
+}
+
+// createNamespace creates ns for real (a dry-run namespace does not make its objects admissible).
+func createNamespace(ctx context.Context, t *testing.T, dyn dynamic.Interface, ns string) {
+	t.Helper()
+	obj := &unstructured.Unstructured{}
+	obj.SetAPIVersion("v1")
+	obj.SetKind("Namespace")
+	obj.SetName(ns)
+	if _, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// helmOn runs the Helm CLI against the local cluster.
+func helmOn(t *testing.T, c *localcluster.Cluster, args ...string) string {
+	t.Helper()
+	out, err := manifests.Run(append(args, "--kubeconfig", c.Kubeconfig())...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Logf("helm %s:\n%s", strings.Join(args[:min(len(args), 2)], " "), strings.TrimSpace(string(out)))
+	return string(out)
+}
+
+// installUpgradeUninstall runs the README's install, an upgrade that turns parts on and changes
+// the scope, an upgrade back to the defaults, and the uninstall, with the Helm CLI.
+func installUpgradeUninstall(ctx context.Context, t *testing.T, c *localcluster.Cluster) {
+	const ns, release = "adh-lifecycle", "argo-disruption-handler"
+	dyn := c.Dynamic()
+	get := func(gvr schema.GroupVersionResource, name string) (*unstructured.Unstructured, error) {
+		return dyn.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	}
+	cmGVR := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	srcGVR := schema.GroupVersionResource{Group: "sources.knative.dev", Version: "v1", Resource: "apiserversources"}
+	sqsGVR := schema.GroupVersionResource{Group: "sources.knative.dev", Version: "v1alpha1", Resource: "integrationsources"}
+	npGVR := schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}
+	setting := func(key string) string {
+		cm, err := get(cmGVR, "argo-disruption-handler-settings")
+		if err != nil {
+			t.Fatalf("settings ConfigMap: %v", err)
+		}
+		v, _, _ := unstructured.NestedString(cm.Object, "data", key)
+		return v
+	}
+
+	helmOn(t, c, "install", release, manifests.ChartDir(), "--namespace", ns, "--create-namespace")
+	if got := setting("ADH_STATE_NAMESPACE"); got != ns {
+		t.Errorf("installed: ADH_STATE_NAMESPACE %q, want the release namespace %s", got, ns)
+	}
+	if _, err := get(srcGVR, "workflow-pods"); err != nil {
+		t.Errorf("installed: workflow-pods source: %v", err)
+	}
+
+	// Not t.TempDir(): helm splits -f on commas, which subtest names put in that path.
+	dir, err := os.MkdirTemp("", "adh-values-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	args, err := manifests.ValuesFiles(dir, `
+namespaces: [team-a]
+sources:
+  sqs: {enabled: true, arn: "arn:aws:sqs:eu-west-1:123456789012:adh", region: eu-west-1, secretName: aws}
+networkPolicy: {enabled: true}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	helmOn(t, c, append([]string{"upgrade", release, manifests.ChartDir(), "--namespace", ns}, args...)...)
+	if got := setting("ADH_NAMESPACES"); got != "team-a" {
+		t.Errorf("upgraded: ADH_NAMESPACES %q, want team-a", got)
+	}
+	src, err := get(srcGVR, "workflow-pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vals, _, _ := unstructured.NestedSlice(src.Object, "spec", "namespaceSelector", "matchExpressions"); len(vals) != 1 ||
+		!reflect.DeepEqual(vals[0].(map[string]any)["values"], []any{"team-a"}) {
+		t.Errorf("upgraded: workflow-pods namespaceSelector %v, want team-a", vals)
+	}
+	for name, gvr := range map[string]schema.GroupVersionResource{"ec2-interruptions": sqsGVR, "argo-disruption-handler": npGVR} {
+		if _, err := get(gvr, name); err != nil {
+			t.Errorf("upgraded: %s %s: %v", gvr.Resource, name, err)
+		}
+	}
+
+	// What the function itself creates at run time: the sweep's Lease.
+	lease := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+		"metadata": map[string]any{"name": "argo-disruption-handler-sweep", "namespace": ns}}}
+	leaseGVR := schema.GroupVersionResource{Group: "coordination.k8s.io", Version: "v1", Resource: "leases"}
+	if _, err := dyn.Resource(leaseGVR).Namespace(ns).Create(ctx, lease, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	helmOn(t, c, "upgrade", release, manifests.ChartDir(), "--namespace", ns, "--reset-values")
+	for name, gvr := range map[string]schema.GroupVersionResource{"ec2-interruptions": sqsGVR, "argo-disruption-handler": npGVR} {
+		if _, err := get(gvr, name); !apierrors.IsNotFound(err) {
+			t.Errorf("upgraded back: %s %s still there (%v)", gvr.Resource, name, err)
+		}
+	}
+	if got := setting("ADH_NAMESPACES"); got != "" {
+		t.Errorf("upgraded back: ADH_NAMESPACES %q, want empty", got)
+	}
+
+	helmOn(t, c, "uninstall", release, "--namespace", ns)
+	for _, gvr := range []schema.GroupVersionResource{cmGVR, srcGVR,
+		{Group: "eventing.knative.dev", Version: "v1", Resource: "triggers"}, {Group: "eventing.knative.dev", Version: "v1", Resource: "brokers"},
+		{Group: "sources.knative.dev", Version: "v1", Resource: "pingsources"}, {Group: "sources.knative.dev", Version: "v1", Resource: "sinkbindings"},
+		{Version: "v1", Resource: "serviceaccounts"}, {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}} {
+		list, err := dyn.Resource(gvr).Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) != 0 {
+			t.Errorf("uninstalled: %d %s left", len(list.Items), gvr.Resource)
+		}
+	}
+	for _, name := range []string{"argo-disruption-handler", "argo-disruption-handler-sources"} {
+		_, err := dyn.Resource(schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"}).Get(ctx, name, metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			t.Errorf("uninstalled: ClusterRole %s still there (%v)", name, err)
+		}
+	}
+	// docs/install.md lists what stays: the namespace and the sweep's Lease.
+	if _, err := dyn.Resource(leaseGVR).Namespace(ns).Get(ctx, "argo-disruption-handler-sweep", metav1.GetOptions{}); err != nil {
+		t.Errorf("uninstalled: the sweep's Lease is gone (%v); docs/install.md says it stays", err)
 	}
 }
 
@@ -284,31 +399,6 @@ func splitYAML(t *testing.T, b []byte) []*unstructured.Unstructured {
 		}
 	}
 	return out
-}
-
-// sameObjects compares two renderings object by object (through JSON, so numbers compare).
-func sameObjects(t *testing.T, a, b []*unstructured.Unstructured) bool {
-	t.Helper()
-	norm := func(objs []*unstructured.Unstructured) map[string]any {
-		out := map[string]any{}
-		for _, o := range objs {
-			j, _ := json.Marshal(o.Object)
-			var v any
-			_ = json.Unmarshal(j, &v)
-			out[o.GetKind()+"/"+o.GetNamespace()+"/"+o.GetName()] = v
-		}
-		return out
-	}
-	na, nb := norm(a), norm(b)
-	same := len(a) == len(b) && reflect.DeepEqual(na, nb)
-	if !same {
-		for k, v := range na {
-			if !reflect.DeepEqual(v, nb[k]) {
-				t.Logf("differs: %s", k)
-			}
-		}
-	}
-	return same
 }
 
 // readObjects splits a YAML file into objects.

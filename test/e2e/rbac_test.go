@@ -34,7 +34,7 @@ import (
 )
 
 const (
-	// fnNamespace and fnServiceAccount are the function's identity in deploy/base (and func.yaml).
+	// fnNamespace and fnServiceAccount are the function's identity in the chart (and func.yaml).
 	fnNamespace      = "argo-disruption-handler"
 	fnServiceAccount = "argo-disruption-handler"
 	// rbacNS runs the test's workflows.
@@ -51,7 +51,7 @@ type rbacEnv struct {
 	now   time.Time
 }
 
-// TestRBACRepairSteps applies deploy/base's Namespace, ServiceAccount, ClusterRole and
+// TestRBACRepairSteps applies the chart's Namespace, ServiceAccount, ClusterRole and
 // ClusterRoleBinding for real on the local API server (RBAC authorization on), then, with clients
 // impersonating system:serviceaccount:argo-disruption-handler:argo-disruption-handler, runs every
 // repair step and lookup with the project's code (repair.Repairer, lookup.Finder, the whole
@@ -71,10 +71,10 @@ func TestRBACRepairSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The function's identity, from deploy/base, for real.
-	createFromBase(ctx, t, c, admin.Dynamic, baseObject{"Namespace", fnNamespace}, baseObject{"ServiceAccount", fnServiceAccount},
-		baseObject{"ClusterRole", fnServiceAccount}, baseObject{"ClusterRoleBinding", fnServiceAccount},
-		baseObject{"Role", sweep.LeaseName}, baseObject{"RoleBinding", sweep.LeaseName})
+	// The function's identity, from the chart, for real.
+	createFromChart(ctx, t, c, admin.Dynamic, chartObject{"ServiceAccount", fnServiceAccount},
+		chartObject{"ClusterRole", fnServiceAccount}, chartObject{"ClusterRoleBinding", fnServiceAccount},
+		chartObject{"Role", sweep.LeaseName}, chartObject{"RoleBinding", sweep.LeaseName})
 	// Karpenter's own NodeClaim CRD: the instance lookup reads the columns it prints.
 	if err := c.InstallNodeClaimCRD(ctx); err != nil {
 		t.Fatal(err)

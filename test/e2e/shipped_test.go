@@ -18,7 +18,7 @@ import (
 	"function/internal/manifests"
 )
 
-// shippedStream returns the URL of a proxy to target that passes on only what deploy/base
+// shippedStream returns the URL of a proxy to target that passes on only what the chart
 // delivers to the function: a CloudEvent some shipped Trigger's filter matches (exact match on
 // its attributes, as the Broker's filter does) and, for Events, one from a namespace the shipped
 // Events source watches. The adapter a test starts may watch more (one adapter for several
@@ -27,7 +27,7 @@ import (
 // only: the ApiServerSource adapter sends no other.
 func shippedStream(t *testing.T, target string) string {
 	t.Helper()
-	objs, err := manifests.Render("base")
+	objs, err := manifests.Render(manifests.Namespace)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func shippedStream(t *testing.T, target string) string {
 	}))
 	t.Cleanup(func() {
 		srv.Close()
-		t.Logf("shipped stream: %d events passed to the function, %d dropped as deploy/base's Triggers and sources would", passed.Load(), dropped.Load())
+		t.Logf("shipped stream: %d events passed to the function, %d dropped as the chart's Triggers and sources would", passed.Load(), dropped.Load())
 	})
 	return srv.URL
 }
@@ -94,7 +94,7 @@ func shippedEventNamespaces(t *testing.T, objs []*unstructured.Unstructured) []s
 	t.Helper()
 	src := manifests.Find(objs, "ApiServerSource", "karpenter-events")
 	if src == nil {
-		t.Fatal("deploy/base has no ApiServerSource karpenter-events")
+		t.Fatal("the chart has no ApiServerSource karpenter-events")
 	}
 	exprs, _, _ := unstructured.NestedSlice(src.Object, "spec", "namespaceSelector", "matchExpressions")
 	for _, e := range exprs {

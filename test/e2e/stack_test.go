@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
@@ -74,7 +76,7 @@ func runFunction(ctx context.Context, t *testing.T, bin string, c *localcluster.
 	return fn
 }
 
-// workflowPods is the adapter's watch of workflow pods, as deploy/base's ApiServerSource has it.
+// workflowPods is the adapter's watch of workflow pods, as the chart's ApiServerSource has it.
 var workflowPods = localcluster.AdapterResource{Version: "v1", Resource: "pods", Selector: argoworkflow.LabelWorkflow}
 
 // nodes is the shipped nodes source's Node watch (its NodeClaims need Karpenter's CRD): a Node's
@@ -83,7 +85,7 @@ var workflowPods = localcluster.AdapterResource{Version: "v1", Resource: "pods",
 var nodes = localcluster.AdapterResource{Version: "v1", Resource: "nodes"}
 
 // startAdapter points the ApiServerSource adapter at sink, watching resources in namespaces
-// (cluster-scoped ones cluster-wide), through shippedStream: sink gets only what deploy/base's
+// (cluster-scoped ones cluster-wide), through shippedStream: sink gets only what the chart's
 // sources and Triggers deliver. It stops the adapter when the test ends.
 func startAdapter(t *testing.T, c *localcluster.Cluster, sink string, namespaces []string, resources ...localcluster.AdapterResource) {
 	t.Helper()
@@ -113,22 +115,30 @@ func startSink(t *testing.T) func(*cesink.Sink, error) *cesink.Sink {
 	}
 }
 
-// baseObject names one object of deploy/base.
-type baseObject struct{ kind, name string }
+// chartObject names one object the chart renders with its default values.
+type chartObject struct{ kind, name string }
 
-// createFromBase creates objects of deploy/base, as kustomize renders them, through dyn (the
-// admin's client, or one the objects' RBAC applies to).
-func createFromBase(ctx context.Context, t *testing.T, c *localcluster.Cluster, dyn dynamic.Interface, want ...baseObject) {
+// createFromChart creates the release namespace (as `helm install --create-namespace` does) and
+// objects of the chart, rendered with its default values, through dyn (the admin's client, or one
+// the objects' RBAC applies to).
+func createFromChart(ctx context.Context, t *testing.T, c *localcluster.Cluster, dyn dynamic.Interface, want ...chartObject) {
 	t.Helper()
-	objs, err := manifests.Render("base")
+	objs, err := manifests.Render(manifests.Namespace)
 	if err != nil {
 		t.Fatal(err)
+	}
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName(manifests.Namespace)
+	if _, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating namespace %s: %v", manifests.Namespace, err)
 	}
 	var found []*unstructured.Unstructured
 	for _, w := range want {
 		o := manifests.Find(objs, w.kind, w.name)
 		if o == nil {
-			t.Fatalf("deploy/base has no %s %s", w.kind, w.name)
+			t.Fatalf("the chart renders no %s %s", w.kind, w.name)
 		}
 		found = append(found, o)
 	}

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,30 +24,43 @@ import (
 	"function/internal/argoworkflow"
 	"function/internal/localcluster"
 	"function/internal/localcluster/scenario"
+	"function/internal/manifests"
 	"function/internal/repair"
 )
 
 // TestSweep proves the safety net on the real control plane, with Argo ADH_E2E_SWEEP_ARGO
 // (default v3.5.10, which never heals a workflow whose pod was deleted): a workflow pod is
-// force-deleted while no event source runs, so the function never hears of it.
+// force-deleted while no event source runs, so the function never hears of it. The settings are
+// the chart's ConfigMap, as users get them: the function runs with its data as environment (as
+// the pod's envFrom), and the audit reads it from the API server, with no settings flag.
 //  1. `argo-disruption-handler sweep -A -o json` (read-only by default) lists the workflow, the node and the
 //     ladder step, exits 1, and changes nothing (the task result stays incomplete, no record);
+//     it says where its settings came from, and without the ConfigMap it exits 2;
 //  2. a PingSource CloudEvent posted to the function (as the broker delivers it) repairs it: the
 //     task result is completed, the record written, and the workflow leaves Running at the
 //     controller's next reconcile;
-//  3. the audit run again finds nothing and exits 0.
+//  3. the audit run again, as the kubectl plugin (`kubectl argo-disruption-handler sweep -A`),
+//     finds nothing and exits 0.
 func TestSweep(t *testing.T) {
 	version := env("ADH_E2E_SWEEP_ARGO", "v3.5.10")
 	ctx := context.Background()
 	bin, c, e := functionStack(ctx, t, localcluster.Options{ArgoVersion: version, Nodes: 1}, 120*time.Second)
-	const stateNS = "adh-state"
-	for _, ns := range []string{nsWith, stateNS} {
-		if err := e.EnsureNamespace(ctx, ns); err != nil {
-			t.Fatal(err)
-		}
+	if err := e.EnsureNamespace(ctx, nsWith); err != nil {
+		t.Fatal(err)
 	}
-	settings := map[string]string{"ADH_NAMESPACES": nsWith, "ADH_STATE_NAMESPACE": stateNS, "ADH_SWEEP_GRACE": "30s"}
+	createFromChart(ctx, t, c, c.Dynamic(), chartObject{"ConfigMap", sweepcmd.SettingsConfigMap})
+	cm, err := e.Kube.CoreV1().ConfigMaps(manifests.Namespace).Get(ctx, sweepcmd.SettingsConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateNS := cm.Data["ADH_STATE_NAMESPACE"]
+	settings := maps.Clone(cm.Data)
+	// The local run's own: debug logs, and metrics on a free port (StartFunction's defaults).
+	delete(settings, "ADH_LOG_LEVEL")
+	delete(settings, "ADH_METRICS_ADDRESS")
 	fn := runFunction(ctx, t, bin, c, settings)
+	plugin := buildPlugin(ctx, t)
+	audit := []string{bin, "sweep", "--kubeconfig", c.Kubeconfig()}
 
 	wf, pod, nodeID, err := e.RunningStep(ctx, "sweep-", scenario.Spec{Namespace: nsWith, Node: localcluster.NodeName(0)})
 	if err != nil {
@@ -61,10 +76,13 @@ func TestSweep(t *testing.T) {
 	var report []string
 
 	// 1. The audit over every namespace, without --repair: it must change nothing.
-	rows, code, stderr := runAudit(ctx, t, bin, c.Kubeconfig(), settings, "-A", "-o", "json")
+	rows, code, stderr := runAudit(ctx, t, nil, append(audit, "-A", "-o", "json")...)
 	report = append(report, fmt.Sprintf("`sweep -A -o json` (pod deleted %s ago, no event delivered): exit %d, %d row(s); stderr %q", since(deleted), code, len(rows), strings.TrimSpace(stderr)))
 	if code != sweepcmd.ExitStuck || len(rows) != 1 {
 		t.Fatalf("audit: exit %d, rows %+v, want exit 1 and one row\n%s", code, rows, stderr)
+	}
+	if want := "sweep: settings from ConfigMap " + manifests.Namespace + "/" + sweepcmd.SettingsConfigMap + ": "; !strings.Contains(stderr, want) {
+		t.Errorf("audit stderr lacks %q:\n%s", want, stderr)
 	}
 	r := rows[0]
 	if r.Workflow != wf.Name || r.NodeID != nodeID || r.PodState != "gone" || !r.DryRun || len(r.Steps) == 0 || r.Steps[0] != "complete-task-result" {
@@ -79,6 +97,12 @@ func TestSweep(t *testing.T) {
 	}
 	if evs, _ := e.Kube.CoreV1().Events(nsWith).List(ctx, metav1.ListOptions{FieldSelector: "source=" + argoworkflow.Component}); evs != nil && len(evs.Items) > 0 {
 		t.Errorf("dry run created %d Event(s)", len(evs.Items))
+	}
+	// Where no chart is installed, the audit says so instead of judging with other settings.
+	_, code, stderr = runAudit(ctx, t, nil, append(audit, "-A", "--settings-namespace", nsWith)...)
+	report = append(report, fmt.Sprintf("`sweep -A --settings-namespace %s` (no ConfigMap there): exit %d, stderr %q", nsWith, code, strings.TrimSpace(stderr)))
+	if code != sweepcmd.ExitError || !strings.Contains(stderr, "no ConfigMap "+nsWith+"/"+sweepcmd.SettingsConfigMap) || !strings.Contains(stderr, "--settings-from-env") {
+		t.Errorf("audit without its ConfigMap: exit %d, want 2 naming it\n%s", code, stderr)
 	}
 
 	// 2. The next ping.
@@ -134,9 +158,14 @@ func TestSweep(t *testing.T) {
 	}
 	report = append(report, "/metrics after the ping: events_total{ping,handled} 1, repairs_total{complete-task-result} 1, sweep_stuck_workflow_nodes 1")
 
-	// 3. Nothing left.
-	rows, code, stderr = runAudit(ctx, t, bin, c.Kubeconfig(), settings, "-A")
-	report = append(report, fmt.Sprintf("`sweep -A` after the repair: exit %d, %d row(s)", code, len(rows)))
+	// 3. Nothing left, as the kubectl plugin finds (the plugin binary itself without a kubectl).
+	argv := []string{plugin, "sweep"}
+	if c.KubectlPath() != "" {
+		argv = []string{c.KubectlPath(), "argo-disruption-handler", "sweep"}
+	}
+	rows, code, stderr = runAudit(ctx, t, []string{"PATH=" + filepath.Dir(plugin) + string(os.PathListSeparator) + os.Getenv("PATH")},
+		append(argv, "-A", "--kubeconfig", c.Kubeconfig())...)
+	report = append(report, fmt.Sprintf("`%s %s -A` after the repair: exit %d, %d row(s)", filepath.Base(argv[0]), strings.Join(argv[1:], " "), code, len(rows)))
 	if code != sweepcmd.ExitClean {
 		t.Errorf("second audit: exit %d\n%s", code, stderr)
 	}
@@ -166,14 +195,13 @@ func getMetrics(t *testing.T, url string) string {
 	return string(b)
 }
 
-// runAudit runs `bin sweep args…` and decodes its JSON rows (table output gives none).
-func runAudit(ctx context.Context, t *testing.T, bin, kubeconfig string, settings map[string]string, args ...string) ([]sweepcmd.Row, int, string) {
+// runAudit runs the audit command argv with env added, and decodes its JSON rows (table output
+// gives none). An ADH_* setting in its environment that would hide the workflow shows that the
+// command reads the deployed settings, not the terminal's.
+func runAudit(ctx context.Context, t *testing.T, env []string, argv ...string) ([]sweepcmd.Row, int, string) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"sweep", "--kubeconfig", kubeconfig}, args...)...)
-	cmd.Env = os.Environ()
-	for k, v := range settings {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(append(os.Environ(), "ADH_NAMESPACES=adh-not-deployed"), env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -191,6 +219,20 @@ func runAudit(ctx context.Context, t *testing.T, bin, kubeconfig string, setting
 		}
 	}
 	return rows, code, errOut.String()
+}
+
+// buildPlugin builds the kubectl plugin, kubectl-argo_disruption_handler, into a folder of its own
+// (to put on the PATH).
+func buildPlugin(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	root, _ := filepath.Abs("../..")
+	bin := filepath.Join(t.TempDir(), "kubectl-argo_disruption_handler")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/kubectl-argo_disruption_handler")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the kubectl plugin: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // ping posts a PingSource CloudEvent in binary mode, as the broker's Trigger delivers it.

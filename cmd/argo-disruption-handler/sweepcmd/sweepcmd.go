@@ -1,15 +1,14 @@
-// Package sweepcmd is the `argo-disruption-handler sweep` command: the sweep the PingSource runs,
-// from a terminal, over the whole cluster or some namespaces, printing every stuck workflow and
-// the ladder step it needs. It reads by default: every planned write is sent as a server-side dry
-// run, which the API server validates (RBAC, admission, conflicts) and which changes nothing; only
-// --repair writes.
+// Package sweepcmd is the `argo-disruption-handler sweep` command, also the kubectl plugin's
+// (`kubectl argo-disruption-handler sweep`): the sweep the PingSource runs, from a terminal, over
+// the whole cluster or some namespaces, with the settings the function is deployed with, printing
+// every stuck workflow and the ladder step it needs. It reads by default: every planned write is
+// sent as a server-side dry run, which the API server validates (RBAC, admission, conflicts) and
+// which changes nothing; only --repair writes. docs/audit.md is its manual.
 package sweepcmd
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -17,7 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"knative.dev/pkg/logging"
 
 	"function/config"
@@ -30,8 +30,11 @@ import (
 const (
 	ExitClean = 0 // nothing stuck
 	ExitStuck = 1 // stuck workflows found (planned, or repaired with --repair)
-	ExitError = 2 // bad flags, or the scan could not complete
+	ExitError = 2 // bad flags, no settings, or the scan could not complete
 )
+
+// DefaultRequestTimeout bounds each API request when --request-timeout does not.
+const DefaultRequestTimeout = 30 * time.Second
 
 // Row is one stuck node, as printed (-o json prints a list of them).
 type Row struct {
@@ -51,64 +54,41 @@ type Row struct {
 	Error      string   `json:"error,omitempty"`
 }
 
-// flags are the command line of one run.
-type flags struct {
-	kubeconfig string
-	namespaces stringList
-	all        bool
-	dryRun     bool // every run but --repair
-	repair     bool
-	output     string
-	grace      time.Duration
+// Run runs `prog sweep args…`: it parses args, reads the deployed settings, scans, prints to
+// stdout (progress, the settings' source and errors to stderr) and returns the exit status. prog
+// is how the user called the tool ("argo-disruption-handler", or "kubectl argo-disruption-handler"
+// for the plugin), for the help text.
+func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writer) int {
+	return run(ctx, prog, args, stdout, stderr, onCluster)
 }
 
-// parse reads args; ok is false when the run should end with code (help, or bad flags).
-func parse(args []string, stderr io.Writer) (f flags, code int, ok bool) {
-	fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-	fs.Var(&f.namespaces, "n", "namespace to scan (repeat or comma-separate; default: the kubeconfig context's)")
-	fs.Var(&f.namespaces, "namespace", "same as -n")
-	fs.BoolVar(&f.all, "A", false, "scan every namespace in scope")
-	fs.BoolVar(&f.repair, "repair", false, "repair what is stuck (default: change nothing, send the planned writes as server-side dry runs)")
-	fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing (the default; kept for scripts)")
-	fs.StringVar(&f.output, "o", "table", "output format: table or json")
-	fs.DurationVar(&f.grace, "grace", 0, "how long a finished node may keep its task result incomplete (default: ADH_SWEEP_GRACE)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: argo-disruption-handler sweep [--kubeconfig FILE] [-n NS | -A] [--repair] [-o table|json]")
-		fmt.Fprintln(stderr, "Lists Running Argo workflows stuck after a pod was taken away and the repair each needs; --repair does it.")
-		fmt.Fprintln(stderr, "Exit status: 0 nothing stuck, 1 stuck workflows found, 2 error.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return f, ExitClean, false
+// deps reach the cluster; tests replace them with a fake API.
+type deps struct {
+	// kube reads the settings ConfigMap.
+	kube func(*rest.Config) (kubernetes.Interface, error)
+	// sweeper builds the function's sweep from the settings, over the cluster of rc.
+	sweeper func(cfg *config.Config, rc *rest.Config) (*sweep.Sweeper, error)
+}
+
+// onCluster builds the clients as the function does (internal/wiring), from the REST
+// configuration kubectl's flags resolved.
+var onCluster = deps{
+	kube: func(rc *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(rc) },
+	sweeper: func(cfg *config.Config, rc *rest.Config) (*sweep.Sweeper, error) {
+		p, err := wiring.Build(cfg, wiring.Options{RESTConfig: rc, UserAgent: rc.UserAgent, RequestTimeout: rc.Timeout})
+		if err != nil {
+			return nil, err
 		}
-		return f, ExitError, false
-	}
-	switch {
-	case f.output != "table" && f.output != "json":
-		fmt.Fprintf(stderr, "sweep: -o %q: want table or json\n", f.output)
-		return f, ExitError, false
-	case f.all && len(f.namespaces) > 0:
-		fmt.Fprintln(stderr, "sweep: -A and -n are exclusive")
-		return f, ExitError, false
-	case f.repair && f.dryRun:
-		fmt.Fprintln(stderr, "sweep: --repair and --dry-run are exclusive")
-		return f, ExitError, false
-	}
-	f.dryRun = !f.repair
-	return f, ExitClean, true
+		return p.Sweeper, nil
+	},
 }
 
-// Run parses args (after "sweep"), scans, prints to stdout (progress and errors to stderr) and
-// returns the exit status.
-func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	f, code, ok := parse(args, stderr)
+func run(ctx context.Context, prog string, args []string, stdout, stderr io.Writer, d deps) int {
+	f, code, ok := parse(prog, args, stdout, stderr)
 	if !ok {
 		return code
 	}
-	sw, err := build(&f)
+	sw, err := build(ctx, f, d, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "sweep:", err)
 		return ExitError
@@ -138,29 +118,52 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return ExitClean
 }
 
-// build makes the function's sweep, through the same wiring as the function, with the command
-// line's settings over the configuration; f.namespaces is filled from the kubeconfig when empty.
-func build(f *flags) (*sweep.Sweeper, error) {
-	cfg, err := config.Load()
+// build makes the function's sweep, through the same wiring as the function, from the deployed
+// settings with the command line's over them; f.namespaces is filled from the kubeconfig when
+// empty.
+func build(ctx context.Context, f *flags, d deps, stderr io.Writer) (*sweep.Sweeper, error) {
+	rc, err := f.cluster.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading the cluster configuration: %w", err)
+	}
+	rc = rest.CopyConfig(rc)
+	if rc.Timeout <= 0 {
+		rc.Timeout = DefaultRequestTimeout
+	}
+	rc.UserAgent = argoworkflow.Component + "-sweep"
+	cfg, from, err := settings(ctx, f, d, rc)
 	if err != nil {
 		return nil, err
 	}
-	if f.grace > 0 {
+	if f.graceSet {
 		cfg.SweepGrace = f.grace
+		if err := cfg.Validate(); err != nil {
+			return nil, fmt.Errorf("--grace %s: %w", f.grace, err)
+		}
+	}
+	fmt.Fprintf(stderr, "sweep: settings from %s: %s\n", from, describe(cfg, f.graceSet))
+	if cfg.DryRun && f.repair {
+		fmt.Fprintln(stderr, "sweep: the deployed function runs with ADH_DRY_RUN=true; --repair writes all the same")
 	}
 	cfg.DryRun = f.dryRun
+	// Notifications are the function's report, sent where the cluster reaches (the Broker, a
+	// sink inside it); this command's report is its output.
+	cfg.NotificationSink = ""
 	if !f.all && len(f.namespaces) == 0 {
-		ns, err := contextNamespace(f.kubeconfig)
+		ns, _, err := f.cluster.ToRawKubeConfigLoader().Namespace()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reading the kubeconfig context's namespace: %w", err)
 		}
 		f.namespaces = stringList{ns}
 	}
-	p, err := wiring.Build(cfg, wiring.Options{Kubeconfig: f.kubeconfig, UserAgent: argoworkflow.Component + "-sweep", RequestTimeout: 30 * time.Second})
-	if err != nil {
-		return nil, err
+	scope := config.Scope{Namespaces: cfg.Namespaces, Excluded: cfg.ExcludedNamespaces}
+	for _, ns := range f.namespaces {
+		if !scope.NamespaceAllowed(ns) {
+			fmt.Fprintf(stderr, "sweep: namespace %s is outside the deployed scope (ADH_NAMESPACES %q, ADH_EXCLUDED_NAMESPACES %q): not scanned\n",
+				ns, strings.Join(cfg.Namespaces, ","), strings.Join(cfg.ExcludedNamespaces, ","))
+		}
 	}
-	return p.Sweeper, nil
+	return d.sweeper(cfg, rc)
 }
 
 // progress prints how far a scan has come, once it has taken more than a second.
@@ -241,29 +244,4 @@ func duration(d time.Duration) string {
 	default:
 		return d.Round(time.Minute).String()
 	}
-}
-
-// contextNamespace is the kubeconfig context's namespace ("default" when unset), as kubectl uses.
-func contextNamespace(kubeconfig string) (string, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	ns, _, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).Namespace()
-	if err != nil {
-		return "", fmt.Errorf("reading the kubeconfig's namespace: %w", err)
-	}
-	return ns, nil
-}
-
-// stringList is a repeatable, comma-separated flag.
-type stringList []string
-
-func (s *stringList) String() string { return strings.Join(*s, ",") }
-
-func (s *stringList) Set(v string) error {
-	for _, p := range strings.Split(v, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			*s = append(*s, p)
-		}
-	}
-	return nil
 }

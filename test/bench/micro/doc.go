@@ -2,5 +2,5 @@
 // runs with `go test -bench` for the figures that need no cluster: the irrelevant event and a
 // 5,000-node compressed workflow, both through the production wiring (wiring.FromClients with the
 // default configuration) over fake clientsets that count every API call. Figures are reported
-// (docs/BENCHMARKS.md), never asserted as timings.
+// (docs/dev/BENCHMARKS.md), never asserted as timings.
 package micro
