@@ -68,12 +68,18 @@ func readFuncYAML(t *testing.T) funcYAML {
 	return f
 }
 
-// render renders the chart released into namespace with the values documents.
-func render(t *testing.T, namespace string, values ...string) []*unstructured.Unstructured {
+// needHelm skips t without the Helm CLI, except in CI, where the test command builds it first.
+func needHelm(t *testing.T) {
 	t.Helper()
 	if _, err := manifests.Helm(); err != nil && os.Getenv("CI") == "" {
 		t.Skip(err)
 	}
+}
+
+// render renders the chart released into namespace with the values documents.
+func render(t *testing.T, namespace string, values ...string) []*unstructured.Unstructured {
+	t.Helper()
+	needHelm(t)
 	objs, err := manifests.Render(namespace, values...)
 	if err != nil {
 		t.Fatal(err)
@@ -674,9 +680,7 @@ func TestValuesLandEverywhere(t *testing.T) {
 func TestChartLints(t *testing.T) {
 	for _, tc := range []struct{ name, values string }{{"defaults", ""}, {"full", fullValues}} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := manifests.Helm(); err != nil && os.Getenv("CI") == "" {
-				t.Skip(err)
-			}
+			needHelm(t)
 			args, err := manifests.ValuesFiles(t.TempDir(), tc.values)
 			if err != nil {
 				t.Fatal(err)
@@ -705,9 +709,7 @@ func TestValuesRefused(t *testing.T) {
 		{"trigger without subscriber", "notifications: {trigger: {enabled: true}}", "subscriber"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := manifests.Helm(); err != nil && os.Getenv("CI") == "" {
-				t.Skip(err)
-			}
+			needHelm(t)
 			_, err := manifests.Render(manifests.Namespace, tc.values)
 			if err == nil || !strings.Contains(err.Error(), tc.says) {
 				t.Errorf("values %q: err = %v, want a refusal naming %q", tc.values, err, tc.says)

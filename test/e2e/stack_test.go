@@ -9,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
@@ -127,13 +125,7 @@ func createFromChart(ctx context.Context, t *testing.T, c *localcluster.Cluster,
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := &unstructured.Unstructured{}
-	ns.SetAPIVersion("v1")
-	ns.SetKind("Namespace")
-	ns.SetName(manifests.Namespace)
-	if _, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("creating namespace %s: %v", manifests.Namespace, err)
-	}
+	createNamespace(ctx, t, dyn, manifests.Namespace)
 	var found []*unstructured.Unstructured
 	for _, w := range want {
 		o := manifests.Find(objs, w.kind, w.name)
